@@ -1,0 +1,1 @@
+//! The command-line tools besides `serve`: `run`, `encrypt`, `decrypt`, `sign`, `token`.

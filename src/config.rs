@@ -1,0 +1,1 @@
+//! Flags and environment → one validated configuration (SPEC §1).

@@ -1,0 +1,12 @@
+//! servo: a sandboxed continuous-delivery executor.
+//!
+//! Data flows one way: request → bundle (verified, unpacked, decrypted) →
+//! run (scripts) → sandbox (plan, launch) → log → response.
+
+pub mod bundle;
+pub mod client;
+pub mod config;
+pub mod limits;
+pub mod run;
+pub mod sandbox;
+pub mod server;

@@ -1,0 +1,1 @@
+//! One run: scripts in order, the log, run limits (SPEC §4).
