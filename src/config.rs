@@ -1,1 +1,418 @@
 //! Flags and environment → one validated configuration (SPEC §1).
+
+use std::net::SocketAddr;
+use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+
+use crate::bundle::decrypt::Kdf;
+use crate::limits::Limits;
+
+/// `servo serve` flags. Every flag has an environment variable; flags win.
+#[derive(clap::Args, Debug, Clone)]
+pub struct ServeArgs {
+    /// Address to listen on.
+    #[arg(long, env = "SERVO_LISTEN", default_value = "0.0.0.0:5000")]
+    pub listen: SocketAddr,
+    /// The default tenant's secret token (else --token-file, else generated once into STATE/token).
+    #[arg(long, env = "SERVO_TOKEN", hide_env_values = true)]
+    pub token: Option<String>,
+    /// A file holding the default tenant's token.
+    #[arg(long, env = "SERVO_TOKEN_FILE")]
+    pub token_file: Option<PathBuf>,
+    /// Where servo keeps its token, run directories and audit log
+    /// [default: /var/lib/servo as root, else $XDG_STATE_HOME/servo or ~/.local/state/servo].
+    #[arg(long, env = "SERVO_STATE_DIR")]
+    pub state_dir: Option<PathBuf>,
+    /// The Ochothon portal URL, or `sim` for the built-in simulated portal.
+    #[arg(long, env = "SERVO_PORTAL", default_value = "sim")]
+    pub portal: String,
+    /// The portal's own token, used to sign relayed commands.
+    #[arg(long, env = "SERVO_PORTAL_TOKEN", hide_env_values = true)]
+    pub portal_token: Option<String>,
+    /// A file holding the portal's token.
+    #[arg(long, env = "SERVO_PORTAL_TOKEN_FILE")]
+    pub portal_token_file: Option<PathBuf>,
+    /// Interpreter for scripts; must work inside the sandbox (under /usr).
+    #[arg(long, env = "SERVO_PYTHON", default_value = "/usr/bin/python3")]
+    pub python: PathBuf,
+    /// Tenants and policies (JSON, SPEC §7); absent: one tenant, `default`.
+    #[arg(long, env = "SERVO_TENANTS")]
+    pub tenants: Option<PathBuf>,
+    /// A seccomp policy (seccompiler JSON) instead of the built-in one.
+    #[arg(long, env = "SERVO_SECCOMP_POLICY")]
+    pub seccomp_policy: Option<PathBuf>,
+    /// Extra read-only path in the sandbox, HOST[:INSIDE] (repeatable).
+    #[arg(long = "ro-bind", value_name = "HOST[:INSIDE]")]
+    pub ro_bind: Vec<String>,
+    /// Runs at once [default: 2 × cores].
+    #[arg(long, env = "SERVO_MAX_RUNS")]
+    pub max_runs: Option<usize>,
+    /// Requests waiting beyond --max-runs; more get 503 with Retry-After.
+    #[arg(long, env = "SERVO_MAX_QUEUE", default_value_t = 32)]
+    pub max_queue: usize,
+    /// Largest compressed upload, in bytes (413 beyond).
+    #[arg(long, env = "SERVO_MAX_UPLOAD", default_value_t = 64 * 1024 * 1024)]
+    pub max_upload: u64,
+    /// The URL clients reach this server at; enables callbacks (SPEC §2.5).
+    #[arg(long, env = "SERVO_PUBLIC_URL")]
+    pub public_url: Option<String>,
+    /// The audit log [default: STATE/audit.log]; `-` for standard output.
+    #[arg(long, env = "SERVO_AUDIT")]
+    pub audit: Option<String>,
+    /// Operational logs on standard error: text or json.
+    #[arg(long, env = "SERVO_LOG_FORMAT", default_value = "text", value_parser = ["text", "json"])]
+    pub log_format: String,
+    /// uids/gids handed to concurrent runs, START-END (inclusive).
+    #[arg(long, env = "SERVO_UID_RANGE", default_value = "100000-100999")]
+    pub uid_range: String,
+    /// A default run limit, NAME=VALUE (repeatable), e.g. script_timeout_s=60 (SPEC §4.4 names).
+    #[arg(long = "limit", value_name = "NAME=VALUE")]
+    pub limit: Vec<String>,
+    /// On SIGTERM, how long running runs may take to finish before servo exits.
+    #[arg(long, env = "SERVO_DRAIN_TIMEOUT_S", default_value_t = 300)]
+    pub drain_timeout_s: u64,
+}
+
+/// Where the portal is.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Portal {
+    Sim,
+    Url(String),
+}
+
+/// One tenant (SPEC §7). Without --tenants there is only `default`.
+#[derive(Clone, Debug)]
+pub struct Tenant {
+    pub name: String,
+    pub token: String,
+    pub require_v2: bool,
+    pub aes_kdf: Option<Kdf>,
+    pub limits: Limits,
+}
+
+/// The validated configuration of `servo serve`.
+#[derive(Clone, Debug)]
+pub struct Config {
+    pub listen: SocketAddr,
+    pub state_dir: PathBuf,
+    pub portal: Portal,
+    pub portal_token: Option<String>,
+    pub python: PathBuf,
+    pub seccomp_policy: Option<PathBuf>,
+    pub ro_binds: Vec<(PathBuf, PathBuf)>,
+    pub max_runs: usize,
+    pub max_queue: usize,
+    pub max_upload: u64,
+    pub public_url: Option<String>,
+    pub audit: AuditTarget,
+    pub json_logs: bool,
+    pub uid_base: u32,
+    pub uid_count: u32,
+    pub tenants: Vec<Tenant>,
+    pub drain_timeout_s: u64,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum AuditTarget {
+    Stdout,
+    File(PathBuf),
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("{0}")]
+    Invalid(String),
+    #[error("{what} {path}: {source}")]
+    Io {
+        what: &'static str,
+        path: PathBuf,
+        source: std::io::Error,
+    },
+}
+
+fn invalid(msg: impl Into<String>) -> ConfigError {
+    ConfigError::Invalid(msg.into())
+}
+
+/// The state directory when none is given: /var/lib/servo as root, else the
+/// user's XDG state directory.
+pub fn default_state_dir() -> PathBuf {
+    if nix::unistd::geteuid().is_root() {
+        return PathBuf::from("/var/lib/servo");
+    }
+    if let Some(xdg) = std::env::var_os("XDG_STATE_HOME").filter(|v| !v.is_empty()) {
+        return PathBuf::from(xdg).join("servo");
+    }
+    let home = std::env::var_os("HOME").unwrap_or_else(|| "/".into());
+    PathBuf::from(home).join(".local/state/servo")
+}
+
+/// Reads a token file; the trailing newline is not part of the token.
+pub fn read_token_file(path: &Path) -> Result<String, ConfigError> {
+    let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Io {
+        what: "cannot read the token file",
+        path: path.to_owned(),
+        source,
+    })?;
+    let token = text.trim_end_matches(['\n', '\r']).to_string();
+    if token.is_empty() {
+        return Err(invalid(format!(
+            "the token file {} is empty",
+            path.display()
+        )));
+    }
+    Ok(token)
+}
+
+/// 32 characters from `A-Za-z0-9+/`, uniform: 64 symbols divide 256, so the
+/// low 6 bits of each random byte pick one without bias.
+pub fn generate_token() -> Result<String, ConfigError> {
+    const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    let mut bytes = [0u8; 32];
+    getrandom::fill(&mut bytes)
+        .map_err(|e| invalid(format!("no OS randomness for the token: {e}")))?;
+    Ok(bytes
+        .iter()
+        .map(|b| ALPHABET[(b & 63) as usize] as char)
+        .collect())
+}
+
+/// The token kept in STATE/token, created (0600) on first use.
+fn state_token(state_dir: &Path) -> Result<String, ConfigError> {
+    let path = state_dir.join("token");
+    if path.exists() {
+        return read_token_file(&path);
+    }
+    let token = generate_token()?;
+    let io_err = |source| ConfigError::Io {
+        what: "cannot write the token file",
+        path: path.clone(),
+        source,
+    };
+    let mut file = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(&path)
+        .map_err(io_err)?;
+    std::io::Write::write_all(&mut file, format!("{token}\n").as_bytes()).map_err(io_err)?;
+    file.sync_all().map_err(io_err)?;
+    Ok(token)
+}
+
+fn parse_uid_range(text: &str) -> Result<(u32, u32), ConfigError> {
+    let bad = || {
+        invalid(format!(
+            "--uid-range {text}: expected START-END, e.g. 100000-100999, with START > 0"
+        ))
+    };
+    let (a, b) = text.split_once('-').ok_or_else(bad)?;
+    let start: u32 = a.trim().parse().map_err(|_| bad())?;
+    let end: u32 = b.trim().parse().map_err(|_| bad())?;
+    if start == 0 || end < start {
+        return Err(bad());
+    }
+    Ok((start, end - start + 1))
+}
+
+/// Applies `NAME=VALUE` to a set of limits (the names of SPEC §4.4 / §7).
+pub fn apply_limit(limits: &mut Limits, spec: &str) -> Result<(), ConfigError> {
+    let (name, value) = spec
+        .split_once('=')
+        .ok_or_else(|| invalid(format!("--limit {spec}: expected NAME=VALUE")))?;
+    let value: u64 = value
+        .trim()
+        .parse()
+        .map_err(|_| invalid(format!("--limit {spec}: the value must be a whole number")))?;
+    let slot = match name.trim() {
+        "script_timeout_s" => &mut limits.script_timeout_s,
+        "run_timeout_s" => &mut limits.run_timeout_s,
+        "cpu_s" => &mut limits.cpu_s,
+        "memory_mib" => &mut limits.memory_mib,
+        "pids" => &mut limits.pids,
+        "open_files" => &mut limits.open_files,
+        "tmp_mib" => &mut limits.tmp_mib,
+        "work_mib" => &mut limits.work_mib,
+        "file_mib" => &mut limits.file_mib,
+        "log_mib" => &mut limits.log_mib,
+        "unpacked_mib" => &mut limits.unpacked_mib,
+        "entries" => &mut limits.entries,
+        "concurrent_runs" => &mut limits.concurrent_runs,
+        other => {
+            return Err(invalid(format!(
+                "--limit {other}: unknown limit (see the README's limits table)"
+            )))
+        }
+    };
+    *slot = value;
+    Ok(())
+}
+
+fn parse_ro_bind(spec: &str) -> Result<(PathBuf, PathBuf), ConfigError> {
+    let (host, inside) = match spec.split_once(':') {
+        Some((h, i)) => (PathBuf::from(h), PathBuf::from(i)),
+        None => (PathBuf::from(spec), PathBuf::from(spec)),
+    };
+    if !host.is_absolute() || !inside.is_absolute() {
+        return Err(invalid(format!(
+            "--ro-bind {spec}: both paths must be absolute"
+        )));
+    }
+    if inside
+        .components()
+        .any(|c| matches!(c, std::path::Component::ParentDir))
+    {
+        return Err(invalid(format!(
+            "--ro-bind {spec}: the inside path may not contain .."
+        )));
+    }
+    Ok((host, inside))
+}
+
+impl Config {
+    /// Validates the flags, creates the state directory and resolves the token.
+    pub fn from_args(args: &ServeArgs) -> Result<Config, ConfigError> {
+        let state_dir = args.state_dir.clone().unwrap_or_else(default_state_dir);
+        std::fs::create_dir_all(&state_dir).map_err(|source| ConfigError::Io {
+            what: "cannot create the state directory",
+            path: state_dir.clone(),
+            source,
+        })?;
+        // The state dir holds tokens and run directories: nobody else may look in.
+        std::fs::set_permissions(&state_dir, std::fs::Permissions::from_mode(0o700)).map_err(
+            |source| ConfigError::Io {
+                what: "cannot restrict the state directory",
+                path: state_dir.clone(),
+                source,
+            },
+        )?;
+
+        let token = match (&args.token, &args.token_file) {
+            (Some(t), _) if !t.is_empty() => t.clone(),
+            (Some(_), _) => return Err(invalid("--token is empty")),
+            (None, Some(f)) => read_token_file(f)?,
+            (None, None) => state_token(&state_dir)?,
+        };
+        let portal_token = match (&args.portal_token, &args.portal_token_file) {
+            (Some(t), _) => Some(t.clone()),
+            (None, Some(f)) => Some(read_token_file(f)?),
+            (None, None) => None,
+        };
+        let portal = if args.portal == "sim" {
+            Portal::Sim
+        } else if args.portal.starts_with("http://") || args.portal.starts_with("https://") {
+            Portal::Url(args.portal.trim_end_matches('/').to_string())
+        } else {
+            return Err(invalid(format!(
+                "--portal {}: expected `sim` or an http:// URL such as http://10.0.0.5:9000",
+                args.portal
+            )));
+        };
+        if !args.python.is_absolute() {
+            return Err(invalid(
+                "--python must be an absolute path (it is looked up inside the sandbox)",
+            ));
+        }
+        let cores = std::thread::available_parallelism()
+            .map(|n| n.get())
+            .unwrap_or(1);
+        let max_runs = args.max_runs.unwrap_or(2 * cores);
+        if max_runs == 0 {
+            return Err(invalid("--max-runs must be at least 1"));
+        }
+        let (uid_base, uid_count) = parse_uid_range(&args.uid_range)?;
+        if (uid_count as usize) < max_runs {
+            return Err(invalid(format!(
+                "--uid-range {} holds fewer ids than --max-runs {max_runs}: each concurrent run needs its own",
+                args.uid_range
+            )));
+        }
+        let mut limits = Limits::default();
+        for spec in &args.limit {
+            apply_limit(&mut limits, spec)?;
+        }
+        if args.tenants.is_some() {
+            return Err(invalid("--tenants is not supported by this build yet"));
+        }
+        let audit = match args.audit.as_deref() {
+            Some("-") => AuditTarget::Stdout,
+            Some(p) => AuditTarget::File(PathBuf::from(p)),
+            None => AuditTarget::File(state_dir.join("audit.log")),
+        };
+        Ok(Config {
+            listen: args.listen,
+            state_dir,
+            portal,
+            portal_token,
+            python: args.python.clone(),
+            seccomp_policy: args.seccomp_policy.clone(),
+            ro_binds: args
+                .ro_bind
+                .iter()
+                .map(|s| parse_ro_bind(s))
+                .collect::<Result<_, _>>()?,
+            max_runs,
+            max_queue: args.max_queue,
+            max_upload: args.max_upload,
+            public_url: args
+                .public_url
+                .clone()
+                .map(|u| u.trim_end_matches('/').to_string()),
+            audit,
+            json_logs: args.log_format == "json",
+            uid_base,
+            uid_count,
+            tenants: vec![Tenant {
+                name: "default".into(),
+                token,
+                require_v2: false,
+                aes_kdf: None,
+                limits,
+            }],
+            drain_timeout_s: args.drain_timeout_s,
+        })
+    }
+
+    pub fn tenant(&self, name: &str) -> Option<&Tenant> {
+        self.tenants.iter().find(|t| t.name == name)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn generated_tokens_use_the_alphabet() {
+        let t = generate_token().unwrap();
+        assert_eq!(t.len(), 32);
+        assert!(t
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '+' || c == '/'));
+        assert_ne!(t, generate_token().unwrap());
+    }
+
+    #[test]
+    fn limits_by_name() {
+        let mut l = Limits::default();
+        apply_limit(&mut l, "script_timeout_s=5").unwrap();
+        assert_eq!(l.script_timeout_s, 5);
+        assert!(apply_limit(&mut l, "nope=1").is_err());
+        assert!(apply_limit(&mut l, "pids=x").is_err());
+    }
+
+    #[test]
+    fn uid_ranges() {
+        assert_eq!(parse_uid_range("100-109").unwrap(), (100, 10));
+        assert!(parse_uid_range("0-10").is_err());
+        assert!(parse_uid_range("10-5").is_err());
+    }
+
+    #[test]
+    fn ro_binds() {
+        assert_eq!(parse_ro_bind("/a:/b").unwrap(), ("/a".into(), "/b".into()));
+        assert_eq!(parse_ro_bind("/a").unwrap(), ("/a".into(), "/a".into()));
+        assert!(parse_ro_bind("a:/b").is_err());
+        assert!(parse_ro_bind("/a:/../b").is_err());
+    }
+}

@@ -3,6 +3,7 @@
 //! Data flows one way: request → bundle (verified, unpacked, decrypted) →
 //! run (scripts) → sandbox (plan, launch) → log → response.
 
+pub mod audit;
 pub mod bundle;
 pub mod client;
 pub mod config;

@@ -1,6 +1,86 @@
-fn main() {
-    let mut args = std::env::args_os();
-    if args.nth(1).is_some_and(|a| a == "__sandbox-exec") {
+//! The `servo` command line: parse, dispatch; nothing else.
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(
+    name = "servo",
+    version,
+    about = "Sandboxed continuous-delivery executor: runs signed bundles of Python scripts in a Linux sandbox"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the server (the main job).
+    Serve(servo::config::ServeArgs),
+}
+
+fn init_logging(json: bool) {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("SERVO_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .with_env_filter(filter);
+    if json {
+        builder.json().init();
+    } else {
+        builder.with_target(false).init();
+    }
+}
+
+fn serve(args: servo::config::ServeArgs) -> ExitCode {
+    init_logging(args.log_format == "json");
+    let config = match servo::config::Config::from_args(&args) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("servo: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    // Everything that can fail before listening (sandbox self-test included)
+    // runs before the runtime's threads exist.
+    let server = match servo::server::Server::start(config) {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("servo: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("servo: cannot start the runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(server.serve()) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("servo: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn main() -> ExitCode {
+    // The sandbox helper must run before anything else: a fresh,
+    // single-threaded process that sets up and execs the sandboxed command.
+    if std::env::args_os()
+        .nth(1)
+        .is_some_and(|a| a == "__sandbox-exec")
+    {
         servo::sandbox::helper_main();
+    }
+    match Cli::parse().command {
+        Command::Serve(args) => serve(args),
     }
 }

@@ -1,1 +1,53 @@
-//! stub
+//! Streaming an upload to disk (SPEC §3.1): the archive is written to a file in
+//! the run's directory while its digests are computed; it is never held whole
+//! in memory, and it stops at the size limit.
+
+use std::path::Path;
+
+use bytes::Bytes;
+use futures_util::{Stream, StreamExt};
+use tokio::io::AsyncWriteExt;
+
+use super::signature::ArchiveDigest;
+
+#[derive(Debug, thiserror::Error)]
+pub enum UploadError {
+    #[error("upload larger than the limit of {0} bytes")]
+    TooLarge(u64),
+    #[error("the request body could not be read: {0}")]
+    Body(String),
+    #[error("could not store the upload: {0}")]
+    Io(#[from] std::io::Error),
+}
+
+/// Writes `chunks` to `path` (created, must not exist), feeding `digest`.
+/// Returns the number of bytes written. On error the caller removes the file.
+pub async fn save<S, E>(
+    mut chunks: S,
+    path: &Path,
+    max_bytes: u64,
+    digest: &mut ArchiveDigest,
+) -> Result<u64, UploadError>
+where
+    S: Stream<Item = Result<Bytes, E>> + Unpin,
+    E: std::fmt::Display,
+{
+    let file = tokio::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .open(path)
+        .await?;
+    let mut out = tokio::io::BufWriter::with_capacity(256 * 1024, file);
+    let mut written: u64 = 0;
+    while let Some(chunk) = chunks.next().await {
+        let chunk = chunk.map_err(|e| UploadError::Body(e.to_string()))?;
+        written += chunk.len() as u64;
+        if written > max_bytes {
+            return Err(UploadError::TooLarge(max_bytes));
+        }
+        digest.update(&chunk);
+        out.write_all(&chunk).await?;
+    }
+    out.flush().await?;
+    Ok(written)
+}

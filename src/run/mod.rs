@@ -1,1 +1,417 @@
-//! One run: scripts in order, the log, run limits (SPEC §4).
+//! One run (SPEC §4): unpack and decrypt the bundle, then run the scripts in
+//! order, each in a fresh sandbox, streaming their output into the log and
+//! enforcing the run's limits. The first failure ends the run; the run
+//! directory is removed whatever happened.
+
+pub mod log;
+pub mod request;
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use serde_json::json;
+use tokio::io::AsyncReadExt;
+use tokio::sync::mpsc::UnboundedSender;
+
+use crate::audit::Audit;
+use crate::bundle::{decrypt, unpack};
+use crate::config::{Config, Portal, Tenant};
+use crate::sandbox::{self, Exit, IdLease, Job, Sandbox};
+use log::LineSplitter;
+
+/// The first log line when the portal is simulated (§1).
+pub const SIM_LINE: &str = "portal: built-in simulator (dry run)";
+
+/// What a run needs from the server, shared by all runs.
+pub struct RunContext {
+    pub config: Arc<Config>,
+    pub sandbox: Arc<Sandbox>,
+    pub audit: Arc<Audit>,
+}
+
+/// One accepted request, its upload already on disk and verified.
+pub struct RunSpec {
+    pub id: String,
+    pub tenant: Tenant,
+    pub scripts: Vec<String>,
+    pub vars: Vec<(String, String)>,
+    /// The run's directory; holds `upload.tgz`, removed when the run ends.
+    pub run_dir: PathBuf,
+    pub callback: Option<String>,
+}
+
+/// What a run reports as it goes.
+#[derive(Debug)]
+pub enum RunEvent {
+    Line(String),
+    Done(Outcome),
+}
+
+#[derive(Clone, Debug)]
+pub struct Outcome {
+    pub ok: bool,
+    pub reason: Option<String>,
+    pub ms: u64,
+}
+
+/// Why a run failed: the text of the `failure (...)` line (§4.3).
+#[derive(Debug, thiserror::Error)]
+enum Failure {
+    #[error("{0}")]
+    Bundle(String),
+    #[error("unable to find {0} (check your scripts)")]
+    Missing(String),
+    #[error("{0} failed on exit code {1}")]
+    ExitCode(String, i32),
+    #[error("{script} was killed by signal {signal} ({name}){oom}", oom = if *.oom { ", out of memory" } else { "" })]
+    Signal {
+        script: String,
+        signal: i32,
+        name: String,
+        oom: bool,
+    },
+    #[error("{0} timed out after {1} seconds")]
+    Timeout(String, u64),
+    #[error("output limit reached")]
+    OutputLimit,
+    #[error("unexpected failure ({0})")]
+    Internal(String),
+}
+
+/// Sends log lines to the response and counts them against the log limit.
+struct Reporter {
+    events: UnboundedSender<RunEvent>,
+    bytes: u64,
+    limit: u64,
+}
+
+impl Reporter {
+    /// Adds a line; false once the log is over its limit (the line is dropped).
+    fn line(&mut self, line: String) -> bool {
+        self.bytes += line.len() as u64 + 1;
+        if self.bytes > self.limit {
+            return false;
+        }
+        // A client that went away does not stop the run (§2.2).
+        let _ = self.events.send(RunEvent::Line(line));
+        true
+    }
+}
+
+fn signal_name(signal: i32) -> String {
+    nix::sys::signal::Signal::try_from(signal)
+        .map(|s| s.as_str().to_string())
+        .unwrap_or_else(|_| format!("SIG{signal}"))
+}
+
+/// Runs `spec` to the end, reporting on `events`; always ends with `RunEvent::Done`.
+pub async fn execute(
+    ctx: Arc<RunContext>,
+    spec: RunSpec,
+    lease: IdLease,
+    events: UnboundedSender<RunEvent>,
+) {
+    let started = Instant::now();
+    let mut reporter = Reporter {
+        events,
+        bytes: 0,
+        limit: spec.tenant.limits.log_bytes(),
+    };
+    let result = run_steps(&ctx, &spec, &lease, &mut reporter, started).await;
+    let ms = started.elapsed().as_millis() as u64;
+    let reason = result.err().map(|f| f.to_string());
+    if let Some(reason) = &reason {
+        // The failure line is written even past the log limit: it says why.
+        let _ = reporter
+            .events
+            .send(RunEvent::Line(format!("failure ({reason})")));
+    }
+    remove_run_dir(&spec.run_dir).await;
+    drop(lease);
+    let _ = ctx.audit.record(
+        "run.finished",
+        &spec.id,
+        &spec.tenant.name,
+        json!({"ok": reason.is_none(), "reason": reason, "ms": ms}),
+    );
+    let _ = reporter.events.send(RunEvent::Done(Outcome {
+        ok: reason.is_none(),
+        reason,
+        ms,
+    }));
+}
+
+async fn remove_run_dir(dir: &Path) {
+    let dir = dir.to_owned();
+    let result =
+        tokio::task::spawn_blocking(move || std::fs::remove_dir_all(&dir).map_err(|e| (dir, e)))
+            .await;
+    if let Ok(Err((dir, e))) = result {
+        tracing::warn!("could not remove run directory {}: {e}", dir.display());
+    }
+}
+
+async fn run_steps(
+    ctx: &RunContext,
+    spec: &RunSpec,
+    lease: &IdLease,
+    out: &mut Reporter,
+    started: Instant,
+) -> Result<(), Failure> {
+    let limits = &spec.tenant.limits;
+    if ctx.config.portal == Portal::Sim {
+        out.line(SIM_LINE.to_string());
+    }
+    for (name, value) in &spec.vars {
+        let shown = if request::is_redacted(name) {
+            "***"
+        } else {
+            value
+        };
+        out.line(format!("${name} = {shown}"));
+    }
+
+    let work = spec.run_dir.join("work");
+    let owner = Some((lease.uid, lease.gid));
+    prepare_workdir(&work, owner)
+        .map_err(|e| Failure::Internal(format!("cannot create the workdir: {e}")))?;
+    let archive = spec.run_dir.join("upload.tgz");
+    let unpack_limits = unpack::UnpackLimits {
+        max_total_bytes: limits.unpacked_bytes(),
+        max_entries: limits.entries,
+        max_file_bytes: limits.file_bytes(),
+    };
+    let dest = work.clone();
+    let unpacked = tokio::task::spawn_blocking(move || {
+        let result = unpack::unpack(&archive, &dest, &unpack_limits, owner);
+        // The archive is not needed once unpacked; free its space now.
+        let _ = std::fs::remove_file(&archive);
+        result
+    })
+    .await
+    .map_err(|e| Failure::Internal(e.to_string()))?;
+    match unpacked {
+        Ok(_) => {}
+        Err(unpack::UnpackError::Io(e)) => {
+            return Err(Failure::Internal(format!("cannot unpack the bundle: {e}")))
+        }
+        Err(e) => return Err(Failure::Bundle(e.to_string())),
+    }
+
+    let (dest, token, kdf) = (work.clone(), spec.tenant.token.clone(), spec.tenant.aes_kdf);
+    let decrypted = tokio::task::spawn_blocking(move || {
+        decrypt::decrypt_bundle(&dest, token.as_bytes(), kdf, owner)
+    })
+    .await
+    .map_err(|e| Failure::Internal(e.to_string()))?;
+    match decrypted {
+        Ok(files) => {
+            for file in files {
+                let _ = ctx.audit.record(
+                    "bundle.decrypted",
+                    &spec.id,
+                    &spec.tenant.name,
+                    json!({"file": file}),
+                );
+                out.line(format!("decrypted {file}"));
+            }
+        }
+        Err(decrypt::BundleDecryptError::Io(e)) => {
+            return Err(Failure::Internal(format!(
+                "cannot write a decrypted file: {e}"
+            )))
+        }
+        Err(e) => return Err(Failure::Bundle(e.to_string())),
+    }
+
+    let run_deadline = started + Duration::from_secs(limits.run_timeout_s);
+    for script in &spec.scripts {
+        if !script_present(&work, script) {
+            return Err(Failure::Missing(script.clone()));
+        }
+        let script_started = Instant::now();
+        let _ = ctx.audit.record(
+            "script.started",
+            &spec.id,
+            &spec.tenant.name,
+            json!({"script": script}),
+        );
+        let result = run_script(ctx, spec, lease, &work, script, out, run_deadline).await;
+        let secs = script_started.elapsed().as_secs();
+        let (exit, bytes) = match &result {
+            Ok(r) => (Some(r.exit), r.bytes),
+            Err(_) => (None, 0),
+        };
+        let _ = ctx.audit.record(
+            "script.finished",
+            &spec.id,
+            &spec.tenant.name,
+            json!({
+                "script": script,
+                "exit_code": match exit { Some(Exit::Code(c)) => Some(c), _ => None },
+                "signal": match exit { Some(Exit::Signal { signal, .. }) => Some(signal), _ => None },
+                "seconds": script_started.elapsed().as_secs_f64(),
+                "output_bytes": bytes,
+            }),
+        );
+        out.line(format!("{script} ran in {secs} seconds"));
+        let finished = result?;
+        match finished.exit {
+            Exit::Code(0) => {}
+            Exit::Code(code) => return Err(Failure::ExitCode(script.clone(), code)),
+            Exit::Signal { signal, oom } => {
+                return Err(Failure::Signal {
+                    script: script.clone(),
+                    signal,
+                    name: signal_name(signal),
+                    oom,
+                })
+            }
+        }
+    }
+    Ok(())
+}
+
+/// The workdir: owned by the run's uid so scripts can write in it.
+fn prepare_workdir(work: &Path, owner: Option<(u32, u32)>) -> std::io::Result<()> {
+    use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
+    std::fs::DirBuilder::new().mode(0o755).create(work)?;
+    std::fs::set_permissions(work, std::fs::Permissions::from_mode(0o755))?;
+    if let Some((uid, gid)) = owner {
+        std::os::unix::fs::lchown(work, Some(uid), Some(gid))?;
+    }
+    Ok(())
+}
+
+/// Whether `script` names a file of the bundle. Walks without following
+/// symlinks on the host (§3.3); a symlink on the way is resolved inside the
+/// sandbox, where the unpacker guarantees it stays in /work.
+fn script_present(work: &Path, script: &str) -> bool {
+    let mut path = work.to_path_buf();
+    let parts: Vec<&str> = script.split('/').collect();
+    for (i, part) in parts.iter().enumerate() {
+        path.push(part);
+        let last = i + 1 == parts.len();
+        match std::fs::symlink_metadata(&path) {
+            Ok(m) if m.file_type().is_symlink() => return true,
+            Ok(m) if last => return m.is_file(),
+            Ok(m) if m.is_dir() => continue,
+            _ => return false,
+        }
+    }
+    false
+}
+
+struct Finished {
+    exit: Exit,
+    bytes: u64,
+}
+
+fn script_env(spec: &RunSpec, script: &str) -> Vec<(String, String)> {
+    let mut env = spec.vars.clone();
+    let fixed = [
+        ("PATH", "/usr/local/bin:/usr/bin:/bin"),
+        ("HOME", "/work"),
+        ("LANG", "C.UTF-8"),
+        ("PYTHONPATH", sandbox::PYTHON_PKG_INSIDE),
+        ("PYTHONUNBUFFERED", "1"),
+        ("PYTHONDONTWRITEBYTECODE", "1"),
+        ("SERVO_SOCKET", sandbox::SOCKET_INSIDE),
+        ("SERVO_RUN", &spec.id),
+        ("SERVO_SCRIPT", script),
+        ("SERVO_TENANT", &spec.tenant.name),
+    ];
+    env.extend(fixed.iter().map(|(k, v)| (k.to_string(), v.to_string())));
+    if let Some(cb) = &spec.callback {
+        env.push(("CALLBACK".into(), cb.clone()));
+    }
+    env
+}
+
+async fn run_script(
+    ctx: &RunContext,
+    spec: &RunSpec,
+    lease: &IdLease,
+    work: &Path,
+    script: &str,
+    out: &mut Reporter,
+    run_deadline: Instant,
+) -> Result<Finished, Failure> {
+    let limits = &spec.tenant.limits;
+    let job = Job {
+        workdir: work.to_path_buf(),
+        argv: vec![
+            ctx.config.python.to_string_lossy().into_owned(),
+            script.to_string(),
+        ],
+        env: script_env(spec, script),
+        uid: lease.uid,
+        gid: lease.gid,
+        limits: limits.clone(),
+        relay_dir: None,
+    };
+    let script_deadline = Instant::now() + Duration::from_secs(limits.script_timeout_s);
+    let deadline = script_deadline.min(run_deadline);
+    let started = Instant::now();
+    let mut running = ctx
+        .sandbox
+        .spawn(&job)
+        .map_err(|e| Failure::Internal(format!("sandbox: {e}")))?;
+    let mut output = running
+        .take_output()
+        .ok_or_else(|| Failure::Internal("sandbox: no output pipe".into()))?;
+
+    let mut splitter = LineSplitter::default();
+    let mut buf = vec![0u8; 64 * 1024];
+    let mut bytes: u64 = 0;
+    let mut over_limit = false;
+    let mut timed_out = false;
+    loop {
+        tokio::select! {
+            read = output.read(&mut buf) => match read {
+                Ok(0) | Err(_) => break,
+                Ok(n) => {
+                    bytes += n as u64;
+                    splitter.feed(&buf[..n], &mut |line| over_limit |= !out.line(line));
+                    if over_limit {
+                        running.kill();
+                        break;
+                    }
+                }
+            },
+            _ = tokio::time::sleep_until(deadline.into()) => {
+                timed_out = true;
+                running.kill();
+                break;
+            }
+        }
+    }
+    if !over_limit && !timed_out {
+        splitter.finish(&mut |line| over_limit |= !out.line(line));
+    }
+    // The output may close before the script ends (it closed its stdout):
+    // the deadline still holds for the wait.
+    let exit = tokio::select! {
+        exit = running.wait() => exit,
+        _ = tokio::time::sleep_until(deadline.into()), if !timed_out => {
+            timed_out = true;
+            running.kill();
+            running.wait().await
+        }
+    }
+    .map_err(|e| Failure::Internal(format!("sandbox: {e}")))?;
+    if over_limit {
+        return Err(Failure::OutputLimit);
+    }
+    if timed_out {
+        // Name the limit that struck: the script's own, or what was left of the run's.
+        let secs = if script_deadline <= run_deadline {
+            limits.script_timeout_s
+        } else {
+            started.elapsed().as_secs()
+        };
+        return Err(Failure::Timeout(script.to_string(), secs));
+    }
+    Ok(Finished { exit, bytes })
+}

@@ -1,1 +1,210 @@
-//! The HTTP front end (SPEC §2).
+//! The HTTP front end (SPEC §2): start-up, the accept loop, graceful drain.
+//!
+//! Start-up order: state dir and token (config), stale run dirs swept, the
+//! Python package written, the sandbox built and self-tested (servo refuses
+//! to start when it cannot sandbox), the audit log opened, then listen.
+
+pub mod respond;
+mod routes;
+
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use hyper::server::conn::http1;
+use hyper_util::rt::TokioIo;
+use tokio::net::TcpListener;
+use tokio::sync::{Notify, Semaphore};
+
+use crate::audit::Audit;
+use crate::config::{Config, Portal};
+use crate::run::RunContext;
+use crate::sandbox::{self, Sandbox, SandboxConfig};
+
+/// The in-sandbox `servo` Python package, shipped inside the binary (§6.2).
+pub const PYTHON_PACKAGE: &str = include_str!("../../python/servo/__init__.py");
+
+#[derive(Debug, thiserror::Error)]
+pub enum ServeError {
+    #[error("{0}")]
+    Sandbox(String),
+    #[error("{what} {path}: {source}")]
+    Io {
+        what: &'static str,
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("cannot listen on {addr}: {source}")]
+    Listen {
+        addr: std::net::SocketAddr,
+        source: std::io::Error,
+    },
+    #[error(transparent)]
+    Audit(#[from] crate::audit::AuditError),
+}
+
+/// Shared state of a running server.
+pub struct Server {
+    pub ctx: Arc<RunContext>,
+    pub started: Instant,
+    pub runs_dir: PathBuf,
+    /// Requests holding a place: uploading, queued or running (≤ max_runs + max_queue).
+    pub admitted: AtomicUsize,
+    pub in_flight: AtomicUsize,
+    pub run_slots: Arc<Semaphore>,
+    /// Signalled whenever a run ends (the drain waits on it).
+    pub run_ended: Notify,
+}
+
+fn io_err<'a>(
+    what: &'static str,
+    path: &'a Path,
+) -> impl FnOnce(std::io::Error) -> ServeError + 'a {
+    move |source| ServeError::Io {
+        what,
+        path: path.to_owned(),
+        source,
+    }
+}
+
+/// Removes run directories a crash left behind, then recreates the runs dir.
+fn sweep_runs_dir(runs_dir: &Path) -> Result<(), ServeError> {
+    if runs_dir.exists() {
+        std::fs::remove_dir_all(runs_dir)
+            .map_err(io_err("cannot remove stale run directories in", runs_dir))?;
+    }
+    std::fs::create_dir_all(runs_dir).map_err(io_err("cannot create", runs_dir))
+}
+
+/// Writes the Python package where the sandbox mounts it from.
+fn write_python_package(dir: &Path) -> Result<(), ServeError> {
+    let pkg = dir.join("servo");
+    std::fs::create_dir_all(&pkg).map_err(io_err("cannot create", &pkg))?;
+    let file = pkg.join("__init__.py");
+    std::fs::write(&file, PYTHON_PACKAGE).map_err(io_err("cannot write", &file))
+}
+
+pub fn sandbox_config(config: &Config) -> SandboxConfig {
+    SandboxConfig {
+        python: config.python.clone(),
+        seccomp_policy: config.seccomp_policy.clone(),
+        ro_binds: config.ro_binds.clone(),
+        scratch_dir: config.state_dir.join("sandbox"),
+        python_pkg_dir: config.state_dir.join("python"),
+        uid_base: config.uid_base,
+        uid_count: config.uid_count,
+    }
+}
+
+impl Server {
+    /// Prepares everything before listening; fails with one clear sentence.
+    pub fn start(config: Config) -> Result<Arc<Server>, ServeError> {
+        let runs_dir = config.state_dir.join("runs");
+        sweep_runs_dir(&runs_dir)?;
+        let sb_config = sandbox_config(&config);
+        for dir in [&sb_config.scratch_dir, &sb_config.python_pkg_dir] {
+            std::fs::create_dir_all(dir).map_err(io_err("cannot create", dir))?;
+        }
+        write_python_package(&sb_config.python_pkg_dir)?;
+        sandbox::sweep_leftovers(&sb_config);
+        let sandbox = Sandbox::new(sb_config)
+            .map_err(|e| ServeError::Sandbox(format!("cannot build the sandbox: {e}")))?;
+        sandbox
+            .self_test()
+            .map_err(|e| ServeError::Sandbox(format!("the sandbox self-test failed: {e}")))?;
+        let audit = Audit::open(&config.audit)?;
+        let max_runs = config.max_runs;
+        Ok(Arc::new(Server {
+            ctx: Arc::new(RunContext {
+                config: Arc::new(config),
+                sandbox: Arc::new(sandbox),
+                audit: Arc::new(audit),
+            }),
+            started: Instant::now(),
+            runs_dir,
+            admitted: AtomicUsize::new(0),
+            in_flight: AtomicUsize::new(0),
+            run_slots: Arc::new(Semaphore::new(max_runs)),
+            run_ended: Notify::new(),
+        }))
+    }
+
+    pub fn config(&self) -> &Config {
+        &self.ctx.config
+    }
+
+    /// Accepts connections until SIGTERM/SIGINT, then drains: no new
+    /// connections, running runs finish (bounded by --drain-timeout-s).
+    pub async fn serve(self: Arc<Self>) -> Result<(), ServeError> {
+        let addr = self.config().listen;
+        let listener = TcpListener::bind(addr)
+            .await
+            .map_err(|source| ServeError::Listen { addr, source })?;
+        let local = listener.local_addr().unwrap_or(addr);
+        match &self.config().portal {
+            Portal::Sim => tracing::info!("{}", crate::run::SIM_LINE),
+            Portal::Url(url) => tracing::info!("portal: {url}"),
+        }
+        tracing::info!("servo {} listening on {local}", env!("CARGO_PKG_VERSION"));
+
+        let graceful = hyper_util::server::graceful::GracefulShutdown::new();
+        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+            .map_err(|source| ServeError::Listen { addr, source })?;
+        loop {
+            tokio::select! {
+                accepted = listener.accept() => {
+                    let (stream, remote) = match accepted {
+                        Ok(a) => a,
+                        Err(e) => {
+                            // Out of fds and the like: keep serving.
+                            tracing::warn!("accept failed: {e}");
+                            tokio::time::sleep(Duration::from_millis(50)).await;
+                            continue;
+                        }
+                    };
+                    let _ = stream.set_nodelay(true);
+                    let server = self.clone();
+                    let service = hyper::service::service_fn(move |req| {
+                        let server = server.clone();
+                        async move { Ok::<_, std::convert::Infallible>(routes::handle(server, req, remote).await) }
+                    });
+                    let conn = http1::Builder::new()
+                        .serve_connection(TokioIo::new(stream), service);
+                    let conn = graceful.watch(conn);
+                    tokio::spawn(async move {
+                        if let Err(e) = conn.await {
+                            tracing::debug!("connection from {remote}: {e}");
+                        }
+                    });
+                }
+                _ = term.recv() => break,
+                _ = tokio::signal::ctrl_c() => break,
+            }
+        }
+        drop(listener);
+        let drain = Duration::from_secs(self.config().drain_timeout_s);
+        tracing::info!(
+            "stopping: no new connections; waiting up to {}s for {} run(s)",
+            drain.as_secs(),
+            self.in_flight.load(Ordering::SeqCst)
+        );
+        let deadline = tokio::time::Instant::now() + drain;
+        let runs_done = async {
+            loop {
+                let notified = self.run_ended.notified();
+                if self.in_flight.load(Ordering::SeqCst) == 0 {
+                    break;
+                }
+                notified.await;
+            }
+        };
+        if tokio::time::timeout_at(deadline, runs_done).await.is_err() {
+            tracing::warn!("drain timeout: exiting with runs still going");
+            return Ok(());
+        }
+        let _ = tokio::time::timeout_at(deadline, graceful.shutdown()).await;
+        tracing::info!("stopped");
+        Ok(())
+    }
+}

@@ -1,0 +1,466 @@
+//! Routes (SPEC §2): `POST /run/<scripts>`, `GET /health`; 404/405 otherwise.
+//!
+//! A run request goes through its checks in this order, answering the first
+//! that fails with one line: script list and variables (400), tenant and
+//! signature header (403), content type (415), declared size (413), capacity
+//! (503); then the upload streams to disk while hashed (413 past the limit,
+//! 400 without a `tgz` field) and the signature is verified (403). Only then
+//! is anything in the archive looked at: the run starts.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use http_body_util::BodyExt;
+use hyper::body::Incoming;
+use hyper::header::{HeaderMap, HeaderValue, ACCEPT, CONTENT_LENGTH, CONTENT_TYPE};
+use hyper::{Method, Request, Response, StatusCode};
+use serde_json::json;
+use tokio::sync::mpsc;
+
+use super::respond::{full, negotiate, reject, ChannelBody, Form, ResponseBody};
+use super::Server;
+use crate::bundle::signature::{self, ArchiveDigest, Scheme, Signature, SignatureError, V2Context};
+use crate::bundle::upload::{self, UploadError};
+use crate::config::{Portal, Tenant};
+use crate::run::{self, request, RunEvent, RunSpec};
+
+/// The same answer for a bad signature and an unknown tenant (§2.1).
+const FORBIDDEN: &str = "invalid signature or unknown tenant";
+
+pub async fn handle(
+    server: Arc<Server>,
+    req: Request<Incoming>,
+    remote: SocketAddr,
+) -> Response<ResponseBody> {
+    let path = req.uri().path().to_string();
+    match (req.method(), path.as_str()) {
+        (&Method::GET, "/health") => health(&server),
+        (&Method::POST, p) if p.starts_with("/run/") => {
+            let form = negotiate(req.headers().get(ACCEPT).and_then(|v| v.to_str().ok()));
+            match start_run(&server, req, remote, form).await {
+                Ok(resp) => resp,
+                Err(rejection) => {
+                    let Rejection(status, reason) = rejection;
+                    let _ = server.ctx.audit.record(
+                        "request.rejected",
+                        "",
+                        "",
+                        json!({"remote": remote.to_string(), "status": status.as_u16(), "reason": reason}),
+                    );
+                    let mut resp = reject(status, form, &reason);
+                    if status == StatusCode::SERVICE_UNAVAILABLE {
+                        resp.headers_mut()
+                            .insert("retry-after", HeaderValue::from_static("5"));
+                    }
+                    resp
+                }
+            }
+        }
+        (_, "/health") => method_not_allowed("GET"),
+        (_, p) if p.starts_with("/run/") => method_not_allowed("POST"),
+        _ => reject(
+            StatusCode::NOT_FOUND,
+            Form::Text,
+            "not found (servo serves POST /run/<scripts> and GET /health)",
+        ),
+    }
+}
+
+fn method_not_allowed(allow: &'static str) -> Response<ResponseBody> {
+    let mut resp = reject(
+        StatusCode::METHOD_NOT_ALLOWED,
+        Form::Text,
+        &format!("method not allowed (use {allow})"),
+    );
+    resp.headers_mut()
+        .insert("allow", HeaderValue::from_static(allow));
+    resp
+}
+
+fn health(server: &Server) -> Response<ResponseBody> {
+    let config = server.config();
+    let info = server.ctx.sandbox.info();
+    let in_flight = server.in_flight.load(Ordering::SeqCst);
+    let admitted = server.admitted.load(Ordering::SeqCst);
+    let audit_ok = !server.ctx.audit.is_failing();
+    let body = json!({
+        "version": env!("CARGO_PKG_VERSION"),
+        "uptime_s": server.started.elapsed().as_secs(),
+        "portal": match &config.portal { Portal::Sim => "sim".to_string(), Portal::Url(u) => u.clone() },
+        "runs_in_flight": in_flight,
+        "queue": admitted.saturating_sub(in_flight),
+        "audit": if audit_ok { "ok" } else { "failing" },
+        "sandbox": {
+            "namespaces": info.namespaces,
+            "rootless": info.rootless,
+            "seccomp": info.seccomp_sha256,
+            "limits": info.limits,
+        },
+    });
+    let status = if audit_ok {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
+    full(status, "application/json", format!("{body}\n"))
+}
+
+struct Rejection(StatusCode, String);
+
+fn bad_request(msg: impl Into<String>) -> Rejection {
+    Rejection(StatusCode::BAD_REQUEST, msg.into())
+}
+
+fn forbidden() -> Rejection {
+    Rejection(StatusCode::FORBIDDEN, FORBIDDEN.into())
+}
+
+/// Holds a place among the admitted requests; gives it back on drop.
+struct Admission(Arc<Server>);
+
+impl Drop for Admission {
+    fn drop(&mut self) {
+        self.0.admitted.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
+fn admit(server: &Arc<Server>) -> Option<Admission> {
+    let cap = server.config().max_runs + server.config().max_queue;
+    server
+        .admitted
+        .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| {
+            (n < cap).then_some(n + 1)
+        })
+        .ok()
+        .map(|_| Admission(server.clone()))
+}
+
+/// Removes a run directory unless the run took it over.
+struct RunDirGuard(Option<PathBuf>);
+
+impl Drop for RunDirGuard {
+    fn drop(&mut self) {
+        if let Some(dir) = self.0.take() {
+            let _ = std::fs::remove_dir_all(dir);
+        }
+    }
+}
+
+fn random_hex(bytes: usize) -> Result<String, Rejection> {
+    let mut buf = vec![0u8; bytes];
+    getrandom::fill(&mut buf).map_err(|e| {
+        Rejection(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            format!("no randomness: {e}"),
+        )
+    })?;
+    Ok(hex::encode(buf))
+}
+
+fn header_str<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
+    headers.get(name).and_then(|v| v.to_str().ok())
+}
+
+enum BodyKind {
+    Multipart(String),
+    Raw,
+}
+
+fn body_kind(headers: &HeaderMap) -> Result<BodyKind, Rejection> {
+    let unsupported = || {
+        Rejection(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "unsupported content type (send multipart/form-data with a tgz field, or application/gzip)".into(),
+        )
+    };
+    let ct = header_str(headers, CONTENT_TYPE.as_str()).ok_or_else(unsupported)?;
+    let mime = ct
+        .split(';')
+        .next()
+        .unwrap_or("")
+        .trim()
+        .to_ascii_lowercase();
+    match mime.as_str() {
+        "multipart/form-data" => multer::parse_boundary(ct)
+            .map(BodyKind::Multipart)
+            .map_err(|_| bad_request("bad multipart body: no boundary in Content-Type")),
+        "application/gzip" | "application/x-gzip" | "application/octet-stream" => Ok(BodyKind::Raw),
+        _ => Err(unsupported()),
+    }
+}
+
+fn upload_rejection(e: UploadError) -> Rejection {
+    match e {
+        UploadError::TooLarge(max) => Rejection(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            format!("upload larger than {max} bytes"),
+        ),
+        UploadError::Body(m) => bad_request(format!("the request body could not be read: {m}")),
+        UploadError::Io(e) => Rejection(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            format!("could not store the upload: {e}"),
+        ),
+    }
+}
+
+/// Streams the archive to `dest`, from a multipart `tgz` field or a raw body.
+async fn receive_archive(
+    body: Incoming,
+    kind: BodyKind,
+    dest: &std::path::Path,
+    max: u64,
+    digest: &mut ArchiveDigest,
+) -> Result<u64, Rejection> {
+    let stream = body.into_data_stream();
+    match kind {
+        BodyKind::Raw => upload::save(stream, dest, max, digest)
+            .await
+            .map_err(upload_rejection),
+        BodyKind::Multipart(boundary) => {
+            // Other fields count against the limit too: the whole stream is capped.
+            let constraints = multer::Constraints::new()
+                .size_limit(multer::SizeLimit::new().whole_stream(max.saturating_add(64 * 1024)));
+            let mut multipart = multer::Multipart::with_constraints(stream, boundary, constraints);
+            loop {
+                let field = multipart.next_field().await.map_err(|e| match e {
+                    multer::Error::StreamSizeExceeded { .. } => {
+                        upload_rejection(UploadError::TooLarge(max))
+                    }
+                    e => bad_request(format!("bad multipart body: {e}")),
+                })?;
+                let Some(field) = field else {
+                    return Err(bad_request(
+                        "no tgz field in the multipart body (curl -F tgz=@upload.tgz)",
+                    ));
+                };
+                if field.name() == Some("tgz") {
+                    return upload::save(field, dest, max, digest)
+                        .await
+                        .map_err(|e| match e {
+                            UploadError::Body(m) if m.contains("size limit") => {
+                                upload_rejection(UploadError::TooLarge(max))
+                            }
+                            e => upload_rejection(e),
+                        });
+                }
+            }
+        }
+    }
+}
+
+async fn start_run(
+    server: &Arc<Server>,
+    req: Request<Incoming>,
+    remote: SocketAddr,
+    form: Form,
+) -> Result<Response<ResponseBody>, Rejection> {
+    let config = server.config();
+    let raw_path = req.uri().path().to_string();
+    let scripts = request::parse_scripts(&raw_path["/run/".len()..])
+        .map_err(|e| bad_request(e.to_string()))?;
+    let headers = req.headers();
+    let var_headers = headers.iter().filter_map(|(name, value)| {
+        name.as_str()
+            .strip_prefix("x-var-")
+            .map(|suffix| (suffix, value.as_bytes()))
+    });
+    let vars = request::parse_vars(var_headers).map_err(|e| bad_request(e.to_string()))?;
+
+    let tenant_name = match headers.get("x-tenant") {
+        Some(v) => v.to_str().map_err(|_| forbidden())?.to_string(),
+        None => "default".to_string(),
+    };
+    let tenant: Tenant = config.tenant(&tenant_name).cloned().ok_or_else(forbidden)?;
+    let sig_text = header_str(headers, "x-signature").ok_or_else(forbidden)?;
+    let sig = Signature::parse(sig_text).map_err(|_| forbidden())?;
+    if tenant.require_v2 && sig.scheme != Scheme::V2 {
+        return Err(Rejection(
+            StatusCode::FORBIDDEN,
+            SignatureError::SchemeRefused.to_string(),
+        ));
+    }
+    let timestamp = header_str(headers, "x-servo-timestamp").map(str::to_string);
+    if sig.scheme == Scheme::V2 {
+        let ts = timestamp.as_deref().ok_or_else(forbidden)?;
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_secs())
+            .unwrap_or(0);
+        signature::check_v2_timestamp(ts, now).map_err(|_| forbidden())?;
+    }
+
+    let kind = body_kind(headers)?;
+    let declared = header_str(headers, CONTENT_LENGTH.as_str()).and_then(|v| v.parse::<u64>().ok());
+    // A multipart body carries some framing around the archive.
+    let framing = if matches!(kind, BodyKind::Multipart(_)) {
+        64 * 1024
+    } else {
+        0
+    };
+    if declared.is_some_and(|n| n > config.max_upload + framing) {
+        return Err(upload_rejection(UploadError::TooLarge(config.max_upload)));
+    }
+    if server.ctx.audit.is_failing() {
+        return Err(Rejection(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "the audit log cannot be written; runs are refused until it can".into(),
+        ));
+    }
+    let admission = admit(server).ok_or_else(|| {
+        Rejection(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "busy: too many runs and queued requests; retry later".into(),
+        )
+    })?;
+
+    let id = random_hex(8)?;
+    let run_dir = server.runs_dir.join(&id);
+    std::fs::create_dir(&run_dir).map_err(|e| {
+        Rejection(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            format!("could not create the run directory: {e}"),
+        )
+    })?;
+    let mut guard = RunDirGuard(Some(run_dir.clone()));
+    let archive = run_dir.join("upload.tgz");
+    let mut digest = ArchiveDigest::new(sig.scheme, tenant.token.as_bytes());
+    receive_archive(
+        req.into_body(),
+        kind,
+        &archive,
+        config.max_upload,
+        &mut digest,
+    )
+    .await?;
+    let digest = digest.finish();
+    let (sha256, size) = (digest.sha256_hex.clone(), digest.size);
+    let v2 = timestamp.as_deref().map(|ts| V2Context {
+        timestamp: ts,
+        path: &raw_path,
+        tenant: &tenant.name,
+        vars: &vars,
+    });
+    digest
+        .verify(&sig, tenant.token.as_bytes(), v2.as_ref())
+        .map_err(|_| forbidden())?;
+
+    // Verified: wait for a run slot (the queue), then start.
+    let permit = server
+        .run_slots
+        .clone()
+        .acquire_owned()
+        .await
+        .map_err(|_| {
+            Rejection(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "servo is shutting down".into(),
+            )
+        })?;
+    let lease = server.ctx.sandbox.lease_ids().ok_or_else(|| {
+        Rejection(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "busy: no free sandbox uid; retry later".into(),
+        )
+    })?;
+    server
+        .ctx
+        .audit
+        .record(
+            "run.started",
+            &id,
+            &tenant.name,
+            json!({
+                "remote": remote.to_string(),
+                "scripts": scripts,
+                "variables": vars.iter().map(|(n, _)| n).collect::<Vec<_>>(),
+                "archive_sha256": sha256,
+                "archive_bytes": size,
+                "signature": sig.scheme.as_str(),
+            }),
+        )
+        .map_err(|e| Rejection(StatusCode::SERVICE_UNAVAILABLE, e.to_string()))?;
+
+    guard.0 = None; // the run removes its directory itself from here on
+    let callback = config
+        .public_url
+        .as_ref()
+        .map(|u| format!("{u}/callback/{}", id));
+    let spec = RunSpec {
+        id: id.clone(),
+        tenant,
+        scripts,
+        vars,
+        run_dir,
+        callback,
+    };
+    let (tx, mut rx) = mpsc::unbounded_channel();
+    server.in_flight.fetch_add(1, Ordering::SeqCst);
+    let (srv, ctx) = (server.clone(), server.ctx.clone());
+    tokio::spawn(async move {
+        // The run is its own task: a client that disconnects does not stop it.
+        run::execute(ctx, spec, lease, tx).await;
+        drop(permit);
+        drop(admission);
+        srv.in_flight.fetch_sub(1, Ordering::SeqCst);
+        srv.run_ended.notify_waiters();
+    });
+
+    let run_header = HeaderValue::from_str(&id).unwrap_or_else(|_| HeaderValue::from_static("?"));
+    let mut resp = match form {
+        Form::Ndjson => {
+            let (btx, brx) = mpsc::unbounded_channel::<Bytes>();
+            let run_id = id.clone();
+            tokio::spawn(async move {
+                while let Some(event) = rx.recv().await {
+                    let obj = match event {
+                        RunEvent::Line(line) => json!({ "line": line }),
+                        RunEvent::Done(o) => {
+                            json!({"ok": u8::from(o.ok), "run": run_id, "ms": o.ms})
+                        }
+                    };
+                    if btx.send(Bytes::from(format!("{obj}\n"))).is_err() {
+                        break; // the client went away; the run goes on
+                    }
+                }
+            });
+            let mut resp = Response::new(ChannelBody::new(brx).boxed());
+            resp.headers_mut().insert(
+                CONTENT_TYPE,
+                HeaderValue::from_static("application/x-ndjson"),
+            );
+            resp
+        }
+        Form::Json | Form::Text => {
+            let mut lines = Vec::new();
+            let mut outcome = None;
+            while let Some(event) = rx.recv().await {
+                match event {
+                    RunEvent::Line(l) => lines.push(l),
+                    RunEvent::Done(o) => outcome = Some(o),
+                }
+            }
+            let outcome = outcome.unwrap_or(run::Outcome {
+                ok: false,
+                reason: Some("unexpected failure (the run ended without a result)".into()),
+                ms: 0,
+            });
+            if form == Form::Json {
+                let body =
+                    json!({"ok": u8::from(outcome.ok), "log": lines, "run": id, "ms": outcome.ms});
+                full(StatusCode::OK, "application/json", format!("{body}\n"))
+            } else {
+                let status = if outcome.ok {
+                    StatusCode::OK
+                } else {
+                    StatusCode::PRECONDITION_FAILED
+                };
+                full(status, "text/plain; charset=utf-8", lines.join("\n"))
+            }
+        }
+    };
+    resp.headers_mut().insert("x-servo-run", run_header);
+    Ok(resp)
+}
