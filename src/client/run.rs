@@ -1,0 +1,400 @@
+//! `servo run BUNDLE SCRIPT...`: the client a CI job uses (SPEC §1).
+//!
+//! Packs a directory into a tar.gz (sorted, fixed mtimes and owners, `.git`
+//! left out) or takes an existing `.tgz` unchanged, signs it (v2 by default,
+//! §2.6), POSTs it asking for NDJSON and prints each log line as it arrives.
+//! Exit codes: 0 the run succeeded, 1 it failed, 2 anything else (usage,
+//! connection, 403 and other rejections, with the server's reason).
+
+use std::io::{IsTerminal, Read, Write};
+use std::path::{Path, PathBuf};
+
+use bytes::Bytes;
+use http_body_util::BodyExt;
+use hyper::Request;
+use hyper_util::rt::TokioIo;
+use sha2::{Digest, Sha256};
+use tokio::sync::mpsc;
+
+use crate::bundle::signature::{self, V2Context};
+use crate::run::request;
+use crate::server::respond::ChannelBody;
+
+/// What the command was asked to do.
+#[derive(Clone, Debug)]
+pub struct RunOptions {
+    pub bundle: PathBuf,
+    pub scripts: Vec<String>,
+    /// `KEY:VALUE` pairs from `-v`.
+    pub vars: Vec<String>,
+    pub url: String,
+    pub token: String,
+    pub tenant: Option<String>,
+    pub legacy_signature: bool,
+    /// Print the server's NDJSON objects as they come instead of plain lines.
+    pub json: bool,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ClientError {
+    #[error("{0}")]
+    Usage(String),
+    #[error("cannot pack {path}: {source}")]
+    Pack {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("cannot reach servo at {url}: {why}")]
+    Connect { url: String, why: String },
+    #[error("servo refused the request (HTTP {status}): {reason}")]
+    Refused { status: u16, reason: String },
+}
+
+/// How the run ended, as an exit code: 0 ok, 1 the run failed.
+pub enum RunResult {
+    Ok,
+    Failed,
+}
+
+/// An archive ready to send.
+struct Archive {
+    path: PathBuf,
+    _temp: Option<tempfile::TempDir>,
+    sha256_hex: String,
+    size: u64,
+}
+
+fn pack_err(path: &Path) -> impl FnOnce(std::io::Error) -> ClientError + '_ {
+    move |source| ClientError::Pack {
+        path: path.to_owned(),
+        source,
+    }
+}
+
+/// Adds `dir` (relative name `rel`) to the archive, children sorted by name.
+fn add_dir<W: Write>(
+    builder: &mut tar::Builder<W>,
+    root: &Path,
+    rel: &Path,
+) -> Result<(), ClientError> {
+    let dir = root.join(rel);
+    let mut names: Vec<_> = std::fs::read_dir(&dir)
+        .map_err(pack_err(&dir))?
+        .filter_map(|e| e.ok().map(|e| e.file_name()))
+        .collect();
+    names.sort();
+    for name in names {
+        if name == ".git" {
+            continue;
+        }
+        let rel_child = rel.join(&name);
+        let path = root.join(&rel_child);
+        let meta = std::fs::symlink_metadata(&path).map_err(pack_err(&path))?;
+        builder
+            .append_path_with_name(&path, &rel_child)
+            .map_err(pack_err(&path))?;
+        if meta.is_dir() {
+            add_dir(builder, root, &rel_child)?;
+        }
+    }
+    Ok(())
+}
+
+/// Packs a directory into a temporary .tgz, or takes an existing file as is.
+fn prepare_archive(bundle: &Path) -> Result<Archive, ClientError> {
+    let meta = std::fs::metadata(bundle).map_err(pack_err(bundle))?;
+    let (path, temp) = if meta.is_dir() {
+        let temp = tempfile::tempdir().map_err(pack_err(bundle))?;
+        let path = temp.path().join("bundle.tgz");
+        let file = std::fs::File::create(&path).map_err(pack_err(&path))?;
+        let gz = flate2::write::GzEncoder::new(file, flate2::Compression::default());
+        let mut builder = tar::Builder::new(gz);
+        builder.mode(tar::HeaderMode::Deterministic);
+        builder.follow_symlinks(false);
+        add_dir(&mut builder, bundle, Path::new(""))?;
+        let gz = builder.into_inner().map_err(pack_err(bundle))?;
+        gz.finish().map_err(pack_err(bundle))?;
+        (path, Some(temp))
+    } else {
+        (bundle.to_path_buf(), None)
+    };
+    let mut file = std::fs::File::open(&path).map_err(pack_err(&path))?;
+    let mut hasher = Sha256::new();
+    let mut buf = vec![0u8; 256 * 1024];
+    let mut size = 0u64;
+    loop {
+        let n = file.read(&mut buf).map_err(pack_err(&path))?;
+        if n == 0 {
+            break;
+        }
+        hasher.update(&buf[..n]);
+        size += n as u64;
+    }
+    Ok(Archive {
+        path,
+        _temp: temp,
+        sha256_hex: hex::encode(hasher.finalize()),
+        size,
+    })
+}
+
+/// `KEY:VALUE` → (NAME, value) with the server's naming rule.
+fn parse_vars(specs: &[String]) -> Result<Vec<(String, String)>, ClientError> {
+    let mut vars = Vec::new();
+    for spec in specs {
+        let (key, value) = spec
+            .split_once(':')
+            .ok_or_else(|| ClientError::Usage(format!("-v {spec}: expected KEY:VALUE")))?;
+        let name = request::var_name(key.trim())
+            .map_err(|e| ClientError::Usage(format!("-v {spec}: {e}")))?;
+        vars.push((name, value.to_string()));
+    }
+    vars.sort();
+    Ok(vars)
+}
+
+struct Target {
+    host: String,
+    port: u16,
+    prefix: String,
+}
+
+fn parse_url(url: &str) -> Result<Target, ClientError> {
+    let bad = || ClientError::Usage(format!("--url {url}: expected http://HOST[:PORT]"));
+    let rest = url.strip_prefix("http://").ok_or_else(bad)?;
+    let (authority, prefix) = match rest.find('/') {
+        Some(i) => (&rest[..i], rest[i..].trim_end_matches('/')),
+        None => (rest, ""),
+    };
+    let (host, port) = match authority.rsplit_once(':') {
+        Some((h, p)) if !h.ends_with(']') || h.starts_with('[') => {
+            (h, p.parse().map_err(|_| bad())?)
+        }
+        _ => (authority, 80),
+    };
+    if host.is_empty() {
+        return Err(bad());
+    }
+    Ok(Target {
+        host: host
+            .trim_start_matches('[')
+            .trim_end_matches(']')
+            .to_string(),
+        port,
+        prefix: prefix.to_string(),
+    })
+}
+
+/// Streams the archive file as the request body, with progress on a terminal.
+fn body_from_file(path: &Path, size: u64) -> Result<ChannelBody, ClientError> {
+    let mut file = std::fs::File::open(path).map_err(pack_err(path))?;
+    let (tx, rx) = mpsc::unbounded_channel::<Bytes>();
+    let progress = std::io::stderr().is_terminal() && size > 4 * 1024 * 1024;
+    // A plain thread reads the file: the body is consumed as it is sent.
+    std::thread::spawn(move || {
+        let mut sent = 0u64;
+        let mut last_pct = u64::MAX;
+        loop {
+            let mut buf = vec![0u8; 256 * 1024];
+            match file.read(&mut buf) {
+                Ok(0) | Err(_) => break,
+                Ok(n) => {
+                    buf.truncate(n);
+                    sent += n as u64;
+                    if tx.send(Bytes::from(buf)).is_err() {
+                        break;
+                    }
+                    let pct = sent * 100 / size.max(1);
+                    if progress && pct != last_pct {
+                        last_pct = pct;
+                        eprint!("\ruploading {} MiB: {pct}%", size >> 20);
+                    }
+                }
+            }
+        }
+        if progress {
+            eprintln!();
+        }
+    });
+    Ok(ChannelBody::new(rx))
+}
+
+/// Sends the bundle and prints the log as it comes.
+pub async fn run(opts: RunOptions) -> Result<RunResult, ClientError> {
+    let scripts = opts.scripts.join("+");
+    request::parse_scripts(&scripts).map_err(|e| ClientError::Usage(e.to_string()))?;
+    let vars = parse_vars(&opts.vars)?;
+    let target = parse_url(&opts.url)?;
+    let bundle = opts.bundle.clone();
+    let archive = tokio::task::spawn_blocking(move || prepare_archive(&bundle))
+        .await
+        .map_err(|e| ClientError::Usage(e.to_string()))??;
+
+    let path = format!("{}/run/{scripts}", target.prefix);
+    let tenant = opts.tenant.clone().unwrap_or_else(|| "default".to_string());
+    let mut req = Request::post(&path)
+        .header("host", format!("{}:{}", target.host, target.port))
+        .header("content-type", "application/gzip")
+        .header("content-length", archive.size)
+        .header("accept", "application/x-ndjson");
+    if opts.legacy_signature {
+        let mut file = std::fs::File::open(&archive.path).map_err(pack_err(&archive.path))?;
+        let mut data = Vec::new();
+        file.read_to_end(&mut data)
+            .map_err(pack_err(&archive.path))?;
+        let sig = signature::hmac_sha1_hex(opts.token.as_bytes(), &data);
+        req = req.header("x-signature", format!("sha1={sig}"));
+    } else {
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_secs())
+            .unwrap_or(0)
+            .to_string();
+        let ctx = V2Context {
+            timestamp: &now,
+            path: &path,
+            tenant: &tenant,
+            vars: &vars,
+        };
+        let sig = signature::v2_sign(opts.token.as_bytes(), &ctx, &archive.sha256_hex);
+        req = req
+            .header("x-signature", format!("v2={sig}"))
+            .header("x-servo-timestamp", now);
+    }
+    if opts.tenant.is_some() {
+        req = req.header("x-tenant", tenant.as_str());
+    }
+    for (name, value) in &vars {
+        req = req.header(format!("x-var-{name}"), value.as_str());
+    }
+    let body = body_from_file(&archive.path, archive.size)?;
+    let req = req
+        .body(body)
+        .map_err(|e| ClientError::Usage(e.to_string()))?;
+
+    let connect_err = |why: String| ClientError::Connect {
+        url: opts.url.clone(),
+        why,
+    };
+    let stream = tokio::net::TcpStream::connect((target.host.as_str(), target.port))
+        .await
+        .map_err(|e| connect_err(e.to_string()))?;
+    let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+        .await
+        .map_err(|e| connect_err(e.to_string()))?;
+    tokio::spawn(conn);
+    let resp = sender
+        .send_request(req)
+        .await
+        .map_err(|e| connect_err(e.to_string()))?;
+    let status = resp.status();
+    let mut body = resp.into_body();
+    if !status.is_success() {
+        let bytes = body
+            .collect()
+            .await
+            .map(|b| b.to_bytes())
+            .unwrap_or_default();
+        let text = String::from_utf8_lossy(&bytes).trim().to_string();
+        let reason = serde_json::from_str::<serde_json::Value>(&text)
+            .ok()
+            .and_then(|v| v["error"].as_str().map(str::to_string))
+            .unwrap_or(text);
+        return Err(ClientError::Refused {
+            status: status.as_u16(),
+            reason,
+        });
+    }
+
+    let mut pending: Vec<u8> = Vec::new();
+    let mut ok = None;
+    let mut stdout = std::io::stdout();
+    while let Some(frame) = body.frame().await {
+        let frame =
+            frame.map_err(|e| connect_err(format!("the connection broke during the run: {e}")))?;
+        let Ok(data) = frame.into_data() else {
+            continue;
+        };
+        pending.extend_from_slice(&data);
+        while let Some(i) = pending.iter().position(|&b| b == b'\n') {
+            let line: Vec<u8> = pending.drain(..=i).collect();
+            let Ok(obj) = serde_json::from_slice::<serde_json::Value>(&line) else {
+                continue;
+            };
+            if opts.json {
+                let _ = stdout.write_all(&line);
+            } else if let Some(text) = obj["line"].as_str() {
+                let _ = writeln!(stdout, "{text}");
+            }
+            let _ = stdout.flush();
+            if let Some(v) = obj.get("ok") {
+                ok = Some(v.as_u64() == Some(1) || v.as_bool() == Some(true));
+            }
+        }
+    }
+    match ok {
+        Some(true) => Ok(RunResult::Ok),
+        Some(false) => Ok(RunResult::Failed),
+        None => Err(connect_err(
+            "the answer ended before the run's result".into(),
+        )),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn urls() {
+        let t = parse_url("http://127.0.0.1:5000").unwrap();
+        assert_eq!(
+            (t.host.as_str(), t.port, t.prefix.as_str()),
+            ("127.0.0.1", 5000, "")
+        );
+        let t = parse_url("http://servo.example/ci/").unwrap();
+        assert_eq!(
+            (t.host.as_str(), t.port, t.prefix.as_str()),
+            ("servo.example", 80, "/ci")
+        );
+        let t = parse_url("http://[::1]:8080").unwrap();
+        assert_eq!((t.host.as_str(), t.port), ("::1", 8080));
+        assert!(parse_url("https://x").is_err());
+        assert!(parse_url("http://:80").is_err());
+    }
+
+    #[test]
+    fn vars() {
+        let v = parse_vars(&["build-id:42".into(), "url:http://x:1".into()]).unwrap();
+        assert_eq!(
+            v,
+            vec![
+                ("BUILD_ID".into(), "42".into()),
+                ("URL".into(), "http://x:1".into())
+            ]
+        );
+        assert!(parse_vars(&["nocolon".into()]).is_err());
+        assert!(parse_vars(&["path:x".into()]).is_err());
+    }
+
+    #[test]
+    fn packing_is_deterministic_and_skips_git() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("b.py"), "print(2)").unwrap();
+        std::fs::write(dir.path().join("a.py"), "print(1)").unwrap();
+        std::fs::create_dir(dir.path().join(".git")).unwrap();
+        std::fs::write(dir.path().join(".git/config"), "x").unwrap();
+        let one = prepare_archive(dir.path()).unwrap();
+        std::thread::sleep(std::time::Duration::from_millis(1100));
+        let two = prepare_archive(dir.path()).unwrap();
+        assert_eq!(one.sha256_hex, two.sha256_hex);
+        let file = std::fs::File::open(&one.path).unwrap();
+        let mut ar = tar::Archive::new(flate2::read::GzDecoder::new(file));
+        let names: Vec<String> = ar
+            .entries()
+            .unwrap()
+            .map(|e| e.unwrap().path().unwrap().display().to_string())
+            .collect();
+        assert_eq!(names, vec!["a.py", "b.py"]);
+    }
+}

@@ -1,0 +1,264 @@
+//! Shared test support: a real `servo serve` process, bundles made with the
+//! real `tar`, signatures from the real `openssl`, requests from the real `curl`.
+#![allow(dead_code)]
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+pub const TOKEN: &str = "test-token-0123456789abcdefABCDEF";
+
+/// Tests that need root fail (not skip) in CI; elsewhere they skip with a note.
+pub fn require_root() -> bool {
+    if nix::unistd::geteuid().is_root() {
+        return true;
+    }
+    if std::env::var("CI").is_ok_and(|v| v == "true") {
+        panic!(
+            "this test needs root (namespaces, mounts, cgroups) and CI=true: run the suite as root"
+        );
+    }
+    eprintln!("skipped: needs root");
+    false
+}
+
+pub fn servo_bin() -> &'static str {
+    env!("CARGO_BIN_EXE_servo")
+}
+
+/// A running `servo serve` on 127.0.0.1 with its own state dir.
+pub struct Servo {
+    pub child: Child,
+    pub url: String,
+    pub state: tempfile::TempDir,
+    pub stderr_log: PathBuf,
+}
+
+impl Servo {
+    pub fn start(extra: &[&str]) -> Servo {
+        Self::start_in(tempfile::tempdir().expect("tempdir"), extra)
+    }
+
+    /// Starts servo with `state` as its state dir; waits until it listens.
+    pub fn start_in(state: tempfile::TempDir, extra: &[&str]) -> Servo {
+        let stderr_log = state.path().join("servo.stderr");
+        let err_file = std::fs::File::create(&stderr_log).expect("stderr log");
+        let mut args = vec![
+            "serve",
+            "--listen",
+            "127.0.0.1:0",
+            "--state-dir",
+            state.path().to_str().expect("utf-8 path"),
+        ];
+        if !extra.iter().any(|a| a.starts_with("--token")) {
+            args.extend(["--token", TOKEN]);
+        }
+        args.extend_from_slice(extra);
+        let child = Command::new(servo_bin())
+            .args(&args)
+            .env_remove("SERVO_TOKEN")
+            .env("SERVO_LOG", "info")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(err_file)
+            .spawn()
+            .expect("spawn servo");
+        let mut servo = Servo {
+            child,
+            url: String::new(),
+            state,
+            stderr_log,
+        };
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let log = std::fs::read_to_string(&servo.stderr_log).unwrap_or_default();
+            if let Some(addr) = log.lines().find_map(|l| l.split("listening on ").nth(1)) {
+                servo.url = format!("http://{}", addr.trim());
+                return servo;
+            }
+            if let Ok(Some(status)) = servo.child.try_wait() {
+                panic!("servo exited with {status} before listening:\n{log}");
+            }
+            assert!(
+                Instant::now() < deadline,
+                "servo did not start listening:\n{log}"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    pub fn stderr(&self) -> String {
+        std::fs::read_to_string(&self.stderr_log).unwrap_or_default()
+    }
+
+    pub fn audit(&self) -> Vec<serde_json::Value> {
+        std::fs::read_to_string(self.state.path().join("audit.log"))
+            .unwrap_or_default()
+            .lines()
+            .map(|l| serde_json::from_str(l).expect("audit lines are JSON"))
+            .collect()
+    }
+
+    /// SIGTERM, then wait (bounded) for the exit status.
+    pub fn terminate(&mut self) -> std::process::ExitStatus {
+        let pid = nix::unistd::Pid::from_raw(self.child.id() as i32);
+        let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM);
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                return status;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "servo did not exit after SIGTERM"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+impl Drop for Servo {
+    fn drop(&mut self) {
+        if let Ok(None) = self.child.try_wait() {
+            let pid = nix::unistd::Pid::from_raw(self.child.id() as i32);
+            let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM);
+            let deadline = Instant::now() + Duration::from_secs(10);
+            while Instant::now() < deadline {
+                if let Ok(Some(_)) = self.child.try_wait() {
+                    return;
+                }
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}
+
+/// A directory of files, packed the guide's way: `tar zcf upload.tgz *`.
+pub struct Bundle {
+    pub dir: tempfile::TempDir,
+    pub tgz: PathBuf,
+}
+
+pub fn write_files(dir: &Path, files: &[(&str, &str)]) {
+    for (name, content) in files {
+        let path = dir.join(name);
+        if let Some(parent) = path.parent() {
+            std::fs::create_dir_all(parent).expect("mkdir");
+        }
+        std::fs::write(path, content).expect("write");
+    }
+}
+
+pub fn bundle(files: &[(&str, &str)]) -> Bundle {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let src = dir.path().join("src");
+    std::fs::create_dir(&src).expect("mkdir");
+    write_files(&src, files);
+    pack(dir, &src)
+}
+
+/// Packs `src` (inside `dir`) with `tar zcf ../upload.tgz *`.
+pub fn pack(dir: tempfile::TempDir, src: &Path) -> Bundle {
+    let tgz = dir.path().join("upload.tgz");
+    let status = Command::new("sh")
+        .arg("-c")
+        .arg("tar zcf ../upload.tgz *")
+        .current_dir(src)
+        .status()
+        .expect("tar");
+    assert!(status.success(), "tar failed");
+    Bundle { dir, tgz }
+}
+
+/// What the guide does: `openssl dgst -sha1 -hmac $TOKEN upload.tgz`, then `sha1=${HASH##* }`.
+pub fn openssl_sign(path: &Path, token: &str) -> String {
+    let out = Command::new("openssl")
+        .args(["dgst", "-sha1", "-hmac", token])
+        .arg(path)
+        .output()
+        .expect("openssl");
+    assert!(out.status.success());
+    let text = String::from_utf8_lossy(&out.stdout);
+    let hex = text.split_whitespace().last().expect("openssl output");
+    format!("sha1={hex}")
+}
+
+/// A finished curl request.
+pub struct Reply {
+    pub status: u16,
+    pub headers: String,
+    pub body: String,
+}
+
+impl Reply {
+    pub fn header(&self, name: &str) -> Option<String> {
+        self.headers.lines().find_map(|l| {
+            let (n, v) = l.split_once(':')?;
+            n.trim()
+                .eq_ignore_ascii_case(name)
+                .then(|| v.trim().to_string())
+        })
+    }
+    pub fn json(&self) -> serde_json::Value {
+        serde_json::from_str(&self.body).unwrap_or_else(|e| panic!("not JSON ({e}): {}", self.body))
+    }
+    pub fn lines(&self) -> Vec<&str> {
+        self.body.lines().collect()
+    }
+}
+
+/// Runs curl with `args` against `url`; returns status, headers and body.
+pub fn curl(url: &str, args: &[&str]) -> Reply {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let headers = dir.path().join("headers");
+    let body = dir.path().join("body");
+    let out = Command::new("curl")
+        .args(["-sS", "--path-as-is", "-o"])
+        .arg(&body)
+        .arg("-D")
+        .arg(&headers)
+        .args(["-w", "%{http_code}"])
+        .args(args)
+        .arg(url)
+        .output()
+        .expect("curl");
+    let status = String::from_utf8_lossy(&out.stdout)
+        .trim()
+        .parse()
+        .unwrap_or(0);
+    Reply {
+        status,
+        headers: std::fs::read_to_string(&headers).unwrap_or_default(),
+        body: std::fs::read_to_string(&body).unwrap_or_default(),
+    }
+}
+
+/// The guide's upload: `curl -X POST -F tgz=@upload.tgz -H "X-Signature:$HASH" URL/run/SCRIPTS`.
+pub fn post_bundle(servo: &Servo, tgz: &Path, scripts: &str, extra: &[&str]) -> Reply {
+    let sig = openssl_sign(tgz, TOKEN);
+    let form = format!("tgz=@{}", tgz.display());
+    let sig_header = format!("X-Signature:{sig}");
+    let mut args = vec!["-X", "POST", "-F", form.as_str(), "-H", sig_header.as_str()];
+    args.extend_from_slice(extra);
+    curl(&format!("{}/run/{scripts}", servo.url), &args)
+}
+
+/// Lists the entries of a directory (empty when it does not exist).
+pub fn entries(dir: &Path) -> Vec<String> {
+    std::fs::read_dir(dir)
+        .map(|rd| {
+            rd.filter_map(|e| e.ok())
+                .map(|e| e.file_name().to_string_lossy().into_owned())
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// Reads the lines of a running child's stdout as they come.
+pub fn line_reader(child: &mut Child) -> impl Iterator<Item = String> {
+    let out = child.stdout.take().expect("piped stdout");
+    BufReader::new(out).lines().map_while(Result::ok)
+}
