@@ -87,7 +87,29 @@ pub struct Tenant {
     pub token: String,
     pub require_v2: bool,
     pub aes_kdf: Option<Kdf>,
+    /// Namespaces whose clusters the tenant may touch (None: all).
+    pub namespaces: Option<Vec<String>>,
+    /// Toolset verbs the tenant may relay (None: all).
+    pub commands: Option<Vec<String>>,
+    /// Extra `host:port` / `cidr:port` egress the tenant's scripts may reach (§6.6).
+    pub egress: Vec<String>,
     pub limits: Limits,
+}
+
+impl Tenant {
+    /// The default tenant: everything allowed, the server's default limits.
+    pub fn default_tenant(token: String, limits: Limits) -> Tenant {
+        Tenant {
+            name: "default".into(),
+            token,
+            require_v2: false,
+            aes_kdf: None,
+            namespaces: None,
+            commands: None,
+            egress: Vec::new(),
+            limits,
+        }
+    }
 }
 
 /// The validated configuration of `servo serve`.
@@ -331,9 +353,6 @@ impl Config {
         for spec in &args.limit {
             apply_limit(&mut limits, spec)?;
         }
-        if args.tenants.is_some() {
-            return Err(invalid("--tenants is not supported by this build yet"));
-        }
         let audit = match args.audit.as_deref() {
             Some("-") => AuditTarget::Stdout,
             Some(p) => AuditTarget::File(PathBuf::from(p)),
@@ -362,13 +381,10 @@ impl Config {
             json_logs: args.log_format == "json",
             uid_base,
             uid_count,
-            tenants: vec![Tenant {
-                name: "default".into(),
-                token,
-                require_v2: false,
-                aes_kdf: None,
-                limits,
-            }],
+            tenants: match &args.tenants {
+                Some(path) => crate::tenants::load(path, Some(token), &limits)?,
+                None => vec![Tenant::default_tenant(token, limits)],
+            },
             drain_timeout_s: args.drain_timeout_s,
         })
     }

@@ -8,6 +8,8 @@ pub mod bundle;
 pub mod client;
 pub mod config;
 pub mod limits;
+pub mod metrics;
 pub mod run;
 pub mod sandbox;
 pub mod server;
+pub mod tenants;

@@ -1,11 +1,11 @@
 //! Per-run limits (SPEC §4.4). Defaults here; tenants may override them (§7).
 
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
 const MIB: u64 = 1024 * 1024;
 
 /// Every limit a run is held to. All sizes in bytes, all times in seconds.
-#[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct Limits {
     /// Wall time of one script.

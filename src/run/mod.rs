@@ -17,6 +17,7 @@ use tokio::sync::mpsc::UnboundedSender;
 use crate::audit::Audit;
 use crate::bundle::{decrypt, unpack};
 use crate::config::{Config, Portal, Tenant};
+use crate::metrics::{inc, Metrics};
 use crate::sandbox::{self, Exit, IdLease, Job, Sandbox};
 use log::LineSplitter;
 
@@ -28,6 +29,7 @@ pub struct RunContext {
     pub config: Arc<Config>,
     pub sandbox: Arc<Sandbox>,
     pub audit: Arc<Audit>,
+    pub metrics: Arc<Metrics>,
 }
 
 /// One accepted request, its upload already on disk and verified.
@@ -118,7 +120,13 @@ pub async fn execute(
         bytes: 0,
         limit: spec.tenant.limits.log_bytes(),
     };
+    inc(&ctx.metrics.runs_started);
     let result = run_steps(&ctx, &spec, &lease, &mut reporter, started).await;
+    inc(if result.is_ok() {
+        &ctx.metrics.runs_succeeded
+    } else {
+        &ctx.metrics.runs_failed
+    });
     let ms = started.elapsed().as_millis() as u64;
     let reason = result.err().map(|f| f.to_string());
     if let Some(reason) = &reason {
@@ -239,6 +247,9 @@ async fn run_steps(
         );
         let result = run_script(ctx, spec, lease, &work, script, out, run_deadline).await;
         let secs = script_started.elapsed().as_secs();
+        ctx.metrics
+            .script_duration
+            .observe(script_started.elapsed().as_secs_f64());
         let (exit, bytes) = match &result {
             Ok(r) => (Some(r.exit), r.bytes),
             Err(_) => (None, 0),
@@ -354,10 +365,14 @@ async fn run_script(
     let script_deadline = Instant::now() + Duration::from_secs(limits.script_timeout_s);
     let deadline = script_deadline.min(run_deadline);
     let started = Instant::now();
+    inc(&ctx.metrics.scripts_run);
     let mut running = ctx
         .sandbox
         .spawn(&job)
         .map_err(|e| Failure::Internal(format!("sandbox: {e}")))?;
+    ctx.metrics
+        .sandbox_setup
+        .observe(started.elapsed().as_secs_f64());
     let mut output = running
         .take_output()
         .ok_or_else(|| Failure::Internal("sandbox: no output pipe".into()))?;

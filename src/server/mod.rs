@@ -7,9 +7,10 @@
 pub mod respond;
 mod routes;
 
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use hyper::server::conn::http1;
@@ -55,6 +56,10 @@ pub struct Server {
     pub run_slots: Arc<Semaphore>,
     /// Signalled whenever a run ends (the drain waits on it).
     pub run_ended: Notify,
+    /// v2 signatures accepted within their window (§2.6): signature → expiry.
+    pub replay: Mutex<HashMap<Vec<u8>, u64>>,
+    /// Admitted requests per tenant, for the tenants' `concurrent_runs`.
+    pub tenant_admitted: Mutex<HashMap<String, u64>>,
 }
 
 fn io_err<'a>(
@@ -120,6 +125,7 @@ impl Server {
                 config: Arc::new(config),
                 sandbox: Arc::new(sandbox),
                 audit: Arc::new(audit),
+                metrics: Arc::new(crate::metrics::Metrics::default()),
             }),
             started: Instant::now(),
             runs_dir,
@@ -127,6 +133,8 @@ impl Server {
             in_flight: AtomicUsize::new(0),
             run_slots: Arc::new(Semaphore::new(max_runs)),
             run_ended: Notify::new(),
+            replay: Mutex::new(HashMap::new()),
+            tenant_admitted: Mutex::new(HashMap::new()),
         }))
     }
 

@@ -38,12 +38,21 @@ pub async fn handle(
     let path = req.uri().path().to_string();
     match (req.method(), path.as_str()) {
         (&Method::GET, "/health") => health(&server),
+        (&Method::GET, "/metrics") => metrics(&server),
         (&Method::POST, p) if p.starts_with("/run/") => {
             let form = negotiate(req.headers().get(ACCEPT).and_then(|v| v.to_str().ok()));
             match start_run(&server, req, remote, form).await {
                 Ok(resp) => resp,
                 Err(rejection) => {
                     let Rejection(status, reason) = rejection;
+                    server.ctx.metrics.rejected(match status.as_u16() {
+                        400 => "bad_request",
+                        403 => "forbidden",
+                        413 => "too_large",
+                        415 => "unsupported_type",
+                        503 => "busy",
+                        _ => "internal",
+                    });
                     let _ = server.ctx.audit.record(
                         "request.rejected",
                         "",
@@ -59,7 +68,7 @@ pub async fn handle(
                 }
             }
         }
-        (_, "/health") => method_not_allowed("GET"),
+        (_, "/health") | (_, "/metrics") => method_not_allowed("GET"),
         (_, p) if p.starts_with("/run/") => method_not_allowed("POST"),
         _ => reject(
             StatusCode::NOT_FOUND,
@@ -108,6 +117,19 @@ fn health(server: &Server) -> Response<ResponseBody> {
     full(status, "application/json", format!("{body}\n"))
 }
 
+fn metrics(server: &Server) -> Response<ResponseBody> {
+    let in_flight = server.in_flight.load(Ordering::SeqCst);
+    let queue = server
+        .admitted
+        .load(Ordering::SeqCst)
+        .saturating_sub(in_flight);
+    full(
+        StatusCode::OK,
+        "text/plain; version=0.0.4; charset=utf-8",
+        server.ctx.metrics.render(in_flight, queue),
+    )
+}
+
 struct Rejection(StatusCode, String);
 
 fn bad_request(msg: impl Into<String>) -> Rejection {
@@ -118,24 +140,76 @@ fn forbidden() -> Rejection {
     Rejection(StatusCode::FORBIDDEN, FORBIDDEN.into())
 }
 
-/// Holds a place among the admitted requests; gives it back on drop.
-struct Admission(Arc<Server>);
+/// Holds a place among the admitted requests (server-wide and for its
+/// tenant); gives it back on drop.
+struct Admission {
+    server: Arc<Server>,
+    tenant: String,
+}
 
 impl Drop for Admission {
     fn drop(&mut self) {
-        self.0.admitted.fetch_sub(1, Ordering::SeqCst);
+        self.server.admitted.fetch_sub(1, Ordering::SeqCst);
+        let mut per_tenant = self
+            .server
+            .tenant_admitted
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        if let Some(n) = per_tenant.get_mut(&self.tenant) {
+            *n = n.saturating_sub(1);
+        }
     }
 }
 
-fn admit(server: &Arc<Server>) -> Option<Admission> {
+fn admit(server: &Arc<Server>, tenant: &Tenant) -> Result<Admission, Rejection> {
+    let busy = |m: &str| Rejection(StatusCode::SERVICE_UNAVAILABLE, m.to_string());
     let cap = server.config().max_runs + server.config().max_queue;
     server
         .admitted
         .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| {
             (n < cap).then_some(n + 1)
         })
-        .ok()
-        .map(|_| Admission(server.clone()))
+        .map_err(|_| busy("busy: too many runs and queued requests; retry later"))?;
+    let mut per_tenant = server
+        .tenant_admitted
+        .lock()
+        .unwrap_or_else(|p| p.into_inner());
+    let n = per_tenant.entry(tenant.name.clone()).or_default();
+    if tenant.limits.concurrent_runs > 0 && *n >= tenant.limits.concurrent_runs {
+        server.admitted.fetch_sub(1, Ordering::SeqCst);
+        return Err(busy(
+            "busy: this tenant has its concurrent_runs running; retry later",
+        ));
+    }
+    *n += 1;
+    Ok(Admission {
+        server: server.clone(),
+        tenant: tenant.name.clone(),
+    })
+}
+
+/// Most v2 signatures remembered at once; past it new v2 runs get 503
+/// until old ones leave the window (bounded memory).
+const REPLAY_CAPACITY: usize = 100_000;
+
+/// Remembers an accepted v2 signature until its window closes; refuses a
+/// second use within the window.
+fn remember_v2(server: &Server, mac: &[u8], timestamp: u64, now: u64) -> Result<(), Rejection> {
+    let mut seen = server.replay.lock().unwrap_or_else(|p| p.into_inner());
+    if seen.get(mac).is_some_and(|&expiry| expiry >= now) {
+        return Err(Rejection(StatusCode::FORBIDDEN, FORBIDDEN.into()));
+    }
+    if seen.len() >= REPLAY_CAPACITY {
+        seen.retain(|_, expiry| *expiry >= now);
+        if seen.len() >= REPLAY_CAPACITY {
+            return Err(Rejection(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "busy: too many recent v2 signatures to remember; retry later".into(),
+            ));
+        }
+    }
+    seen.insert(mac.to_vec(), timestamp + signature::V2_WINDOW_S);
+    Ok(())
 }
 
 /// Removes a run directory unless the run took it over.
@@ -283,14 +357,17 @@ async fn start_run(
         ));
     }
     let timestamp = header_str(headers, "x-servo-timestamp").map(str::to_string);
-    if sig.scheme == Scheme::V2 {
-        let ts = timestamp.as_deref().ok_or_else(forbidden)?;
-        let now = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.as_secs())
-            .unwrap_or(0);
-        signature::check_v2_timestamp(ts, now).map_err(|_| forbidden())?;
-    }
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0);
+    let v2_time = match (sig.scheme, timestamp.as_deref()) {
+        (Scheme::V2, Some(ts)) => {
+            Some(signature::check_v2_timestamp(ts, now).map_err(|_| forbidden())?)
+        }
+        (Scheme::V2, None) => return Err(forbidden()),
+        _ => None,
+    };
 
     let kind = body_kind(headers)?;
     let declared = header_str(headers, CONTENT_LENGTH.as_str()).and_then(|v| v.parse::<u64>().ok());
@@ -309,12 +386,7 @@ async fn start_run(
             "the audit log cannot be written; runs are refused until it can".into(),
         ));
     }
-    let admission = admit(server).ok_or_else(|| {
-        Rejection(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "busy: too many runs and queued requests; retry later".into(),
-        )
-    })?;
+    let admission = admit(server, &tenant)?;
 
     let id = random_hex(8)?;
     let run_dir = server.runs_dir.join(&id);
@@ -336,6 +408,11 @@ async fn start_run(
     )
     .await?;
     let digest = digest.finish();
+    server
+        .ctx
+        .metrics
+        .upload_bytes
+        .fetch_add(digest.size, Ordering::Relaxed);
     let (sha256, size) = (digest.sha256_hex.clone(), digest.size);
     let v2 = timestamp.as_deref().map(|ts| V2Context {
         timestamp: ts,
@@ -346,6 +423,9 @@ async fn start_run(
     digest
         .verify(&sig, tenant.token.as_bytes(), v2.as_ref())
         .map_err(|_| forbidden())?;
+    if let Some(ts) = v2_time {
+        remember_v2(server, &sig.mac, ts, now)?;
+    }
 
     // Verified: wait for a run slot (the queue), then start.
     let permit = server

@@ -1,0 +1,302 @@
+//! The tenants file (SPEC §7): who may run bundles, with which token, which
+//! clusters and verbs, and which limits. Validated whole at start-up (and by
+//! `servo policy check`); every error names the tenant and the field.
+
+use std::path::Path;
+
+use serde::Deserialize;
+use serde_json::Value;
+
+use crate::bundle::decrypt::Kdf;
+use crate::config::{read_token_file, ConfigError, Tenant};
+use crate::limits::Limits;
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct File {
+    /// Whether the `--token` tenant `default` exists (default: true).
+    #[serde(default = "yes")]
+    default: bool,
+    tenants: Vec<Value>,
+}
+
+fn yes() -> bool {
+    true
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Entry {
+    name: String,
+    token: Option<String>,
+    token_file: Option<std::path::PathBuf>,
+    require_signature: Option<String>,
+    aes_kdf: Option<Kdf>,
+    namespaces: Option<Vec<String>>,
+    commands: Option<Vec<String>>,
+    #[serde(default)]
+    egress: Vec<String>,
+    #[serde(default)]
+    limits: Option<Value>,
+}
+
+/// The toolset verbs a tenant's `commands` may name (§6.5).
+pub const VERBS: &[&str] = &[
+    "ls", "grep", "port", "poll", "deploy", "scale", "kill", "off", "on", "reset", "bump", "exec",
+    "log", "nodes", "ping", "help",
+];
+
+fn err(path: &Path, msg: String) -> ConfigError {
+    ConfigError::Invalid(format!("tenants file {}: {msg}", path.display()))
+}
+
+fn valid_name(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= 64
+        && name
+            .chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-' || c == '_')
+}
+
+/// Reads and validates the tenants file. `default_token` is the `--token`
+/// tenant's token; `base` the server's default limits, which tenants override.
+pub fn load(
+    path: &Path,
+    default_token: Option<String>,
+    base: &Limits,
+) -> Result<Vec<Tenant>, ConfigError> {
+    let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Io {
+        what: "cannot read the tenants file",
+        path: path.to_owned(),
+        source,
+    })?;
+    parse(path, &text, default_token, base)
+}
+
+pub fn parse(
+    path: &Path,
+    text: &str,
+    default_token: Option<String>,
+    base: &Limits,
+) -> Result<Vec<Tenant>, ConfigError> {
+    let file: File = serde_json::from_str(text).map_err(|e| err(path, e.to_string()))?;
+    let mut tenants = Vec::new();
+    if file.default {
+        let token =
+            default_token.ok_or_else(|| err(path, "the default tenant needs --token".into()))?;
+        tenants.push(Tenant::default_tenant(token, base.clone()));
+    }
+    for (i, raw) in file.tenants.into_iter().enumerate() {
+        let label = raw
+            .get("name")
+            .and_then(Value::as_str)
+            .map(|n| format!("tenant `{n}`"))
+            .unwrap_or_else(|| format!("tenant #{}", i + 1));
+        let field = |f: &str, m: String| err(path, format!("{label}: {f}: {m}"));
+        let entry: Entry =
+            serde_json::from_value(raw).map_err(|e| err(path, format!("{label}: {e}")))?;
+        if !valid_name(&entry.name) {
+            return Err(field(
+                "name",
+                "use 1-64 characters of a-z, 0-9, - and _".into(),
+            ));
+        }
+        if tenants.iter().any(|t: &Tenant| t.name == entry.name) {
+            return Err(field("name", "another tenant has this name".into()));
+        }
+        let token = match (entry.token, entry.token_file) {
+            (Some(_), Some(_)) => {
+                return Err(field("token", "give token or token_file, not both".into()))
+            }
+            (Some(t), None) if !t.is_empty() => t,
+            (None, Some(f)) => {
+                read_token_file(&f).map_err(|e| field("token_file", e.to_string()))?
+            }
+            _ => {
+                return Err(field(
+                    "token",
+                    "every tenant needs a token or a token_file".into(),
+                ))
+            }
+        };
+        if let Some(other) = tenants.iter().find(|t| t.token == token) {
+            return Err(field(
+                "token",
+                format!(
+                    "the same token as tenant `{}`: every tenant needs its own",
+                    other.name
+                ),
+            ));
+        }
+        let require_v2 = match entry.require_signature.as_deref() {
+            None | Some("any") => false,
+            Some("v2") => true,
+            Some(other) => {
+                return Err(field(
+                    "require_signature",
+                    format!("`{other}`: expected \"v2\" or \"any\""),
+                ))
+            }
+        };
+        if let Some(ns) = &entry.namespaces {
+            if let Some(bad) = ns.iter().find(|n| !valid_name(n)) {
+                return Err(field(
+                    "namespaces",
+                    format!("`{bad}`: namespaces use a-z, 0-9, - and _"),
+                ));
+            }
+        }
+        if let Some(cmds) = &entry.commands {
+            if let Some(bad) = cmds.iter().find(|c| !VERBS.contains(&c.as_str())) {
+                return Err(field(
+                    "commands",
+                    format!("`{bad}` is not a toolset verb ({})", VERBS.join(" ")),
+                ));
+            }
+        }
+        for rule in &entry.egress {
+            check_egress_rule(rule).map_err(|m| field("egress", m))?;
+        }
+        let limits = match entry.limits {
+            None => base.clone(),
+            Some(v) => overlay_limits(base, v).map_err(|m| field("limits", m))?,
+        };
+        tenants.push(Tenant {
+            name: entry.name,
+            token,
+            require_v2,
+            aes_kdf: entry.aes_kdf,
+            namespaces: entry.namespaces,
+            commands: entry.commands,
+            egress: entry.egress,
+            limits,
+        });
+    }
+    if tenants.is_empty() {
+        return Err(err(
+            path,
+            "no tenant: add one, or leave \"default\" true".into(),
+        ));
+    }
+    Ok(tenants)
+}
+
+/// Tenant limits override the server's: fields present in `v` replace `base`'s.
+fn overlay_limits(base: &Limits, v: Value) -> Result<Limits, String> {
+    let Value::Object(over) = v else {
+        return Err("expected an object".into());
+    };
+    let mut merged = match serde_json::to_value(base) {
+        Ok(Value::Object(m)) => m,
+        _ => return Err("internal: limits do not serialise".into()),
+    };
+    merged.extend(over);
+    serde_json::from_value(Value::Object(merged)).map_err(|e| e.to_string())
+}
+
+/// An egress rule is `HOST:PORT` or `CIDR:PORT` (e.g. `10.0.0.0/8:80`, `db.internal:443`).
+pub fn check_egress_rule(rule: &str) -> Result<(), String> {
+    let (host, port) = rule
+        .rsplit_once(':')
+        .ok_or_else(|| format!("`{rule}`: expected HOST:PORT or CIDR:PORT"))?;
+    port.parse::<u16>()
+        .map_err(|_| format!("`{rule}`: the port must be a number"))?;
+    if let Some((ip, bits)) = host.split_once('/') {
+        let ip: std::net::IpAddr = ip
+            .parse()
+            .map_err(|_| format!("`{rule}`: bad network address"))?;
+        let max = if ip.is_ipv4() { 32 } else { 128 };
+        match bits.parse::<u8>() {
+            Ok(b) if b <= max => {}
+            _ => return Err(format!("`{rule}`: bad prefix length")),
+        }
+    } else if host.is_empty() {
+        return Err(format!("`{rule}`: the host is empty"));
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn load_str(text: &str) -> Result<Vec<Tenant>, String> {
+        parse(
+            Path::new("t.json"),
+            text,
+            Some("default-token".into()),
+            &Limits::default(),
+        )
+        .map_err(|e| e.to_string())
+    }
+
+    #[test]
+    fn the_spec_example_loads() {
+        let t = load_str(
+            r#"{"tenants": [{"name": "payments", "token": "pay-token", "require_signature": "v2",
+                "aes_kdf": "pbkdf2", "namespaces": ["payments"], "commands": ["ls", "deploy"],
+                "egress": ["10.0.0.0/8:80", "db:443"],
+                "limits": {"script_timeout_s": 900, "pids": 128, "concurrent_runs": 2}}]}"#,
+        )
+        .unwrap();
+        assert_eq!(t.len(), 2);
+        assert_eq!(t[0].name, "default");
+        let p = &t[1];
+        assert!(p.require_v2);
+        assert_eq!(p.aes_kdf, Some(Kdf::Pbkdf2));
+        assert_eq!(p.limits.script_timeout_s, 900);
+        assert_eq!(p.limits.memory_mib, 1024, "unset limits keep the default");
+        assert_eq!(p.limits.concurrent_runs, 2);
+    }
+
+    #[test]
+    fn errors_name_the_tenant_and_field() {
+        let cases = [
+            (
+                r#"{"tenants": [{"name": "a", "token": "default-token"}]}"#,
+                "tenant `a`: token: the same token as tenant `default`",
+            ),
+            (
+                r#"{"tenants": [{"name": "a", "token": "x", "limits": {"nope": 1}}]}"#,
+                "tenant `a`: limits: unknown field `nope`",
+            ),
+            (
+                r#"{"tenants": [{"name": "a", "token": "x", "commands": ["rm"]}]}"#,
+                "tenant `a`: commands: `rm` is not a toolset verb",
+            ),
+            (
+                r#"{"tenants": [{"name": "a"}]}"#,
+                "tenant `a`: token: every tenant needs",
+            ),
+            (
+                r#"{"tenants": [{"name": "A b", "token": "x"}]}"#,
+                "tenant `A b`: name:",
+            ),
+            (
+                r#"{"tenants": [{"name": "a", "token": "x", "require_signature": "sha1"}]}"#,
+                "require_signature",
+            ),
+            (
+                r#"{"tenants": [{"name": "a", "token": "x", "egress": ["10.0.0.0/99:80"]}]}"#,
+                "egress: `10.0.0.0/99:80`: bad prefix length",
+            ),
+            (
+                r#"{"tenants": [{"name": "a", "token": "x", "colour": 1}]}"#,
+                "tenant `a`: unknown field `colour`",
+            ),
+            (r#"{"default": false, "tenants": []}"#, "no tenant"),
+        ];
+        for (text, want) in cases {
+            let got = load_str(text).unwrap_err();
+            assert!(got.contains(want), "{text}\n  got: {got}\n want: {want}");
+        }
+    }
+
+    #[test]
+    fn default_can_be_disabled() {
+        let t =
+            load_str(r#"{"default": false, "tenants": [{"name": "a", "token": "x"}]}"#).unwrap();
+        assert_eq!(t.len(), 1);
+        assert_eq!(t[0].name, "a");
+    }
+}
