@@ -4,6 +4,7 @@
 //! Python package written, the sandbox built and self-tested (servo refuses
 //! to start when it cannot sandbox), the audit log opened, then listen.
 
+pub mod callback;
 pub mod respond;
 mod routes;
 
@@ -60,6 +61,8 @@ pub struct Server {
     pub replay: Mutex<HashMap<Vec<u8>, u64>>,
     /// Admitted requests per tenant, for the tenants' `concurrent_runs`.
     pub tenant_admitted: Mutex<HashMap<String, u64>>,
+    /// Live runs' callback secrets (§2.5).
+    pub callbacks: callback::Callbacks,
 }
 
 fn io_err<'a>(
@@ -135,6 +138,7 @@ impl Server {
             run_ended: Notify::new(),
             replay: Mutex::new(HashMap::new()),
             tenant_admitted: Mutex::new(HashMap::new()),
+            callbacks: callback::Callbacks::default(),
         }))
     }
 

@@ -68,6 +68,7 @@ pub async fn handle(
                 }
             }
         }
+        (&Method::POST, p) if p.starts_with("/callback/") => receive_callback(&server, req).await,
         (_, "/health") | (_, "/metrics") => method_not_allowed("GET"),
         (_, p) if p.starts_with("/run/") => method_not_allowed("POST"),
         _ => reject(
@@ -128,6 +129,36 @@ fn metrics(server: &Server) -> Response<ResponseBody> {
         "text/plain; version=0.0.4; charset=utf-8",
         server.ctx.metrics.render(in_flight, queue),
     )
+}
+
+async fn receive_callback(server: &Server, req: Request<Incoming>) -> Response<ResponseBody> {
+    use super::callback::{self, CallbackError};
+    let path = req.uri().path().to_string();
+    let result = match callback::parse_path(&path) {
+        Ok((secret, name)) => match server.callbacks.lookup(secret) {
+            Some(target) => callback::store(&target, &name, req.into_body().into_data_stream())
+                .await
+                .map(|n| format!("stored {n} bytes as {name}")),
+            None => Err(CallbackError::NotFound),
+        },
+        Err(e) => Err(e),
+    };
+    match result {
+        Ok(msg) => full(
+            StatusCode::OK,
+            "text/plain; charset=utf-8",
+            format!("{msg}\n"),
+        ),
+        Err(e) => {
+            let status = match e {
+                CallbackError::NotFound => StatusCode::NOT_FOUND,
+                CallbackError::Name(_) | CallbackError::Body(_) => StatusCode::BAD_REQUEST,
+                CallbackError::TooLarge => StatusCode::PAYLOAD_TOO_LARGE,
+                CallbackError::Io(_) => StatusCode::CONFLICT,
+            };
+            reject(status, Form::Text, &e.to_string())
+        }
+    }
 }
 
 struct Rejection(StatusCode, String);
@@ -463,11 +494,25 @@ async fn start_run(
         )
         .map_err(|e| Rejection(StatusCode::SERVICE_UNAVAILABLE, e.to_string()))?;
 
-    guard.0 = None; // the run removes its directory itself from here on
-    let callback = config
-        .public_url
+                    // ≥ 128 bits: the callback URL is the only thing guarding it.
+    let callback_secret = match &config.public_url {
+        Some(_) => Some(random_hex(16)?),
+        None => None,
+    };
+    let callback = callback_secret
         .as_ref()
-        .map(|u| format!("{u}/callback/{}", id));
+        .zip(config.public_url.as_ref())
+        .map(|(secret, u)| format!("{u}/callback/{secret}"));
+    if let Some(secret) = &callback_secret {
+        server.callbacks.register(
+            secret,
+            super::callback::Target {
+                workdir: run_dir.join("work"),
+                uid: lease.uid,
+                gid: lease.gid,
+            },
+        );
+    }
     let spec = RunSpec {
         id: id.clone(),
         tenant,
@@ -476,12 +521,16 @@ async fn start_run(
         run_dir,
         callback,
     };
+    guard.0 = None; // the run removes its directory itself from here on
     let (tx, mut rx) = mpsc::unbounded_channel();
     server.in_flight.fetch_add(1, Ordering::SeqCst);
     let (srv, ctx) = (server.clone(), server.ctx.clone());
     tokio::spawn(async move {
         // The run is its own task: a client that disconnects does not stop it.
         run::execute(ctx, spec, lease, tx).await;
+        if let Some(secret) = callback_secret {
+            srv.callbacks.remove(&secret);
+        }
         drop(permit);
         drop(admission);
         srv.in_flight.fetch_sub(1, Ordering::SeqCst);
