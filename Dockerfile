@@ -1,0 +1,30 @@
+# servo: build with the Rust toolchain, ship a small Debian image with the
+# binary, Python 3 (with requests and pyyaml for scripts) and the policies.
+#
+# The sandbox needs to create namespaces and mounts:
+#   docker run --cap-add SYS_ADMIN --security-opt seccomp=unconfined \
+#     --security-opt apparmor=unconfined -p 5000:5000 servo
+# (or a host with unprivileged user namespaces, where servo runs rootless).
+
+FROM rust:1-bookworm AS build
+WORKDIR /src
+COPY Cargo.toml Cargo.lock ./
+COPY src ./src
+COPY policy ./policy
+COPY python ./python
+RUN cargo build --release --locked && strip target/release/servo
+
+FROM debian:bookworm-slim
+RUN apt-get update \
+ && apt-get install -y --no-install-recommends python3 python3-requests python3-yaml ca-certificates \
+ && rm -rf /var/lib/apt/lists/*
+COPY --from=build /src/target/release/servo /usr/local/bin/servo
+COPY policy /etc/servo/policy
+ENV SERVO_STATE_DIR=/var/lib/servo \
+    SERVO_LISTEN=0.0.0.0:5000 \
+    SERVO_PYTHON=/usr/bin/python3
+VOLUME /var/lib/servo
+EXPOSE 5000
+HEALTHCHECK --interval=30s --timeout=5s CMD python3 -c "import urllib.request,sys; sys.exit(0 if urllib.request.urlopen('http://127.0.0.1:5000/health').status == 200 else 1)"
+ENTRYPOINT ["/usr/local/bin/servo"]
+CMD ["serve"]
