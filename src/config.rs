@@ -270,7 +270,7 @@ pub fn apply_limit(limits: &mut Limits, spec: &str) -> Result<(), ConfigError> {
     Ok(())
 }
 
-fn parse_ro_bind(spec: &str) -> Result<(PathBuf, PathBuf), ConfigError> {
+pub fn parse_ro_bind(spec: &str) -> Result<(PathBuf, PathBuf), ConfigError> {
     let (host, inside) = match spec.split_once(':') {
         Some((h, i)) => (PathBuf::from(h), PathBuf::from(i)),
         None => (PathBuf::from(spec), PathBuf::from(spec)),

@@ -19,6 +19,20 @@ struct Cli {
 enum Command {
     /// Run the server (the main job).
     Serve(servo::config::ServeArgs),
+    /// Run one command in the sandbox scripts get (for trying it, and for benchmarks).
+    Sandbox(servo::sandbox::cli::SandboxArgs),
+    /// Check configuration files.
+    #[command(subcommand)]
+    Policy(PolicyCommand),
+}
+
+#[derive(Subcommand)]
+enum PolicyCommand {
+    /// Validate a seccomp policy (seccompiler JSON) or a tenants file; errors say where.
+    Check {
+        /// The file to check.
+        file: std::path::PathBuf,
+    },
 }
 
 fn init_logging(json: bool) {
@@ -82,5 +96,9 @@ fn main() -> ExitCode {
     }
     match Cli::parse().command {
         Command::Serve(args) => serve(args),
+        Command::Sandbox(args) => servo::sandbox::cli::sandbox_main(args),
+        Command::Policy(PolicyCommand::Check { file }) => {
+            servo::sandbox::cli::policy_check_main(file)
+        }
     }
 }

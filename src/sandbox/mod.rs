@@ -1,12 +1,63 @@
-//! The sandbox (SPEC §5). Owned by the sandbox work; this file fixes the interface
-//! the rest of servo uses.
+//! The sandbox (SPEC §5): every script runs in fresh mount, PID, network, IPC
+//! and UTS namespaces, under an unprivileged uid, with no capabilities and a
+//! seccomp allowlist.
+//!
+//! Fork safety (SPEC §5, last paragraph). The server is multi-threaded, so it
+//! never forks into sandbox set-up code. It starts a fresh, single-threaded
+//! process instead: `/proc/self/exe __sandbox-exec` (std's spawn does only
+//! async-signal-safe work between its fork and its exec). That helper may
+//! allocate freely. The job arrives on its stdin as JSON (in a memfd, so there
+//! is no pipe-size limit and nothing in its environment or argv).
+//!
+//! Set-up order, and who does what:
+//! 1. server: creates the job's cgroup (limits written) and starts the helper
+//!    with stdin = job, stdout = the output pipe, stderr = the report pipe;
+//! 2. helper: joins the cgroup; (rootless: `unshare(USER)` and id maps);
+//!    `unshare(NS|PID|NET|IPC|UTS)`; forks the init;
+//! 3. init (PID 1 of the new namespace; dies with the helper): builds the root
+//!    on a private tmpfs (`rootfs`), mounts /proc for its PID namespace,
+//!    `pivot_root`s and detaches the old root, sets the hostname, brings up
+//!    loopback, then forks the script;
+//! 4. script (`exec`): setsid, stdin /dev/null, stdout+stderr = the output
+//!    pipe, other descriptors closed, rlimits, supplementary groups cleared,
+//!    gid/uid set, every capability set emptied, `no_new_privs`, seccomp
+//!    filters last, `execve`;
+//! 5. init reaps everything, forwards SIGTERM/SIGINT/SIGHUP to the script;
+//!    when the script ends it kills every process left in the namespace and
+//!    reports the script's status to the helper, which writes it as one JSON
+//!    line to the report pipe and exits;
+//! 6. server: reads the report, checks the cgroup for an OOM kill, kills what
+//!    is left in the cgroup and removes it. Mounts only ever exist in the
+//!    job's own mount namespace, so they vanish with its last process.
 
+mod cgroup;
+pub mod cli;
+mod exec;
+mod helper;
+mod init;
+mod rootfs;
+pub mod seccomp;
+mod spec;
+pub mod workdir;
+
+use std::io::{Read, Seek, Write};
+use std::os::fd::OwnedFd;
 use std::path::PathBuf;
+use std::process::Stdio;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 
 use crate::limits::Limits;
 
+pub use cgroup::CgroupMode;
+pub use helper::helper_main;
+use spec::{HelperSpec, Report};
+
 /// Where the servo Python package directory (PYTHONPATH) appears inside the sandbox.
 pub const PYTHON_PKG_INSIDE: &str = "/opt/servo/python";
+/// The in-sandbox `servo` Python package (SPEC §6.2), shipped inside the binary
+/// and written read-only into every sandbox's root.
+pub const PYTHON_PACKAGE: &str = include_str!("../../python/servo/__init__.py");
 /// The relay socket inside the sandbox (SPEC §6.1).
 pub const SOCKET_INSIDE: &str = "/run/servo/portal.sock";
 
@@ -19,10 +70,8 @@ pub struct SandboxConfig {
     pub seccomp_policy: Option<PathBuf>,
     /// Extra read-only binds (`--ro-bind HOST[:INSIDE]`): (host, inside).
     pub ro_binds: Vec<(PathBuf, PathBuf)>,
-    /// Where servo keeps per-run scratch (sandbox roots); under the state dir.
+    /// Where servo keeps sandbox scratch (the root mount point); under the state dir.
     pub scratch_dir: PathBuf,
-    /// Host directory holding the `servo` Python package (mounted read-only).
-    pub python_pkg_dir: PathBuf,
     /// First uid/gid of the range handed to concurrent runs, and how many there are.
     pub uid_base: u32,
     pub uid_count: u32,
@@ -52,19 +101,25 @@ pub enum Exit {
     Signal { signal: i32, oom: bool },
 }
 
-/// Entry point of the single-threaded `servo __sandbox-exec` helper process.
-pub fn helper_main() -> ! {
-    std::process::exit(127)
-}
-
-// ---- Integration stub: replaced by the sandbox work (same signatures). ----
-
 #[derive(Debug, thiserror::Error)]
 pub enum SandboxError {
     #[error("{0}")]
     Setup(String),
+    #[error("{what}: {source}")]
+    Io {
+        what: String,
+        source: std::io::Error,
+    },
 }
 
+impl SandboxError {
+    fn io(what: impl Into<String>) -> impl FnOnce(std::io::Error) -> SandboxError {
+        let what = what.into();
+        move |source| SandboxError::Io { what, source }
+    }
+}
+
+/// What `/health` says about the sandbox.
 pub struct SandboxInfo {
     pub namespaces: Vec<&'static str>,
     pub rootless: bool,
@@ -72,50 +127,337 @@ pub struct SandboxInfo {
     pub limits: &'static str,
 }
 
-pub struct IdLease {
-    pub uid: u32,
-    pub gid: u32,
+/// The sandbox, built once at start-up: the compiled seccomp filters, the
+/// cgroup mode and the pool of run uids.
+pub struct Sandbox {
+    cfg: SandboxConfig,
+    filters: seccomp::Filters,
+    cgroups: CgroupMode,
+    rootless: Option<(u32, u32)>,
+    ids: Arc<IdPool>,
+    exe: PathBuf,
+    next_job: AtomicU64,
 }
 
-pub struct Sandbox;
-
-pub struct Running;
-
 impl Sandbox {
-    pub fn new(_cfg: SandboxConfig) -> Result<Sandbox, SandboxError> {
-        Err(SandboxError::Setup("the sandbox is not built yet".into()))
+    /// Compiles the seccomp policy, finds the cgroup hierarchy and checks
+    /// that namespaces can be made here. Fails with one clear sentence.
+    pub fn new(cfg: SandboxConfig) -> Result<Sandbox, SandboxError> {
+        let filters = seccomp::Filters::load(cfg.seccomp_policy.as_deref())
+            .map_err(|e| SandboxError::Setup(e.to_string()))?;
+        let rootless = if nix::unistd::geteuid().is_root() {
+            None
+        } else {
+            if !helper::user_namespaces_available() {
+                return Err(SandboxError::Setup(
+                    "servo is not root and unprivileged user namespaces are not available \
+                     (run servo as root, or enable kernel.unprivileged_userns_clone)"
+                        .into(),
+                ));
+            }
+            Some((
+                nix::unistd::geteuid().as_raw(),
+                nix::unistd::getegid().as_raw(),
+            ))
+        };
+        let cgroups = if rootless.is_some() {
+            CgroupMode::None
+        } else {
+            CgroupMode::detect()
+        };
+        let root = cfg.scratch_dir.join("root");
+        std::fs::create_dir_all(&root).map_err(SandboxError::io(format!(
+            "cannot create the sandbox root mount point {}",
+            root.display()
+        )))?;
+        let exe = std::fs::read_link("/proc/self/exe")
+            .map_err(SandboxError::io("cannot find servo's own executable"))?;
+        let ids = Arc::new(IdPool::new(cfg.uid_base, cfg.uid_count));
+        Ok(Sandbox {
+            cfg,
+            filters,
+            cgroups,
+            rootless,
+            ids,
+            exe,
+            next_job: AtomicU64::new(0),
+        })
     }
+
+    /// Runs `python -c pass` in a sandbox (blocking; call before the runtime
+    /// starts). Fails with the reason the sandbox cannot be built here.
     pub fn self_test(&self) -> Result<(), SandboxError> {
-        Err(SandboxError::Setup("the sandbox is not built yet".into()))
-    }
-    pub fn info(&self) -> SandboxInfo {
-        SandboxInfo {
-            namespaces: vec![],
-            rootless: false,
-            seccomp_sha256: String::new(),
-            limits: "rlimits",
+        let work = tempfile::Builder::new()
+            .prefix("selftest-")
+            .tempdir_in(&self.cfg.scratch_dir)
+            .map_err(SandboxError::io("cannot create the self-test directory"))?;
+        let lease = self
+            .lease_ids()
+            .ok_or_else(|| SandboxError::Setup("the uid range is empty".into()))?;
+        if self.rootless.is_none() {
+            std::os::unix::fs::chown(work.path(), Some(lease.uid), Some(lease.gid))
+                .map_err(SandboxError::io("cannot chown the self-test directory"))?;
+        }
+        let job = Job {
+            workdir: work.path().to_path_buf(),
+            argv: vec![
+                self.cfg.python.to_string_lossy().into_owned(),
+                "-c".into(),
+                "import os, sys; sys.exit(0 if os.getuid() != 0 else 9)".into(),
+            ],
+            env: vec![("PATH".into(), "/usr/bin:/bin".into())],
+            uid: lease.uid,
+            gid: lease.gid,
+            limits: Limits::default(),
+            relay_dir: None,
+        };
+        let spec = self.helper_spec(&job, None);
+        let (out_r, out_w) = output_pipe()?;
+        drop(out_r);
+        let mut child = std::process::Command::new(&self.exe)
+            .arg("__sandbox-exec")
+            .env_clear()
+            .stdin(spec_file(&spec)?)
+            .stdout(Stdio::from(out_w))
+            .stderr(Stdio::piped())
+            .spawn()
+            .map_err(SandboxError::io("cannot start the sandbox helper"))?;
+        let mut report = String::new();
+        if let Some(mut err) = child.stderr.take() {
+            let _ = err.read_to_string(&mut report);
+        }
+        let _ = child.wait();
+        match Report::parse(&report) {
+            Report::Exit(0) => Ok(()),
+            Report::Exit(9) => Err(SandboxError::Setup(
+                "the self-test script ran as root inside the sandbox".into(),
+            )),
+            Report::Exit(n) => Err(SandboxError::Setup(format!(
+                "{} exited with code {n} inside the sandbox (check --python)",
+                self.cfg.python.display()
+            ))),
+            Report::Signal(s) => Err(SandboxError::Setup(format!(
+                "the self-test was killed by signal {s}"
+            ))),
+            Report::Error(e) => Err(SandboxError::Setup(e)),
         }
     }
+
+    pub fn info(&self) -> SandboxInfo {
+        let mut namespaces = vec!["mount", "pid", "network", "ipc", "uts"];
+        if self.rootless.is_some() {
+            namespaces.push("user");
+        }
+        SandboxInfo {
+            namespaces,
+            rootless: self.rootless.is_some(),
+            seccomp_sha256: self.filters.sha256.clone(),
+            limits: self.cgroups.describe(),
+        }
+    }
+
+    /// A uid/gid pair no other live run holds; None when all are taken.
     pub fn lease_ids(&self) -> Option<IdLease> {
-        None
+        self.ids.lease()
     }
-    pub fn spawn(&self, _job: &Job) -> Result<Running, SandboxError> {
-        Err(SandboxError::Setup("the sandbox is not built yet".into()))
+
+    /// Whether run directories may be given their own size-limited tmpfs
+    /// (mounting on the host needs root).
+    pub fn can_mount_workdirs(&self) -> bool {
+        self.rootless.is_none()
     }
+
+    fn helper_spec(&self, job: &Job, cgroup: Option<&cgroup::JobCgroup>) -> HelperSpec {
+        HelperSpec {
+            root: self.cfg.scratch_dir.join("root"),
+            workdir: job.workdir.clone(),
+            argv: job.argv.clone(),
+            env: job.env.clone(),
+            uid: job.uid,
+            gid: job.gid,
+            limits: job.limits.clone(),
+            address_space_limit: !self.cgroups.limits_memory(),
+            relay_dir: job.relay_dir.clone(),
+            ro_binds: self.cfg.ro_binds.clone(),
+            cgroup_procs: cgroup.map(|c| c.procs_files()).unwrap_or_default(),
+            rootless: self.rootless,
+            filters: self.filters.programs.clone(),
+        }
+    }
+
+    /// Starts `job` in a fresh sandbox. Must be called inside the tokio runtime.
+    pub fn spawn(&self, job: &Job) -> Result<Running, SandboxError> {
+        let n = self.next_job.fetch_add(1, Ordering::Relaxed);
+        let name = format!("job-{}-{n}", std::process::id());
+        let cgroup = self
+            .cgroups
+            .create(&name, &job.limits)
+            .map_err(SandboxError::io("cannot create the job's cgroup"))?;
+        let spec = self.helper_spec(job, cgroup.as_ref());
+        let (out_r, out_w) = output_pipe()?;
+        let child = tokio::process::Command::new(&self.exe)
+            .arg("__sandbox-exec")
+            .env_clear()
+            .stdin(spec_file(&spec)?)
+            .stdout(Stdio::from(out_w))
+            .stderr(Stdio::piped())
+            .kill_on_drop(true)
+            .spawn()
+            .map_err(SandboxError::io("cannot start the sandbox helper"))?;
+        let output = tokio::net::unix::pipe::Receiver::from_owned_fd(out_r)
+            .map_err(SandboxError::io("cannot watch the output pipe"))?;
+        Ok(Running {
+            child,
+            output: Some(output),
+            cgroup,
+            done: false,
+        })
+    }
+}
+
+/// A pipe whose read end servo keeps; the write end becomes the helper's stdout.
+fn output_pipe() -> Result<(OwnedFd, OwnedFd), SandboxError> {
+    nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)
+        .map_err(|e| SandboxError::io("cannot create the output pipe")(e.into()))
+}
+
+/// The job, serialised into an anonymous in-memory file for the helper's stdin.
+fn spec_file(spec: &HelperSpec) -> Result<std::fs::File, SandboxError> {
+    let fd = nix::sys::memfd::memfd_create(c"servo-job", nix::sys::memfd::MFdFlags::MFD_CLOEXEC)
+        .map_err(|e| SandboxError::io("cannot create the job file")(e.into()))?;
+    let mut file = std::fs::File::from(fd);
+    let json = serde_json::to_vec(spec)
+        .map_err(|e| SandboxError::Setup(format!("cannot encode the job: {e}")))?;
+    file.write_all(&json)
+        .and_then(|_| file.rewind())
+        .map_err(SandboxError::io("cannot write the job file"))?;
+    Ok(file)
+}
+
+/// A sandboxed command that was started.
+pub struct Running {
+    child: tokio::process::Child,
+    output: Option<tokio::net::unix::pipe::Receiver>,
+    cgroup: Option<cgroup::JobCgroup>,
+    done: bool,
 }
 
 impl Running {
+    /// The merged stdout/stderr of the command (once).
     pub fn take_output(&mut self) -> Option<tokio::net::unix::pipe::Receiver> {
-        None
+        self.output.take()
     }
+
+    /// Waits for the command and everything it started to end, then cleans up.
     pub async fn wait(&mut self) -> Result<Exit, SandboxError> {
-        Err(SandboxError::Setup("the sandbox is not built yet".into()))
+        let mut report = String::new();
+        if let Some(mut err) = self.child.stderr.take() {
+            use tokio::io::AsyncReadExt;
+            let _ = err.read_to_string(&mut report).await;
+        }
+        let status = self
+            .child
+            .wait()
+            .await
+            .map_err(SandboxError::io("cannot wait for the sandbox helper"))?;
+        let oom = self.cgroup.as_ref().is_some_and(|c| c.oom_killed());
+        self.cleanup();
+        match Report::parse(&report) {
+            Report::Exit(code) => Ok(Exit::Code(code)),
+            Report::Signal(signal) => Ok(Exit::Signal { signal, oom }),
+            // No report: the helper itself was killed (timeout, output limit).
+            Report::Error(_) if report.is_empty() => {
+                use std::os::unix::process::ExitStatusExt;
+                Ok(Exit::Signal {
+                    signal: status.signal().unwrap_or(libc::SIGKILL),
+                    oom,
+                })
+            }
+            Report::Error(e) => Err(SandboxError::Setup(e)),
+        }
     }
-    pub fn kill(&mut self) {}
+
+    /// Kills the command and every process it started.
+    pub fn kill(&mut self) {
+        let _ = self.child.start_kill();
+        if let Some(cg) = &self.cgroup {
+            cg.kill_all();
+        }
+    }
+
+    fn cleanup(&mut self) {
+        if self.done {
+            return;
+        }
+        self.done = true;
+        if let Some(cg) = self.cgroup.take() {
+            cg.kill_all();
+            cg.remove();
+        }
+    }
 }
 
-pub fn sweep_leftovers(_cfg: &SandboxConfig) {}
+impl Drop for Running {
+    fn drop(&mut self) {
+        if !self.done {
+            self.kill();
+            self.cleanup();
+        }
+    }
+}
+
+/// Removes what a crash left behind: the job cgroups of a previous servo.
+pub fn sweep_leftovers(_cfg: &SandboxConfig) {
+    if nix::unistd::geteuid().is_root() {
+        CgroupMode::detect().sweep();
+    }
+}
+
+/// The pool of run uids (SPEC §5.5: a distinct uid per concurrent run).
+struct IdPool {
+    base: u32,
+    free: Mutex<Vec<bool>>,
+}
+
+impl IdPool {
+    fn new(base: u32, count: u32) -> IdPool {
+        IdPool {
+            base,
+            free: Mutex::new(vec![true; count as usize]),
+        }
+    }
+
+    fn lease(self: &Arc<Self>) -> Option<IdLease> {
+        let mut free = self.free.lock().unwrap_or_else(|p| p.into_inner());
+        let i = free.iter().position(|f| *f)?;
+        free[i] = false;
+        let id = self.base + i as u32;
+        Some(IdLease {
+            uid: id,
+            gid: id,
+            pool: Some(Arc::clone(self)),
+        })
+    }
+
+    fn give_back(&self, uid: u32) {
+        let mut free = self.free.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(slot) = free.get_mut((uid - self.base) as usize) {
+            *slot = true;
+        }
+    }
+}
+
+/// A uid/gid pair held by one run; handed back when dropped.
+pub struct IdLease {
+    pub uid: u32,
+    pub gid: u32,
+    pool: Option<Arc<IdPool>>,
+}
 
 impl Drop for IdLease {
-    fn drop(&mut self) {}
+    fn drop(&mut self) {
+        if let Some(pool) = self.pool.take() {
+            pool.give_back(self.uid);
+        }
+    }
 }

@@ -24,9 +24,6 @@ use crate::config::{Config, Portal};
 use crate::run::RunContext;
 use crate::sandbox::{self, Sandbox, SandboxConfig};
 
-/// The in-sandbox `servo` Python package, shipped inside the binary (§6.2).
-pub const PYTHON_PACKAGE: &str = include_str!("../../python/servo/__init__.py");
-
 #[derive(Debug, thiserror::Error)]
 pub enum ServeError {
     #[error("{0}")]
@@ -85,21 +82,12 @@ fn sweep_runs_dir(runs_dir: &Path) -> Result<(), ServeError> {
     std::fs::create_dir_all(runs_dir).map_err(io_err("cannot create", runs_dir))
 }
 
-/// Writes the Python package where the sandbox mounts it from.
-fn write_python_package(dir: &Path) -> Result<(), ServeError> {
-    let pkg = dir.join("servo");
-    std::fs::create_dir_all(&pkg).map_err(io_err("cannot create", &pkg))?;
-    let file = pkg.join("__init__.py");
-    std::fs::write(&file, PYTHON_PACKAGE).map_err(io_err("cannot write", &file))
-}
-
 pub fn sandbox_config(config: &Config) -> SandboxConfig {
     SandboxConfig {
         python: config.python.clone(),
         seccomp_policy: config.seccomp_policy.clone(),
         ro_binds: config.ro_binds.clone(),
         scratch_dir: config.state_dir.join("sandbox"),
-        python_pkg_dir: config.state_dir.join("python"),
         uid_base: config.uid_base,
         uid_count: config.uid_count,
     }
@@ -111,10 +99,8 @@ impl Server {
         let runs_dir = config.state_dir.join("runs");
         sweep_runs_dir(&runs_dir)?;
         let sb_config = sandbox_config(&config);
-        for dir in [&sb_config.scratch_dir, &sb_config.python_pkg_dir] {
-            std::fs::create_dir_all(dir).map_err(io_err("cannot create", dir))?;
-        }
-        write_python_package(&sb_config.python_pkg_dir)?;
+        std::fs::create_dir_all(&sb_config.scratch_dir)
+            .map_err(io_err("cannot create", &sb_config.scratch_dir))?;
         sandbox::sweep_leftovers(&sb_config);
         let sandbox = Sandbox::new(sb_config)
             .map_err(|e| ServeError::Sandbox(format!("cannot build the sandbox: {e}")))?;

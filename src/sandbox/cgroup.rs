@@ -1,0 +1,226 @@
+//! One cgroup per sandboxed job (SPEC §4.4, §5.7): memory and pids limits, OOM
+//! detection, and a way to kill everything the job started.
+//!
+//! Unified (v2) hierarchy: `/sys/fs/cgroup/servo/<job>` with `memory` and
+//! `pids` enabled in `servo`'s subtree. Legacy (v1) hierarchy where only that
+//! is mounted: `/sys/fs/cgroup/{memory,pids}/servo/<job>`. Neither: rlimits only.
+
+use std::io::ErrorKind;
+use std::path::{Path, PathBuf};
+
+use crate::limits::Limits;
+
+const ROOT: &str = "/sys/fs/cgroup";
+const GROUP: &str = "servo";
+
+#[derive(Clone, Debug)]
+pub enum CgroupMode {
+    V2 { base: PathBuf },
+    V1 { memory: PathBuf, pids: PathBuf },
+    None,
+}
+
+impl CgroupMode {
+    /// Finds a usable hierarchy and prepares servo's parent group in it.
+    pub fn detect() -> CgroupMode {
+        let root = Path::new(ROOT);
+        if root.join("cgroup.controllers").exists() {
+            let base = root.join(GROUP);
+            let ok = std::fs::create_dir_all(&base).is_ok()
+                && std::fs::write(root.join("cgroup.subtree_control"), "+memory +pids").is_ok()
+                && std::fs::write(base.join("cgroup.subtree_control"), "+memory +pids").is_ok();
+            if ok {
+                return CgroupMode::V2 { base };
+            }
+            return CgroupMode::None;
+        }
+        let memory = root.join("memory").join(GROUP);
+        let pids = root.join("pids").join(GROUP);
+        if root.join("memory/cgroup.procs").exists()
+            && root.join("pids/cgroup.procs").exists()
+            && std::fs::create_dir_all(&memory).is_ok()
+            && std::fs::create_dir_all(&pids).is_ok()
+        {
+            return CgroupMode::V1 { memory, pids };
+        }
+        CgroupMode::None
+    }
+
+    pub fn describe(&self) -> &'static str {
+        match self {
+            CgroupMode::V2 { .. } => "cgroup v2 (memory, pids) + rlimits",
+            CgroupMode::V1 { .. } => "cgroup v1 (memory, pids) + rlimits",
+            CgroupMode::None => "rlimits only (no cgroup)",
+        }
+    }
+
+    pub fn limits_memory(&self) -> bool {
+        !matches!(self, CgroupMode::None)
+    }
+
+    /// Creates the job's group(s) with its limits; None without cgroups.
+    pub fn create(&self, name: &str, limits: &Limits) -> std::io::Result<Option<JobCgroup>> {
+        let mem = limits.memory_bytes().to_string();
+        let pids = limits.pids.to_string();
+        let job = match self {
+            CgroupMode::None => return Ok(None),
+            CgroupMode::V2 { base } => {
+                let dir = base.join(name);
+                std::fs::create_dir(&dir)?;
+                let job = JobCgroup {
+                    dirs: vec![dir.clone()],
+                    v2: true,
+                };
+                write_all(
+                    &job,
+                    &[(&dir, "memory.max", &mem), (&dir, "pids.max", &pids)],
+                )?;
+                // Swap would let a memory bomb outlive its limit; not every kernel has it.
+                let _ = std::fs::write(dir.join("memory.swap.max"), "0");
+                job
+            }
+            CgroupMode::V1 { memory, pids: p } => {
+                let (m, pd) = (memory.join(name), p.join(name));
+                std::fs::create_dir(&m)?;
+                let job = JobCgroup {
+                    dirs: vec![m.clone()],
+                    v2: false,
+                };
+                if let Err(e) = std::fs::create_dir(&pd) {
+                    job.remove();
+                    return Err(e);
+                }
+                let job = JobCgroup {
+                    dirs: vec![m.clone(), pd.clone()],
+                    v2: false,
+                };
+                write_all(
+                    &job,
+                    &[
+                        (&m, "memory.limit_in_bytes", &mem),
+                        (&pd, "pids.max", &pids),
+                    ],
+                )?;
+                let _ = std::fs::write(m.join("memory.memsw.limit_in_bytes"), &mem);
+                job
+            }
+        };
+        Ok(Some(job))
+    }
+
+    /// Kills and removes job groups a previous servo left behind.
+    pub fn sweep(&self) {
+        let bases: Vec<&PathBuf> = match self {
+            CgroupMode::V2 { base } => vec![base],
+            CgroupMode::V1 { memory, pids } => vec![memory, pids],
+            CgroupMode::None => vec![],
+        };
+        for base in bases {
+            let Ok(entries) = std::fs::read_dir(base) else {
+                continue;
+            };
+            for entry in entries.flatten() {
+                let name = entry.file_name();
+                if entry.path().is_dir() && name.to_string_lossy().starts_with("job-") {
+                    let job = JobCgroup {
+                        dirs: vec![entry.path()],
+                        v2: matches!(self, CgroupMode::V2 { .. }),
+                    };
+                    job.kill_all();
+                    job.remove();
+                }
+            }
+        }
+    }
+}
+
+/// Writes limit files; on failure removes the half-made group.
+fn write_all(job: &JobCgroup, files: &[(&PathBuf, &str, &str)]) -> std::io::Result<()> {
+    for (dir, file, value) in files {
+        if let Err(e) = std::fs::write(dir.join(file), value) {
+            job.remove();
+            return Err(std::io::Error::new(
+                e.kind(),
+                format!("{}: {e}", dir.join(file).display()),
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// A job's group(s): one directory (v2) or one per controller (v1).
+pub struct JobCgroup {
+    dirs: Vec<PathBuf>,
+    v2: bool,
+}
+
+impl JobCgroup {
+    /// The files the helper writes itself into.
+    pub fn procs_files(&self) -> Vec<PathBuf> {
+        self.dirs.iter().map(|d| d.join("cgroup.procs")).collect()
+    }
+
+    /// Moves the calling process back to the hierarchy's root group (for
+    /// `servo sandbox`, which joins its job's group while it runs the job).
+    pub fn leave(&self) {
+        for dir in &self.dirs {
+            if let Some(root) = dir.parent().and_then(Path::parent) {
+                let _ = std::fs::write(root.join("cgroup.procs"), "0");
+            }
+        }
+    }
+
+    /// Whether the kernel's OOM killer struck inside the group.
+    pub fn oom_killed(&self) -> bool {
+        let (file, key) = if self.v2 {
+            ("memory.events", "oom_kill")
+        } else {
+            ("memory.oom_control", "oom_kill")
+        };
+        let text = std::fs::read_to_string(self.dirs[0].join(file)).unwrap_or_default();
+        text.lines().any(|l| {
+            let mut parts = l.split_whitespace();
+            parts.next() == Some(key) && parts.next().is_some_and(|n| n != "0")
+        })
+    }
+
+    /// Kills every process in the group.
+    pub fn kill_all(&self) {
+        if self.v2 && std::fs::write(self.dirs[0].join("cgroup.kill"), "1").is_ok() {
+            return;
+        }
+        // v1 has no cgroup.kill: signal the members until none is left
+        // (a fork bomb may add members while we go; the pids limit bounds it).
+        for _ in 0..100 {
+            let mut any = false;
+            for dir in &self.dirs {
+                let procs = std::fs::read_to_string(dir.join("cgroup.procs")).unwrap_or_default();
+                for pid in procs.lines().filter_map(|l| l.trim().parse::<i32>().ok()) {
+                    any = true;
+                    let _ = nix::sys::signal::kill(
+                        nix::unistd::Pid::from_raw(pid),
+                        nix::sys::signal::Signal::SIGKILL,
+                    );
+                }
+            }
+            if !any {
+                return;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(1));
+        }
+    }
+
+    /// Removes the group(s); the kernel refuses while a member is alive, so
+    /// this retries briefly after a kill.
+    pub fn remove(&self) {
+        for dir in &self.dirs {
+            for _ in 0..200 {
+                match std::fs::remove_dir(dir) {
+                    Ok(()) => break,
+                    Err(e) if e.kind() == ErrorKind::NotFound => break,
+                    Err(_) => std::thread::sleep(std::time::Duration::from_millis(2)),
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,162 @@
+//! `servo __sandbox-exec`: the single-threaded helper that makes the
+//! namespaces and waits for the job (steps 2 and 5 of the module comment).
+
+use std::io::{Read, Write};
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::sync::atomic::{AtomicI32, Ordering};
+
+use nix::sched::CloneFlags;
+use nix::sys::signal::{SaFlags, SigAction, SigHandler, SigSet, Signal};
+use nix::sys::wait::{waitpid, WaitStatus};
+use nix::unistd::{fork, ForkResult, Pid};
+
+use super::spec::{HelperSpec, Report};
+
+/// The init's pid, for forwarding signals from a handler.
+static INIT_PID: AtomicI32 = AtomicI32::new(0);
+
+/// Entry point of the helper process: job on stdin, report on stderr.
+pub fn helper_main() -> ! {
+    let report = match read_spec() {
+        Ok(spec) => match run_job(&spec) {
+            Ok(r) => r,
+            Err(e) => Report::Error(e),
+        },
+        Err(e) => Report::Error(e),
+    };
+    let mut err = std::io::stderr().lock();
+    let _ = err.write_all(report.to_line().as_bytes());
+    let _ = err.flush();
+    std::process::exit(0)
+}
+
+fn read_spec() -> Result<HelperSpec, String> {
+    let mut text = Vec::new();
+    std::io::stdin()
+        .read_to_end(&mut text)
+        .map_err(|e| format!("cannot read the job: {e}"))?;
+    serde_json::from_slice(&text).map_err(|e| format!("cannot parse the job: {e}"))
+}
+
+/// Whether this kernel lets an unprivileged process make a user namespace.
+pub fn user_namespaces_available() -> bool {
+    match unsafe { fork() } {
+        Ok(ForkResult::Child) => {
+            // Only async-signal-safe calls here: the caller may be threaded.
+            let ok = unsafe { libc::unshare(libc::CLONE_NEWUSER) } == 0;
+            unsafe { libc::_exit(if ok { 0 } else { 1 }) }
+        }
+        Ok(ForkResult::Parent { child }) => {
+            matches!(waitpid(child, None), Ok(WaitStatus::Exited(_, 0)))
+        }
+        Err(_) => false,
+    }
+}
+
+/// Runs one job in new namespaces with the calling process as the helper.
+/// Also used in-process by `servo sandbox`, which is single-threaded.
+/// stdout (fd 1) must be where the job's output goes.
+pub fn run_job(spec: &HelperSpec) -> Result<Report, String> {
+    for procs in &spec.cgroup_procs {
+        std::fs::write(procs, "0")
+            .map_err(|e| format!("cannot join the cgroup {}: {e}", procs.display()))?;
+    }
+    if let Some((outer_uid, outer_gid)) = spec.rootless {
+        enter_user_namespace(spec, outer_uid, outer_gid)?;
+    }
+    let flags = CloneFlags::CLONE_NEWNS
+        | CloneFlags::CLONE_NEWPID
+        | CloneFlags::CLONE_NEWNET
+        | CloneFlags::CLONE_NEWIPC
+        | CloneFlags::CLONE_NEWUTS;
+    nix::sched::unshare(flags).map_err(|e| format!("cannot create the namespaces: {e}"))?;
+
+    // init -> helper: the script's status, or why set-up failed.
+    let (status_r, status_w) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)
+        .map_err(|e| format!("cannot create a pipe: {e}"))?;
+    let helper_pid = nix::unistd::getpid();
+    match unsafe { fork() }.map_err(|e| format!("cannot fork the sandbox init: {e}"))? {
+        ForkResult::Child => {
+            drop(status_r);
+            super::init::init_main(spec, status_w, helper_pid)
+        }
+        ForkResult::Parent { child } => {
+            drop(status_w);
+            INIT_PID.store(child.as_raw(), Ordering::Relaxed);
+            forward_signals_to_init();
+            // Only the init and the script hold the output pipe now, so it
+            // closes as soon as the job's last process is gone.
+            close_stdout();
+            wait_init(child, status_r)
+        }
+    }
+}
+
+fn close_stdout() {
+    if let Ok(null) = std::fs::OpenOptions::new().write(true).open("/dev/null") {
+        unsafe { libc::dup2(null.as_raw_fd(), 1) };
+    }
+}
+
+extern "C" fn forward(sig: libc::c_int) {
+    let pid = INIT_PID.load(Ordering::Relaxed);
+    if pid > 0 {
+        unsafe { libc::kill(pid, sig) };
+    }
+}
+
+fn forward_signals_to_init() {
+    let action = SigAction::new(
+        SigHandler::Handler(forward),
+        SaFlags::SA_RESTART,
+        SigSet::empty(),
+    );
+    for sig in [Signal::SIGTERM, Signal::SIGINT, Signal::SIGHUP] {
+        let _ = unsafe { nix::sys::signal::sigaction(sig, &action) };
+    }
+}
+
+fn wait_init(init: Pid, status_r: OwnedFd) -> Result<Report, String> {
+    let mut message = Vec::new();
+    let _ = std::fs::File::from(status_r).read_to_end(&mut message);
+    let status = loop {
+        match waitpid(init, None) {
+            Err(nix::errno::Errno::EINTR) => continue,
+            other => break other,
+        }
+    };
+    let message = String::from_utf8_lossy(&message);
+    if !message.is_empty() {
+        return Ok(Report::parse(&message));
+    }
+    match status {
+        Ok(WaitStatus::Signaled(_, sig, _)) => Err(format!(
+            "the sandbox init was killed by signal {}",
+            sig as i32
+        )),
+        other => Err(format!(
+            "the sandbox init ended without a report: {other:?}"
+        )),
+    }
+}
+
+/// Rootless mode: a user namespace in which the job's uid/gid map to servo's
+/// own, so that the other namespaces and mounts can be made without root.
+fn enter_user_namespace(spec: &HelperSpec, outer_uid: u32, outer_gid: u32) -> Result<(), String> {
+    nix::sched::unshare(CloneFlags::CLONE_NEWUSER)
+        .map_err(|e| format!("cannot create a user namespace: {e}"))?;
+    let write = |file: &str, text: String| {
+        std::fs::write(format!("/proc/self/{file}"), text)
+            .map_err(|e| format!("cannot write /proc/self/{file}: {e}"))
+    };
+    write("setgroups", "deny".into())?;
+    write("uid_map", format!("{} {outer_uid} 1\n", spec.uid))?;
+    write("gid_map", format!("{} {outer_gid} 1\n", spec.gid))?;
+    Ok(())
+}
+
+/// Opens `/dev/null` read-only as an owned descriptor.
+pub(super) fn dev_null() -> Option<OwnedFd> {
+    let fd = unsafe { libc::open(c"/dev/null".as_ptr(), libc::O_RDONLY | libc::O_CLOEXEC) };
+    (fd >= 0).then(|| unsafe { OwnedFd::from_raw_fd(fd) })
+}

@@ -1,0 +1,121 @@
+//! PID 1 of the job's PID namespace (steps 3 and 5 of the module comment):
+//! builds the root, starts the script, reaps every process, forwards signals,
+//! and when the script ends kills whatever it left behind.
+
+use std::io::{Read, Write};
+use std::os::fd::{AsRawFd, OwnedFd};
+
+use nix::sys::signal::{SigSet, SigmaskHow, Signal};
+use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
+use nix::unistd::{fork, ForkResult, Pid};
+
+use super::spec::{HelperSpec, Report};
+
+/// Never returns: reports on `status` and exits.
+pub fn init_main(spec: &HelperSpec, status: OwnedFd, _helper: Pid) -> ! {
+    let report = match run(spec) {
+        Ok(r) => r,
+        Err(e) => Report::Error(e),
+    };
+    let _ = std::fs::File::from(status).write_all(report.to_line().as_bytes());
+    // Nothing may outlive the script (SPEC §5.1); PID 1 leaving takes the
+    // namespace down, but kill first so nothing runs while we exit.
+    let _ = nix::sys::signal::kill(Pid::from_raw(-1), Signal::SIGKILL);
+    std::process::exit(0)
+}
+
+fn run(spec: &HelperSpec) -> Result<Report, String> {
+    // If the helper dies (servo killed it, or servo itself died), so do we,
+    // and with PID 1 gone the kernel kills the rest of the namespace.
+    nix::sys::prctl::set_pdeathsig(Signal::SIGKILL)
+        .map_err(|e| format!("cannot set the parent-death signal: {e}"))?;
+    super::rootfs::build(spec)?;
+    nix::unistd::sethostname("servo").map_err(|e| format!("cannot set the hostname: {e}"))?;
+    loopback_up()?;
+
+    let mut signals = SigSet::empty();
+    for s in [
+        Signal::SIGCHLD,
+        Signal::SIGTERM,
+        Signal::SIGINT,
+        Signal::SIGHUP,
+    ] {
+        signals.add(s);
+    }
+    nix::sys::signal::sigprocmask(SigmaskHow::SIG_BLOCK, Some(&signals), None)
+        .map_err(|e| format!("cannot block signals: {e}"))?;
+
+    // script -> init: why execve could not happen (closed unread on success).
+    let (err_r, err_w) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)
+        .map_err(|e| format!("cannot create a pipe: {e}"))?;
+    let script = match unsafe { fork() }.map_err(|e| format!("cannot fork the script: {e}"))? {
+        ForkResult::Child => {
+            drop(err_r);
+            super::exec::exec_script(spec, err_w)
+        }
+        ForkResult::Parent { child } => child,
+    };
+    drop(err_w);
+    let mut why = String::new();
+    let _ = std::fs::File::from(err_r).read_to_string(&mut why);
+    // The output pipe belongs to the script now; holding it would keep the
+    // server reading after the script is gone.
+    if let Some(null) = super::helper::dev_null() {
+        unsafe { libc::dup2(null.as_raw_fd(), 1) };
+    }
+    if !why.is_empty() {
+        return Ok(Report::Error(why));
+    }
+    Ok(supervise(script, &signals))
+}
+
+/// Reaps children and forwards signals until the script has ended.
+fn supervise(script: Pid, signals: &SigSet) -> Report {
+    loop {
+        let sig = match signals.wait() {
+            Ok(s) => s,
+            Err(_) => continue,
+        };
+        if sig != Signal::SIGCHLD {
+            // The script leads its own session and process group.
+            let _ = nix::sys::signal::kill(Pid::from_raw(-script.as_raw()), sig);
+            continue;
+        }
+        loop {
+            match waitpid(Pid::from_raw(-1), Some(WaitPidFlag::WNOHANG)) {
+                Ok(WaitStatus::Exited(pid, code)) if pid == script => {
+                    return Report::Exit(code);
+                }
+                Ok(WaitStatus::Signaled(pid, s, _)) if pid == script => {
+                    return Report::Signal(s as i32);
+                }
+                Ok(WaitStatus::StillAlive) | Err(_) => break,
+                Ok(_) => continue,
+            }
+        }
+    }
+}
+
+/// The network namespace starts with loopback down; scripts may use it.
+fn loopback_up() -> Result<(), String> {
+    let sock = nix::sys::socket::socket(
+        nix::sys::socket::AddressFamily::Inet,
+        nix::sys::socket::SockType::Datagram,
+        nix::sys::socket::SockFlag::SOCK_CLOEXEC,
+        None,
+    )
+    .map_err(|e| format!("cannot open a socket to configure loopback: {e}"))?;
+    let mut req: libc::ifreq = unsafe { std::mem::zeroed() };
+    for (dst, src) in req.ifr_name.iter_mut().zip(b"lo\0") {
+        *dst = *src as libc::c_char;
+    }
+    req.ifr_ifru.ifru_flags = (libc::IFF_UP | libc::IFF_RUNNING) as libc::c_short;
+    let rc = unsafe { libc::ioctl(sock.as_raw_fd(), libc::SIOCSIFFLAGS, &req) };
+    if rc != 0 {
+        return Err(format!(
+            "cannot bring up loopback: {}",
+            std::io::Error::last_os_error()
+        ));
+    }
+    Ok(())
+}

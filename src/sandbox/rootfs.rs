@@ -1,0 +1,279 @@
+//! The job's root file system (SPEC §5.2), built by the init inside the new
+//! mount namespace on a private tmpfs, then entered with `pivot_root`.
+//!
+//! Layout: `/usr /bin /lib* /sbin` read-only binds of the host's (or the same
+//! symlinks on a merged-/usr system); `/etc` an allowlist written or bound
+//! file by file; `/work` the bundle (read-write); `/tmp` a size-limited tmpfs;
+//! `/proc` for the job's PID namespace only; `/dev` with the five safe device
+//! nodes; `/run/servo` the relay directory; `/opt/servo/python` the package;
+//! the `--ro-bind` paths. The root itself is read-only once built.
+
+use std::os::unix::fs::symlink;
+use std::path::{Component, Path, PathBuf};
+
+use nix::mount::{mount, umount2, MntFlags, MsFlags};
+
+use super::spec::HelperSpec;
+use super::{PYTHON_PACKAGE, PYTHON_PKG_INSIDE};
+
+/// Read-only directories of the host's system, bound as they are.
+const SYSTEM_DIRS: [&str; 7] = ["usr", "bin", "sbin", "lib", "lib32", "lib64", "libx32"];
+
+/// `/etc` entries bound read-only from the host when present: what the
+/// interpreter and ordinary tools need, nothing that holds a secret.
+const ETC_ALLOWED: [&str; 9] = [
+    "ld.so.cache",
+    "localtime",
+    "ssl/certs",
+    "ssl/openssl.cnf",
+    "ca-certificates.conf",
+    "alternatives",
+    "mime.types",
+    "protocols",
+    "services",
+];
+
+fn err(what: impl std::fmt::Display) -> impl FnOnce(nix::errno::Errno) -> String {
+    let what = what.to_string();
+    move |e| format!("{what}: {e}")
+}
+
+fn io_err(what: impl std::fmt::Display) -> impl FnOnce(std::io::Error) -> String {
+    let what = what.to_string();
+    move |e| format!("{what}: {e}")
+}
+
+fn flags_ro() -> MsFlags {
+    MsFlags::MS_RDONLY | MsFlags::MS_NOSUID | MsFlags::MS_NODEV
+}
+
+/// Binds `src` on `dst` (created as a file or directory to match), then
+/// applies `flags` (a bind's flags can only be set by a remount).
+fn bind(src: &Path, dst: &Path, flags: MsFlags) -> Result<(), String> {
+    let meta = std::fs::metadata(src).map_err(io_err(format!("cannot bind {}", src.display())))?;
+    if meta.is_dir() {
+        std::fs::create_dir_all(dst).map_err(io_err(format!("cannot create {}", dst.display())))?;
+    } else {
+        if let Some(parent) = dst.parent() {
+            std::fs::create_dir_all(parent)
+                .map_err(io_err(format!("cannot create {}", parent.display())))?;
+        }
+        std::fs::write(dst, b"").map_err(io_err(format!("cannot create {}", dst.display())))?;
+    }
+    mount(Some(src), dst, None::<&str>, MsFlags::MS_BIND, None::<&str>)
+        .map_err(err(format!("cannot bind {}", src.display())))?;
+    mount(
+        None::<&str>,
+        dst,
+        None::<&str>,
+        MsFlags::MS_BIND | MsFlags::MS_REMOUNT | flags,
+        None::<&str>,
+    )
+    .map_err(err(format!("cannot remount {}", dst.display())))
+}
+
+fn tmpfs(dst: &Path, options: &str, flags: MsFlags) -> Result<(), String> {
+    std::fs::create_dir_all(dst).map_err(io_err(format!("cannot create {}", dst.display())))?;
+    mount(Some("tmpfs"), dst, Some("tmpfs"), flags, Some(options))
+        .map_err(err(format!("cannot mount a tmpfs on {}", dst.display())))
+}
+
+/// `inside` as a path below `root` (it is absolute and has no `..`: checked
+/// when the configuration was read).
+fn under(root: &Path, inside: &Path) -> PathBuf {
+    let mut p = root.to_path_buf();
+    for c in inside.components() {
+        if let Component::Normal(n) = c {
+            p.push(n);
+        }
+    }
+    p
+}
+
+pub fn build(spec: &HelperSpec) -> Result<(), String> {
+    // Nothing we mount may propagate back to the host.
+    mount(
+        None::<&str>,
+        "/",
+        None::<&str>,
+        MsFlags::MS_REC | MsFlags::MS_PRIVATE,
+        None::<&str>,
+    )
+    .map_err(err("cannot make the mounts private"))?;
+    let root = spec.root.as_path();
+    tmpfs(
+        root,
+        "size=1m,nr_inodes=4096,mode=0755",
+        MsFlags::MS_NOSUID | MsFlags::MS_NODEV,
+    )?;
+
+    for dir in SYSTEM_DIRS {
+        let host = Path::new("/").join(dir);
+        match std::fs::symlink_metadata(&host) {
+            Ok(m) if m.file_type().is_symlink() => {
+                let target = std::fs::read_link(&host)
+                    .map_err(io_err(format!("cannot read {}", host.display())))?;
+                symlink(&target, root.join(dir)).map_err(io_err(format!("cannot link /{dir}")))?;
+            }
+            Ok(m) if m.is_dir() => bind(&host, &root.join(dir), flags_ro())?,
+            _ => {}
+        }
+    }
+
+    build_etc(spec, root)?;
+
+    bind(
+        &spec.workdir,
+        &root.join("work"),
+        MsFlags::MS_NOSUID | MsFlags::MS_NODEV,
+    )?;
+    let tmp_opts = format!("size={},mode=1777", spec.limits.tmp_bytes());
+    tmpfs(
+        &root.join("tmp"),
+        &tmp_opts,
+        MsFlags::MS_NOSUID | MsFlags::MS_NODEV,
+    )?;
+    build_dev(root)?;
+    mount_proc(&root.join("proc"))?;
+
+    let run = root.join("run/servo");
+    match &spec.relay_dir {
+        Some(dir) => bind(dir, &run, flags_ro())?,
+        None => std::fs::create_dir_all(&run).map_err(io_err("cannot create /run/servo"))?,
+    }
+    // The package is written, not bound: a bind would show its host path in
+    // /proc/self/mountinfo, and the root is made read-only below.
+    let pkg = under(root, Path::new(PYTHON_PKG_INSIDE)).join("servo");
+    std::fs::create_dir_all(&pkg).map_err(io_err("cannot create the package directory"))?;
+    std::fs::write(pkg.join("__init__.py"), PYTHON_PACKAGE)
+        .map_err(io_err("cannot write the servo package"))?;
+    for (host, inside) in &spec.ro_binds {
+        bind(host, &under(root, inside), flags_ro())?;
+    }
+
+    // The root's own tmpfs holds only mount points and /etc: freeze it.
+    mount(
+        None::<&str>,
+        root,
+        None::<&str>,
+        MsFlags::MS_REMOUNT | flags_ro(),
+        None::<&str>,
+    )
+    .map_err(err("cannot make the root read-only"))?;
+    enter(root)
+}
+
+fn build_etc(spec: &HelperSpec, root: &Path) -> Result<(), String> {
+    let etc = root.join("etc");
+    std::fs::create_dir(&etc).map_err(io_err("cannot create /etc"))?;
+    let (uid, gid) = (spec.uid, spec.gid);
+    let files = [
+        (
+            "passwd",
+            format!(
+                "root:x:0:0:root:/root:/usr/sbin/nologin\n\
+                 servo:x:{uid}:{gid}:servo:/work:/usr/sbin/nologin\n\
+                 nobody:x:65534:65534:nobody:/nonexistent:/usr/sbin/nologin\n"
+            ),
+        ),
+        (
+            "group",
+            format!("root:x:0:\nservo:x:{gid}:\nnogroup:x:65534:\n"),
+        ),
+        (
+            "hosts",
+            "127.0.0.1\tlocalhost servo\n::1\tlocalhost ip6-localhost ip6-loopback\n".into(),
+        ),
+        ("hostname", "servo\n".into()),
+        (
+            "nsswitch.conf",
+            "passwd: files\ngroup: files\nshadow: files\nhosts: files\nservices: files\nprotocols: files\n"
+                .into(),
+        ),
+    ];
+    for (name, text) in files {
+        std::fs::write(etc.join(name), text)
+            .map_err(io_err(format!("cannot write /etc/{name}")))?;
+    }
+    for name in ETC_ALLOWED {
+        let host = Path::new("/etc").join(name);
+        if host.exists() {
+            bind(&host, &etc.join(name), flags_ro())?;
+        }
+    }
+    // Debian's Python reads /etc/python3.X (sitecustomize); nothing secret there.
+    if let Ok(entries) = std::fs::read_dir("/etc") {
+        for e in entries.flatten() {
+            let name = e.file_name();
+            if name.to_string_lossy().starts_with("python3") && e.path().is_dir() {
+                bind(&e.path(), &etc.join(&name), flags_ro())?;
+            }
+        }
+    }
+    Ok(())
+}
+
+fn build_dev(root: &Path) -> Result<(), String> {
+    let dev = root.join("dev");
+    tmpfs(
+        &dev,
+        "size=64k,nr_inodes=64,mode=0755",
+        MsFlags::MS_NOSUID | MsFlags::MS_NOEXEC,
+    )?;
+    for node in ["null", "zero", "full", "random", "urandom"] {
+        bind(
+            &Path::new("/dev").join(node),
+            &dev.join(node),
+            MsFlags::MS_NOSUID | MsFlags::MS_NOEXEC,
+        )?;
+    }
+    let links = [
+        ("fd", "/proc/self/fd"),
+        ("stdin", "/proc/self/fd/0"),
+        ("stdout", "/proc/self/fd/1"),
+        ("stderr", "/proc/self/fd/2"),
+    ];
+    for (name, target) in links {
+        symlink(target, dev.join(name)).map_err(io_err(format!("cannot link /dev/{name}")))?;
+    }
+    tmpfs(
+        &dev.join("shm"),
+        "size=16m,mode=1777",
+        MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC,
+    )?;
+    // Freeze /dev itself (its nodes and shm keep their own mounts).
+    mount(
+        None::<&str>,
+        &dev,
+        None::<&str>,
+        MsFlags::MS_REMOUNT | MsFlags::MS_RDONLY | MsFlags::MS_NOSUID | MsFlags::MS_NOEXEC,
+        None::<&str>,
+    )
+    .map_err(err("cannot make /dev read-only"))
+}
+
+/// A /proc of the job's PID namespace only: process directories alone
+/// (`subset=pid`: no /proc/sys, /proc/kcore...), and other users' processes
+/// (PID 1) invisible. Falls back to fewer options on older kernels.
+fn mount_proc(dst: &Path) -> Result<(), String> {
+    std::fs::create_dir_all(dst).map_err(io_err("cannot create /proc"))?;
+    let flags = MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC;
+    let mut last = nix::errno::Errno::EINVAL;
+    for options in ["subset=pid,hidepid=invisible", "hidepid=2", ""] {
+        match mount(Some("proc"), dst, Some("proc"), flags, Some(options)) {
+            Ok(()) => return Ok(()),
+            Err(e) => last = e,
+        }
+    }
+    Err(format!("cannot mount /proc: {last}"))
+}
+
+/// `pivot_root` into the new root and detach the old one.
+fn enter(root: &Path) -> Result<(), String> {
+    nix::unistd::chdir(root).map_err(err("cannot enter the new root"))?;
+    // pivot_root(".", "."): the old root ends up stacked under the new one
+    // and is detached at once; no directory for it is needed.
+    nix::unistd::pivot_root(".", ".").map_err(err("pivot_root failed"))?;
+    umount2(".", MntFlags::MNT_DETACH).map_err(err("cannot detach the old root"))?;
+    nix::unistd::chdir("/").map_err(err("cannot enter /"))
+}
