@@ -18,6 +18,7 @@ use crate::audit::Audit;
 use crate::bundle::{decrypt, unpack};
 use crate::config::{Config, Portal, Tenant};
 use crate::metrics::{inc, Metrics};
+use crate::sandbox::workdir::RunVolume;
 use crate::sandbox::{self, Exit, IdLease, Job, Sandbox};
 use log::LineSplitter;
 
@@ -180,10 +181,16 @@ async fn run_steps(
         out.line(format!("${name} = {shown}"));
     }
 
-    let work = spec.run_dir.join("work");
     let owner = Some((lease.uid, lease.gid));
-    prepare_workdir(&work, owner)
-        .map_err(|e| Failure::Internal(format!("cannot create the workdir: {e}")))?;
+    // The run's own tmpfs: room for the bundle, then for what scripts write.
+    let volume = RunVolume::create(
+        &spec.run_dir.join("box"),
+        limits.unpacked_bytes() + limits.work_bytes(),
+        ctx.sandbox.can_mount_workdirs(),
+        owner,
+    )
+    .map_err(|e| Failure::Internal(format!("cannot create the run's volume: {e}")))?;
+    let work = volume.work();
     let archive = spec.run_dir.join("upload.tgz");
     let unpack_limits = unpack::UnpackLimits {
         max_total_bytes: limits.unpacked_bytes(),
@@ -233,6 +240,9 @@ async fn run_steps(
         Err(e) => return Err(Failure::Bundle(e.to_string())),
     }
 
+    volume
+        .limit_growth(limits.work_bytes())
+        .map_err(|e| Failure::Internal(format!("cannot size the run's volume: {e}")))?;
     let run_deadline = started + Duration::from_secs(limits.run_timeout_s);
     for script in &spec.scripts {
         if !script_present(&work, script) {
@@ -245,7 +255,7 @@ async fn run_steps(
             &spec.tenant.name,
             json!({"script": script}),
         );
-        let result = run_script(ctx, spec, lease, &work, script, out, run_deadline).await;
+        let result = run_script(ctx, spec, lease, &volume, script, out, run_deadline).await;
         let secs = script_started.elapsed().as_secs();
         ctx.metrics
             .script_duration
@@ -280,17 +290,6 @@ async fn run_steps(
                 })
             }
         }
-    }
-    Ok(())
-}
-
-/// The workdir: owned by the run's uid so scripts can write in it.
-fn prepare_workdir(work: &Path, owner: Option<(u32, u32)>) -> std::io::Result<()> {
-    use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
-    std::fs::DirBuilder::new().mode(0o755).create(work)?;
-    std::fs::set_permissions(work, std::fs::Permissions::from_mode(0o755))?;
-    if let Some((uid, gid)) = owner {
-        std::os::unix::fs::lchown(work, Some(uid), Some(gid))?;
     }
     Ok(())
 }
@@ -344,14 +343,14 @@ async fn run_script(
     ctx: &RunContext,
     spec: &RunSpec,
     lease: &IdLease,
-    work: &Path,
+    volume: &RunVolume,
     script: &str,
     out: &mut Reporter,
     run_deadline: Instant,
 ) -> Result<Finished, Failure> {
     let limits = &spec.tenant.limits;
     let job = Job {
-        workdir: work.to_path_buf(),
+        workdir: volume.work(),
         argv: vec![
             ctx.config.python.to_string_lossy().into_owned(),
             script.to_string(),
@@ -360,7 +359,7 @@ async fn run_script(
         uid: lease.uid,
         gid: lease.gid,
         limits: limits.clone(),
-        relay_dir: None,
+        relay_dir: Some(volume.relay()),
     };
     let script_deadline = Instant::now() + Duration::from_secs(limits.script_timeout_s);
     let deadline = script_deadline.min(run_deadline);

@@ -76,6 +76,7 @@ fn io_err<'a>(
 /// Removes run directories a crash left behind, then recreates the runs dir.
 fn sweep_runs_dir(runs_dir: &Path) -> Result<(), ServeError> {
     if runs_dir.exists() {
+        sandbox::workdir::sweep_mounts(runs_dir);
         std::fs::remove_dir_all(runs_dir)
             .map_err(io_err("cannot remove stale run directories in", runs_dir))?;
     }
