@@ -254,6 +254,8 @@ struct Found {
     path: PathBuf,
     /// Relative to the bundle root, `/`-separated (what the log shows).
     rel: String,
+    /// Not a symlink, fifo, device...: only these are opened at all.
+    regular: bool,
 }
 
 /// Collects every `*.aes` name under `dir` without following symlinks: a
@@ -276,6 +278,7 @@ fn collect(root: &Path, rel: &Path, found: &mut Vec<Found>) -> std::io::Result<(
             found.push(Found {
                 path: entry.path(),
                 rel: rel_str,
+                regular: ft.is_file(),
             });
         }
     }
@@ -366,6 +369,10 @@ pub fn decrypt_bundle(
     found.sort_by(|a, b| a.path.cmp(&b.path));
     let mut done = Vec::with_capacity(found.len());
     for f in found {
+        if !f.regular {
+            return Err(BundleDecryptError::File(f.rel));
+        }
+        // decrypt_one checks again on the open descriptor (O_NOFOLLOW, fstat).
         match decrypt_one(&f.path, password, kdf, owner) {
             Ok(()) => done.push(f.rel),
             Err(FileError::Refused) => return Err(BundleDecryptError::File(f.rel)),
