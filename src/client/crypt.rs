@@ -380,3 +380,74 @@ pub fn token_main(args: &TokenCmdArgs) -> Result<(), CryptError> {
     println!("{}", server_token(args.state_dir.as_deref())?);
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::{CommandFactory, Parser, Subcommand};
+
+    /// The way main.rs mounts these commands.
+    #[derive(Parser)]
+    struct Cli {
+        #[command(subcommand)]
+        command: Cmd,
+    }
+
+    #[derive(Subcommand)]
+    enum Cmd {
+        Encrypt(EncryptArgs),
+        Decrypt(DecryptArgs),
+        Sign(SignArgs),
+        Token(TokenCmdArgs),
+    }
+
+    fn parse(args: &[&str]) -> Cmd {
+        match Cli::try_parse_from(std::iter::once("servo").chain(args.iter().copied())) {
+            Ok(cli) => cli.command,
+            Err(e) => panic!("{args:?}: {e}"),
+        }
+    }
+
+    #[test]
+    fn clap_definitions_are_consistent() {
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn parses_the_documented_command_lines() {
+        match parse(&["encrypt", "a.yml", "b.yml"]) {
+            Cmd::Encrypt(a) => {
+                assert_eq!(a.files.len(), 2);
+                assert_eq!(a.kdf, Kdf::Pbkdf2);
+                assert!(!a.raw && !a.force);
+            }
+            _ => panic!("not encrypt"),
+        }
+        match parse(&[
+            "encrypt", "a", "--kdf", "md5", "--raw", "-f", "--token", "T",
+        ]) {
+            Cmd::Encrypt(a) => {
+                assert_eq!((a.kdf, a.raw, a.force), (Kdf::Md5, true, true));
+                assert_eq!(a.token.token.as_deref(), Some("T"));
+            }
+            _ => panic!("not encrypt"),
+        }
+        match parse(&["decrypt", "x.aes", "--stdout", "--kdf", "sha256"]) {
+            Cmd::Decrypt(a) => assert_eq!((a.kdf, a.stdout), (Some(Kdf::Sha256), true)),
+            _ => panic!("not decrypt"),
+        }
+        match parse(&["sign", "b.tgz", "--sha256", "--token-file", "/t"]) {
+            Cmd::Sign(a) => {
+                assert!(a.sha256);
+                assert_eq!(a.token.token_file, Some(PathBuf::from("/t")));
+            }
+            _ => panic!("not sign"),
+        }
+        match parse(&["token", "--state-dir", "/s"]) {
+            Cmd::Token(a) => assert_eq!(a.state_dir, Some(PathBuf::from("/s"))),
+            _ => panic!("not token"),
+        }
+        assert!(Cli::try_parse_from(["servo", "encrypt"]).is_err());
+        assert!(Cli::try_parse_from(["servo", "encrypt", "a", "--kdf", "sha1"]).is_err());
+    }
+}
