@@ -1,2 +1,3 @@
 //! The command-line tools besides `serve`: `run`, `encrypt`, `decrypt`, `sign`, `token`.
+pub mod crypt;
 pub mod run;
