@@ -16,9 +16,20 @@ struct Cli {
 }
 
 #[derive(Subcommand)]
+#[allow(clippy::large_enum_variant)] // parsed once; boxing would only obscure clap's derive
 enum Command {
     /// Run the server (the main job).
     Serve(servo::config::ServeArgs),
+    /// Send a bundle to a servo server and print its log live (for CI jobs).
+    Run(servo::client::run::RunArgs),
+    /// Encrypt files for a bundle (writes FILE.aes, `openssl enc` compatible).
+    Encrypt(servo::client::crypt::EncryptArgs),
+    /// Decrypt FILE.aes files (writes FILE).
+    Decrypt(servo::client::crypt::DecryptArgs),
+    /// Print the X-Signature value for a file.
+    Sign(servo::client::crypt::SignArgs),
+    /// Print the server's token (from the state directory).
+    Token(servo::client::crypt::TokenCmdArgs),
     /// Run one command in the sandbox scripts get (for trying it, and for benchmarks).
     Sandbox(servo::sandbox::cli::SandboxArgs),
     /// Check configuration files.
@@ -30,8 +41,8 @@ enum Command {
 enum PolicyCommand {
     /// Validate a seccomp policy (seccompiler JSON) or a tenants file; errors say where.
     Check {
-        /// The file to check.
-        file: std::path::PathBuf,
+        /// The file to check (default: the built-in seccomp policy).
+        file: Option<std::path::PathBuf>,
     },
 }
 
@@ -85,6 +96,16 @@ fn serve(args: servo::config::ServeArgs) -> ExitCode {
     }
 }
 
+fn crypt(result: Result<(), servo::client::crypt::CryptError>) -> ExitCode {
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("servo: {e}");
+            ExitCode::from(e.exit_code())
+        }
+    }
+}
+
 fn main() -> ExitCode {
     // The sandbox helper must run before anything else: a fresh,
     // single-threaded process that sets up and execs the sandboxed command.
@@ -96,6 +117,11 @@ fn main() -> ExitCode {
     }
     match Cli::parse().command {
         Command::Serve(args) => serve(args),
+        Command::Run(args) => servo::client::run::run_main(args),
+        Command::Encrypt(args) => crypt(servo::client::crypt::encrypt_main(&args)),
+        Command::Decrypt(args) => crypt(servo::client::crypt::decrypt_main(&args)),
+        Command::Sign(args) => crypt(servo::client::crypt::sign_main(&args)),
+        Command::Token(args) => crypt(servo::client::crypt::token_main(&args)),
         Command::Sandbox(args) => servo::sandbox::cli::sandbox_main(args),
         Command::Policy(PolicyCommand::Check { file }) => {
             servo::sandbox::cli::policy_check_main(file)

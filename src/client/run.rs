@@ -398,3 +398,71 @@ mod tests {
         assert_eq!(names, vec!["a.py", "b.py"]);
     }
 }
+
+/// `servo run BUNDLE SCRIPT...` (SPEC §1).
+#[derive(clap::Args, Debug)]
+pub struct RunArgs {
+    /// A bundle directory (packed on the fly) or an existing .tgz (sent unchanged).
+    #[arg(value_name = "BUNDLE")]
+    pub bundle: PathBuf,
+    /// Scripts to run, in order (paths inside the bundle).
+    #[arg(required = true, value_name = "SCRIPT")]
+    pub scripts: Vec<String>,
+    /// A variable for the scripts, as KEY:VALUE (X-Var-KEY); repeatable.
+    #[arg(short = 'v', long = "var", value_name = "KEY:VALUE")]
+    pub vars: Vec<String>,
+    /// The servo server.
+    #[arg(long, env = "SERVO_URL", default_value = "http://127.0.0.1:5000")]
+    pub url: String,
+    /// The tenant to run as (X-Tenant); default: the default tenant.
+    #[arg(long, env = "SERVO_TENANT")]
+    pub tenant: Option<String>,
+    /// Sign with the original servo's `sha1=` HMAC instead of replay-safe v2.
+    #[arg(long)]
+    pub legacy_signature: bool,
+    /// Print the server's NDJSON objects instead of plain lines.
+    #[arg(long)]
+    pub json: bool,
+    #[command(flatten)]
+    pub token: crate::client::crypt::TokenArgs,
+}
+
+/// Exit codes: 0 the run succeeded, 1 it failed, 2 anything else.
+pub fn run_main(args: RunArgs) -> std::process::ExitCode {
+    use std::process::ExitCode;
+    let token = match args.token.resolve() {
+        Ok(t) => t,
+        Err(e) => {
+            eprintln!("servo: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let opts = RunOptions {
+        bundle: args.bundle,
+        scripts: args.scripts,
+        vars: args.vars,
+        url: args.url,
+        token,
+        tenant: args.tenant,
+        legacy_signature: args.legacy_signature,
+        json: args.json,
+    };
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("servo: cannot start the runtime: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    match runtime.block_on(run(opts)) {
+        Ok(RunResult::Ok) => ExitCode::SUCCESS,
+        Ok(RunResult::Failed) => ExitCode::from(1),
+        Err(e) => {
+            eprintln!("servo: {e}");
+            ExitCode::from(2)
+        }
+    }
+}

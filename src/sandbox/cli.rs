@@ -17,8 +17,7 @@ pub struct SandboxArgs {
     /// A limit of SPEC §4.4 as NAME=VALUE (e.g. memory_mib=256); repeatable.
     #[arg(long = "limit", value_name = "NAME=VALUE")]
     pub limits: Vec<String>,
-    /// Host directory mounted read-write at /work (default: a fresh empty one,
-    /// removed afterwards).
+    /// Host directory mounted read-write at /work (default: the current directory).
     #[arg(long)]
     pub workdir: Option<PathBuf>,
     /// uid and gid the command runs as.
@@ -75,20 +74,9 @@ fn run(args: SandboxArgs) -> Result<Report, String> {
     let root = state.join("sandbox").join("root");
     std::fs::create_dir_all(&root).map_err(|e| format!("cannot create {}: {e}", root.display()))?;
 
-    let scratch;
     let workdir = match args.workdir {
         Some(w) => w,
-        None => {
-            scratch = tempfile::Builder::new()
-                .prefix("work-")
-                .tempdir_in(state.join("sandbox"))
-                .map_err(|e| format!("cannot create a work directory: {e}"))?;
-            if root_user {
-                std::os::unix::fs::chown(scratch.path(), Some(args.uid), Some(args.uid))
-                    .map_err(|e| format!("cannot chown the work directory: {e}"))?;
-            }
-            scratch.path().to_path_buf()
-        }
+        None => std::env::current_dir().map_err(|e| format!("no current directory: {e}"))?,
     };
     let cgroups = if root_user {
         CgroupMode::detect()
@@ -153,14 +141,21 @@ fn find_inside(name: &str) -> Option<String> {
         .find(|p| std::path::Path::new(p).is_file())
 }
 
-/// `servo policy check FILE`: a seccomp policy or a tenants file.
-pub fn policy_check_main(file: PathBuf) -> ExitCode {
-    let text = match std::fs::read_to_string(&file) {
-        Ok(t) => t,
-        Err(e) => {
-            eprintln!("servo: cannot read {}: {e}", file.display());
-            return ExitCode::from(2);
-        }
+/// `servo policy check [FILE]`: a seccomp policy or a tenants file (default:
+/// the built-in seccomp policy).
+pub fn policy_check_main(file: Option<PathBuf>) -> ExitCode {
+    let (file, text) = match file {
+        None => (
+            PathBuf::from("(built-in policy/seccomp.json)"),
+            super::seccomp::DEFAULT_POLICY.to_string(),
+        ),
+        Some(f) => match std::fs::read_to_string(&f) {
+            Ok(t) => (f, t),
+            Err(e) => {
+                eprintln!("servo: cannot read {}: {e}", f.display());
+                return ExitCode::from(2);
+            }
+        },
     };
     let is_tenants = serde_json::from_str::<serde_json::Value>(&text)
         .ok()

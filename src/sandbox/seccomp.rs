@@ -87,11 +87,12 @@ fn to_program(bpf: seccompiler::BpfProgram) -> Program {
 /// Adds the line of the offending syscall name to seccompiler's message
 /// (serde's own messages already carry a line and column).
 fn locate(text: &str, message: &str) -> String {
-    let quoted = message
-        .split('"')
-        .nth(1)
-        .filter(|_| message.contains("syscall") && !message.contains("line "));
-    if let Some(name) = quoted {
+    const MARK: &str = "Invalid syscall name: ";
+    let name = message
+        .find(MARK)
+        .map(|i| &message[i + MARK.len()..])
+        .and_then(|rest| rest.split_whitespace().next());
+    if let Some(name) = name {
         let needle = format!("\"{name}\"");
         if let Some(line) = text.lines().position(|l| l.contains(&needle)) {
             return format!("line {}: {message}", line + 1);
@@ -126,16 +127,16 @@ mod tests {
 
     #[test]
     fn errors_say_where() {
-        let bad_name = "{\"sandbox\": {\"mismatch_action\": \"allow\",\n\"filter_action\": \"allow\",\n\"filter\": [{\"syscall\": \"no_such_call\"}]}}";
+        let bad_name = "{\"sandbox\": {\"mismatch_action\": {\"errno\": 1},\n\"filter_action\": \"allow\",\n\"filter\": [{\"syscall\": \"no_such_call\"}]}}";
         let e = compile(bad_name, "p.json").unwrap_err().to_string();
         assert!(
             e.contains("p.json") && e.contains("line 3") && e.contains("no_such_call"),
             "{e}"
         );
-        let bad_json = "{\"sandbox\": {\"mismatch_action\": \"allow\",\n\"filter_action\": \"allow\",\n\"filter\": [{\"syscal\": \"read\"}]}}";
+        let bad_json = "{\"sandbox\": {\"mismatch_action\": {\"errno\": 1},\n\"filter_action\": \"allow\",\n\"filter\": [{\"syscal\": \"read\"}]}}";
         let e = compile(bad_json, "p.json").unwrap_err().to_string();
         assert!(e.contains("line 3"), "{e}");
-        let no_main = "{\"other\": {\"mismatch_action\": \"allow\", \"filter_action\": \"allow\", \"filter\": []}}";
+        let no_main = "{\"other\": {\"mismatch_action\": {\"errno\": 1}, \"filter_action\": \"allow\", \"filter\": []}}";
         let e = compile(no_main, "p.json").unwrap_err().to_string();
         assert!(e.contains("no filter named `sandbox`"), "{e}");
     }
