@@ -271,7 +271,7 @@ impl Unpacker {
             Plan::Symlink => {
                 let target = entry
                     .link_name_bytes()
-                    .ok_or_else(|| refuse("the symlink has no target".into()))?
+                    .ok_or_else(|| refuse("the symlink target is empty".into()))?
                     .into_owned();
                 names::symlink_target(&key, &target).map_err(&refuse)?;
                 self.tree.check_new(&key, false).map_err(&refuse)?;
