@@ -1,0 +1,205 @@
+//! The extraction directory and the record of what the archive put in it.
+//!
+//! Every write is relative to a directory descriptor. Parents are opened with
+//! `openat2(RESOLVE_BENEATH | RESOLVE_NO_SYMLINKS)`, and the last component is
+//! created with `O_CREAT | O_EXCL | O_NOFOLLOW`, `mkdirat`, `symlinkat` or
+//! `linkat` (which never follows): even if the lexical checks were wrong,
+//! the kernel would refuse to write through a symlink or outside `dest`.
+
+use std::collections::HashMap;
+use std::ffi::OsStr;
+use std::fs::File;
+use std::io;
+use std::os::fd::{AsFd, OwnedFd};
+use std::os::unix::ffi::OsStrExt;
+use std::path::Path;
+
+use nix::fcntl::{OFlag, OpenHow, ResolveFlag};
+use nix::sys::stat::Mode;
+use nix::unistd::{Gid, Uid};
+
+use super::names::{ancestors, display, split_last};
+
+/// What a name of the bundle is.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Kind {
+    /// A directory made for a deeper name, with no entry of its own (yet).
+    ImplicitDir,
+    Dir,
+    /// A regular file (or a hardlink to one) and its size.
+    File(u64),
+    Symlink,
+}
+
+pub struct Tree {
+    root: OwnedFd,
+    owner: Option<(Uid, Gid)>,
+    kinds: HashMap<Vec<u8>, Kind>,
+}
+
+fn os(bytes: &[u8]) -> &OsStr {
+    OsStr::from_bytes(bytes)
+}
+
+impl Tree {
+    /// Opens `dest`, which must be an empty directory.
+    pub fn open(dest: &Path, owner: Option<(u32, u32)>) -> io::Result<Tree> {
+        if std::fs::read_dir(dest)?.next().is_some() {
+            return Err(io::Error::new(
+                io::ErrorKind::AlreadyExists,
+                format!("{} is not empty", dest.display()),
+            ));
+        }
+        let root = nix::fcntl::open(
+            dest,
+            OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC,
+            Mode::empty(),
+        )?;
+        Ok(Tree {
+            root,
+            owner: owner.map(|(u, g)| (Uid::from_raw(u), Gid::from_raw(g))),
+            kinds: HashMap::new(),
+        })
+    }
+
+    pub fn kind(&self, key: &[u8]) -> Option<Kind> {
+        self.kinds.get(key).copied()
+    }
+
+    /// Checks that `key` can be created: every ancestor is (or will be) a real
+    /// directory, and no earlier entry has the name.
+    pub fn check_new(&self, key: &[u8], is_dir: bool) -> Result<(), String> {
+        for up in ancestors(key) {
+            match self.kind(up) {
+                Some(Kind::Symlink) => {
+                    return Err(format!(
+                        "it would be written through the symlink {}",
+                        display(up)
+                    ))
+                }
+                Some(Kind::File(_)) => {
+                    return Err(format!("{} is a file, not a directory", display(up)))
+                }
+                _ => {}
+            }
+        }
+        match self.kind(key) {
+            None => Ok(()),
+            Some(Kind::ImplicitDir) if is_dir => Ok(()),
+            Some(_) => Err("an earlier entry has the same name".into()),
+        }
+    }
+
+    /// Creates the missing ancestors of `key` and opens its parent directory.
+    fn parent_of(&mut self, key: &[u8]) -> io::Result<OwnedFd> {
+        for up in ancestors(key) {
+            if self.kind(up).is_none() {
+                self.mkdir(up)?;
+                self.kinds.insert(up.to_vec(), Kind::ImplicitDir);
+            }
+        }
+        self.open_dir(split_last(key).0)
+    }
+
+    /// Opens a directory of the bundle (`O_PATH`), refusing symlinks and escapes.
+    fn open_dir(&self, key: &[u8]) -> io::Result<OwnedFd> {
+        if key.is_empty() {
+            return self.root.try_clone();
+        }
+        let how = OpenHow::new()
+            .flags(OFlag::O_PATH | OFlag::O_DIRECTORY | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC)
+            .resolve(
+                ResolveFlag::RESOLVE_BENEATH
+                    | ResolveFlag::RESOLVE_NO_SYMLINKS
+                    | ResolveFlag::RESOLVE_NO_MAGICLINKS,
+            );
+        Ok(nix::fcntl::openat2(self.root.as_fd(), os(key), how)?)
+    }
+
+    /// Gives a new file or directory its mode and owner.
+    fn settle(&self, fd: impl AsFd, mode: u32) -> io::Result<()> {
+        nix::sys::stat::fchmod(fd.as_fd(), Mode::from_bits_truncate(mode))?;
+        if let Some((uid, gid)) = self.owner {
+            nix::unistd::fchown(fd.as_fd(), Some(uid), Some(gid))?;
+        }
+        Ok(())
+    }
+
+    fn mkdir(&self, key: &[u8]) -> io::Result<()> {
+        let parent = self.open_dir(split_last(key).0)?;
+        let name = os(split_last(key).1);
+        nix::sys::stat::mkdirat(parent.as_fd(), name, Mode::from_bits_truncate(0o755))?;
+        let dir = nix::fcntl::openat(
+            parent.as_fd(),
+            name,
+            OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC,
+            Mode::empty(),
+        )?;
+        self.settle(dir, 0o755)
+    }
+
+    /// A directory entry (its ancestors are created too).
+    pub fn add_dir(&mut self, key: &[u8]) -> io::Result<()> {
+        if self.kind(key) == Some(Kind::ImplicitDir) {
+            // Already made, with the only mode a directory gets.
+            self.kinds.insert(key.to_vec(), Kind::Dir);
+            return Ok(());
+        }
+        drop(self.parent_of(key)?);
+        self.mkdir(key)?;
+        self.kinds.insert(key.to_vec(), Kind::Dir);
+        Ok(())
+    }
+
+    /// Creates an empty regular file, 0755 if `executable` else 0644; the
+    /// caller writes its `size` bytes.
+    pub fn add_file(&mut self, key: &[u8], executable: bool, size: u64) -> io::Result<File> {
+        let parent = self.parent_of(key)?;
+        let mode = if executable { 0o755 } else { 0o644 };
+        let fd = nix::fcntl::openat(
+            parent.as_fd(),
+            os(split_last(key).1),
+            OFlag::O_WRONLY | OFlag::O_CREAT | OFlag::O_EXCL | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC,
+            Mode::from_bits_truncate(mode),
+        )?;
+        // The name is taken now: record it before anything can fail.
+        self.kinds.insert(key.to_vec(), Kind::File(size));
+        self.settle(&fd, mode)?;
+        Ok(File::from(fd))
+    }
+
+    /// A symlink whose target the caller has checked.
+    pub fn add_symlink(&mut self, key: &[u8], target: &[u8]) -> io::Result<()> {
+        let parent = self.parent_of(key)?;
+        let name = os(split_last(key).1);
+        nix::unistd::symlinkat(os(target), parent.as_fd(), name)?;
+        self.kinds.insert(key.to_vec(), Kind::Symlink);
+        if let Some((uid, gid)) = self.owner {
+            nix::unistd::fchownat(
+                parent.as_fd(),
+                name,
+                Some(uid),
+                Some(gid),
+                nix::fcntl::AtFlags::AT_SYMLINK_NOFOLLOW,
+            )?;
+        }
+        Ok(())
+    }
+
+    /// A hardlink to `target`, an earlier regular file of the bundle.
+    pub fn add_hardlink(&mut self, key: &[u8], target: &[u8], size: u64) -> io::Result<()> {
+        let parent = self.parent_of(key)?;
+        let (target_dir, target_name) = split_last(target);
+        let target_parent = self.open_dir(target_dir)?;
+        // No AT_SYMLINK_FOLLOW: a symlink would be linked, never followed.
+        nix::unistd::linkat(
+            target_parent.as_fd(),
+            os(target_name),
+            parent.as_fd(),
+            os(split_last(key).1),
+            nix::fcntl::AtFlags::empty(),
+        )?;
+        self.kinds.insert(key.to_vec(), Kind::File(size));
+        Ok(())
+    }
+}
