@@ -546,6 +546,11 @@ fn duplicates_are_rejected() {
         ),
         (vec![file("f", "x"), file("f/g", "y")], "f/g", "f is a file"),
         (
+            vec![file("a/b", "x"), file("a", "y")],
+            "a",
+            "inside it, as a directory",
+        ),
+        (
             vec![
                 file("t", "x"),
                 json!({"kind": "sym", "name": "t", "link": "u"}),

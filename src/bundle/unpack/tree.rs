@@ -86,6 +86,7 @@ impl Tree {
         match self.kind(key) {
             None => Ok(()),
             Some(Kind::ImplicitDir) if is_dir => Ok(()),
+            Some(Kind::ImplicitDir) => Err("an earlier entry is inside it, as a directory".into()),
             Some(_) => Err("an earlier entry has the same name".into()),
         }
     }
