@@ -546,6 +546,11 @@ fn duplicates_are_rejected() {
         ),
         (vec![file("f", "x"), file("f/g", "y")], "f/g", "f is a file"),
         (
+            vec![file("a/b", "x"), file("a", "y")],
+            "a",
+            "inside it, as a directory",
+        ),
+        (
             vec![
                 file("t", "x"),
                 json!({"kind": "sym", "name": "t", "link": "u"}),
@@ -768,6 +773,50 @@ fn huge_extended_headers_are_rejected() {
         "(archive)",
         "extended header (PAX or GNU long name) is larger than 1 MiB",
     );
+}
+
+#[test]
+fn pax_and_gnu_records_are_what_is_checked() {
+    // The name the tar crate reports (from the PAX record, not the ustar
+    // field) is the one judged.
+    let mut case = Case::new();
+    let archive = case.python(
+        "paxpath.tgz",
+        json!({"entries": [{"kind": "raw", "name": "innocent.py", "data": "pwned\n",
+                            "pax": [["path", "../outside/canary.txt"]]}]}),
+    );
+    let outcome = case.unpack(&archive);
+    case.rejects(outcome, "../outside/canary.txt", "has a .. component");
+    seed(&archive, "pax-path-dotdot.tgz");
+
+    let mut case = Case::new();
+    let archive = case.python(
+        "paxlink.tgz",
+        json!({"entries": [{"kind": "raw", "name": "l", "type": "2", "link": "fine",
+                            "pax": [["linkpath", "../../etc"]]}]}),
+    );
+    let outcome = case.unpack(&archive);
+    case.rejects(
+        outcome,
+        "l",
+        "the symlink target ../../etc leaves the bundle",
+    );
+
+    // Extension headers the crate does not consume (an old v7 header has no
+    // ustar magic) are refused rather than unpacked as files.
+    for (ty, reason) in [
+        ("x", "a misplaced PAX header"),
+        ("L", "a misplaced GNU long-name header"),
+    ] {
+        let mut case = Case::new();
+        let archive = case.python(
+            "v7.tgz",
+            json!({"entries": [{"kind": "raw", "name": "ext", "type": ty, "v7": true,
+                                "data": "27 path=../outside/x.py\n"}]}),
+        );
+        let outcome = case.unpack(&archive);
+        case.rejects(outcome, "ext", reason);
+    }
 }
 
 // ---------------------------------------------------------------- limits

@@ -16,7 +16,7 @@ def pad(data):
     return data + bytes(-len(data) % 512)
 
 
-def header(name, typeflag, size, link=b"", mode=0o644, gnu=False, fields=()):
+def header(name, typeflag, size, link=b"", mode=0o644, gnu=False, fields=(), v7=False):
     h = bytearray(512)
     h[0:len(name)] = name
     h[100:108] = b"%07o\0" % mode
@@ -26,7 +26,8 @@ def header(name, typeflag, size, link=b"", mode=0o644, gnu=False, fields=()):
     h[136:148] = b"%011o\0" % 0
     h[156:157] = typeflag
     h[157:157 + len(link)] = link
-    h[257:265] = b"ustar  \0" if gnu else b"ustar\x0000"
+    if not v7:
+        h[257:265] = b"ustar  \0" if gnu else b"ustar\x0000"
     for off, val in fields:
         h[off:off + len(val)] = val
     h[148:156] = b" " * 8
@@ -64,7 +65,7 @@ def raw_entry(e):
         gnu = True
     name = b(e["name"])[:100]
     out += header(name, b(e.get("type", "0")), size, link=b(e.get("link", "")),
-                  mode=e.get("mode", 0o644), gnu=gnu, fields=fields)
+                  mode=e.get("mode", 0o644), gnu=gnu, fields=fields, v7=e.get("v7", False))
     if not e.get("no_data"):
         out += pad(data)
     return out

@@ -86,6 +86,7 @@ impl Tree {
         match self.kind(key) {
             None => Ok(()),
             Some(Kind::ImplicitDir) if is_dir => Ok(()),
+            Some(Kind::ImplicitDir) => Err("an earlier entry is inside it, as a directory".into()),
             Some(_) => Err("an earlier entry has the same name".into()),
         }
     }
@@ -201,5 +202,64 @@ impl Tree {
         )?;
         self.kinds.insert(key.to_vec(), Kind::File(size));
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The kernel checks hold even when the record is wrong, e.g. if a
+    /// directory were swapped for a symlink behind the unpacker's back.
+    #[test]
+    fn the_kernel_refuses_symlinks_the_record_missed() {
+        let top = tempfile::tempdir().unwrap();
+        let dest = top.path().join("dest");
+        let outside = top.path().join("outside");
+        std::fs::create_dir(&dest).unwrap();
+        std::fs::create_dir(&outside).unwrap();
+        let mut tree = Tree::open(&dest, None).unwrap();
+
+        tree.add_dir(b"d").unwrap();
+        std::fs::remove_dir(dest.join("d")).unwrap();
+        std::os::unix::fs::symlink(&outside, dest.join("d")).unwrap();
+        // The parent itself: O_NOFOLLOW | O_DIRECTORY.
+        let err = tree.add_file(b"d/x", false, 0).unwrap_err();
+        assert_eq!(err.raw_os_error(), Some(libc::ENOTDIR), "{err}");
+        assert!(tree.add_dir(b"d/sub").is_err());
+        assert!(tree.add_symlink(b"d/l", b"x").is_err());
+        // A grandparent: RESOLVE_NO_SYMLINKS.
+        tree.add_dir(b"a/b").unwrap();
+        std::fs::rename(dest.join("a"), outside.join("a")).unwrap();
+        std::os::unix::fs::symlink(outside.join("a"), dest.join("a")).unwrap();
+        let err = tree.add_file(b"a/b/x", false, 0).unwrap_err();
+        assert_eq!(err.raw_os_error(), Some(libc::ELOOP), "{err}");
+        assert!(!outside.join("a/b/x").exists());
+
+        // A last component that is a symlink is never opened.
+        std::os::unix::fs::symlink(outside.join("f"), dest.join("f")).unwrap();
+        let err = tree.add_file(b"f", false, 0).unwrap_err();
+        assert_eq!(err.raw_os_error(), Some(libc::EEXIST), "{err}");
+
+        // Nor is a hardlink's target followed: this links the symlink itself.
+        std::fs::write(outside.join("secret"), "s").unwrap();
+        std::os::unix::fs::symlink(outside.join("secret"), dest.join("s")).unwrap();
+        tree.add_hardlink(b"h", b"s", 0).unwrap();
+        assert!(std::fs::symlink_metadata(dest.join("h"))
+            .unwrap()
+            .file_type()
+            .is_symlink());
+        assert_eq!(
+            std::fs::read_dir(&outside).unwrap().count(),
+            2,
+            "a/ and secret"
+        );
+    }
+
+    #[test]
+    fn dest_must_be_empty() {
+        let top = tempfile::tempdir().unwrap();
+        std::fs::write(top.path().join("x"), "").unwrap();
+        assert!(Tree::open(top.path(), None).is_err());
     }
 }
