@@ -1,14 +1,24 @@
 //! One cgroup per sandboxed job (SPEC §4.4, §5.7): memory and pids limits, OOM
 //! detection, and a way to kill everything the job started.
 //!
-//! Unified (v2) hierarchy: `/sys/fs/cgroup/servo/<job>` with `memory` and
-//! `pids` enabled in `servo`'s subtree. Legacy (v1) hierarchy where only that
-//! is mounted: `/sys/fs/cgroup/{memory,pids}/servo/<job>`. Neither: rlimits only.
+//! Unified (v2) hierarchy: `/sys/fs/cgroup/servo/<instance>/<job>` with
+//! `memory` and `pids` enabled down the tree. Legacy (v1) hierarchy where only
+//! that is mounted: `/sys/fs/cgroup/{memory,pids}/servo/<instance>/<job>`.
+//! Neither: rlimits only. `<instance>` names the state directory.
 
 use std::io::ErrorKind;
 use std::path::{Path, PathBuf};
 
+use sha2::{Digest, Sha256};
+
 use crate::limits::Limits;
+
+/// The instance name of a state directory's servo: a short hash of its path.
+pub fn instance_name(scratch_dir: &Path) -> String {
+    let path = std::fs::canonicalize(scratch_dir).unwrap_or_else(|_| scratch_dir.to_path_buf());
+    let digest = Sha256::digest(path.as_os_str().as_encoded_bytes());
+    hex::encode(&digest[..6])
+}
 
 const ROOT: &str = "/sys/fs/cgroup";
 const GROUP: &str = "servo";
@@ -21,21 +31,25 @@ pub enum CgroupMode {
 }
 
 impl CgroupMode {
-    /// Finds a usable hierarchy and prepares servo's parent group in it.
-    pub fn detect() -> CgroupMode {
+    /// Finds a usable hierarchy and prepares servo's parent group in it:
+    /// `servo/<instance>`, so that servers with different state directories
+    /// never sweep each other's jobs.
+    pub fn detect(instance: &str) -> CgroupMode {
         let root = Path::new(ROOT);
         if root.join("cgroup.controllers").exists() {
-            let base = root.join(GROUP);
+            let servo = root.join(GROUP);
+            let base = servo.join(instance);
             let ok = std::fs::create_dir_all(&base).is_ok()
-                && std::fs::write(root.join("cgroup.subtree_control"), "+memory +pids").is_ok()
-                && std::fs::write(base.join("cgroup.subtree_control"), "+memory +pids").is_ok();
+                && [root, servo.as_path(), base.as_path()].iter().all(|d| {
+                    std::fs::write(d.join("cgroup.subtree_control"), "+memory +pids").is_ok()
+                });
             if ok {
                 return CgroupMode::V2 { base };
             }
             return CgroupMode::None;
         }
-        let memory = root.join("memory").join(GROUP);
-        let pids = root.join("pids").join(GROUP);
+        let memory = root.join("memory").join(GROUP).join(instance);
+        let pids = root.join("pids").join(GROUP).join(instance);
         if root.join("memory/cgroup.procs").exists()
             && root.join("pids/cgroup.procs").exists()
             && std::fs::create_dir_all(&memory).is_ok()
@@ -164,7 +178,8 @@ impl JobCgroup {
     /// `servo sandbox`, which joins its job's group while it runs the job).
     pub fn leave(&self) {
         for dir in &self.dirs {
-            if let Some(root) = dir.parent().and_then(Path::parent) {
+            // <root>/servo/<instance>/<job>
+            if let Some(root) = dir.ancestors().nth(3) {
                 let _ = std::fs::write(root.join("cgroup.procs"), "0");
             }
         }

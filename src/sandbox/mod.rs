@@ -163,7 +163,7 @@ impl Sandbox {
         let cgroups = if rootless.is_some() {
             CgroupMode::None
         } else {
-            CgroupMode::detect()
+            CgroupMode::detect(&cgroup::instance_name(&cfg.scratch_dir))
         };
         let root = cfg.scratch_dir.join("root");
         std::fs::create_dir_all(&root).map_err(SandboxError::io(format!(
@@ -407,9 +407,9 @@ impl Drop for Running {
 }
 
 /// Removes what a crash left behind: the job cgroups of a previous servo.
-pub fn sweep_leftovers(_cfg: &SandboxConfig) {
+pub fn sweep_leftovers(cfg: &SandboxConfig) {
     if nix::unistd::geteuid().is_root() {
-        CgroupMode::detect().sweep();
+        CgroupMode::detect(&cgroup::instance_name(&cfg.scratch_dir)).sweep();
     }
 }
 
