@@ -122,6 +122,21 @@ impl CgroupMode {
         Ok(Some(job))
     }
 
+    /// Removes this instance's parent group(s) when servo stops (they are
+    /// empty by then; the kernel refuses otherwise, which is fine).
+    pub fn remove_base(&self) {
+        match self {
+            CgroupMode::V2 { base } => {
+                let _ = std::fs::remove_dir(base);
+            }
+            CgroupMode::V1 { memory, pids } => {
+                let _ = std::fs::remove_dir(memory);
+                let _ = std::fs::remove_dir(pids);
+            }
+            CgroupMode::None => {}
+        }
+    }
+
     /// Kills and removes job groups a previous servo left behind.
     pub fn sweep(&self) {
         let bases: Vec<&PathBuf> = match self {

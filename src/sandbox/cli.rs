@@ -126,6 +126,7 @@ fn run(args: SandboxArgs) -> Result<Report, String> {
         let oom = cg.oom_killed();
         cg.kill_all();
         cg.remove();
+        cgroups.remove_base();
         if oom {
             eprintln!("servo: out of memory");
         }

@@ -315,6 +315,12 @@ impl Sandbox {
     }
 }
 
+impl Drop for Sandbox {
+    fn drop(&mut self) {
+        self.cgroups.remove_base();
+    }
+}
+
 /// A pipe whose read end servo keeps; the write end becomes the helper's stdout.
 fn output_pipe() -> Result<(OwnedFd, OwnedFd), SandboxError> {
     nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)
