@@ -181,7 +181,7 @@ async fn run_steps(
         out.line(format!("${name} = {shown}"));
     }
 
-    let owner = Some((lease.uid, lease.gid));
+    let owner = ctx.sandbox.file_owner(lease);
     // The run's own tmpfs: room for the bundle, then for what scripts write.
     let volume = RunVolume::create(
         &spec.run_dir.join("box"),

@@ -261,6 +261,13 @@ impl Sandbox {
         self.ids.lease()
     }
 
+    /// Who must own a run's files so its scripts can write them: the run's
+    /// uid (root mode); None in rootless mode, where servo's own uid maps to
+    /// the script's inside the user namespace.
+    pub fn file_owner(&self, lease: &IdLease) -> Option<(u32, u32)> {
+        self.rootless.is_none().then_some((lease.uid, lease.gid))
+    }
+
     /// Whether run directories may be given their own size-limited tmpfs
     /// (mounting on the host needs root).
     pub fn can_mount_workdirs(&self) -> bool {
