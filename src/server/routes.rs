@@ -494,7 +494,7 @@ async fn start_run(
         )
         .map_err(|e| Rejection(StatusCode::SERVICE_UNAVAILABLE, e.to_string()))?;
 
-                    // ≥ 128 bits: the callback URL is the only thing guarding it.
+    // ≥ 128 bits: the callback URL is the only thing guarding it.
     let callback_secret = match &config.public_url {
         Some(_) => Some(random_hex(16)?),
         None => None,
