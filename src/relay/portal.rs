@@ -69,7 +69,8 @@ async fn read_capped(resp: Response<Incoming>, cap: usize) -> Result<(Bytes, boo
     Ok((buf.freeze(), false))
 }
 
-/// Sends one command to the portal; the portal's JSON object, or why not.
+/// Sends one command to the portal: its JSON object (or an `ok: false`
+/// answer when it refuses the signature), or why it could not be reached.
 pub async fn shell(
     client: &HttpClient,
     base: &str,
@@ -108,9 +109,11 @@ pub async fn shell(
         let status = resp.status();
         let (body, cut) = read_capped(resp, MAX_PORTAL_ANSWER).await?;
         if status == hyper::StatusCode::UNAUTHORIZED || status == hyper::StatusCode::FORBIDDEN {
-            return Err(format!(
-                "the portal refused the command (HTTP {status}): check servo's --portal-token"
-            ));
+            // Reachable, but it will not take our signature: not "unreachable".
+            return Ok(json!({"ok": false, "out": format!(
+                "the portal refused the command (HTTP {}): check servo's --portal-token",
+                status.as_u16()
+            )}));
         }
         if cut {
             return Err("the answer is too large".to_string());

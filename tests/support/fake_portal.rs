@@ -244,7 +244,8 @@ async fn answer(
     )
 }
 
-/// A pod's HTTP endpoint: `/ping` → 200 `pong`, else 404; counts hits.
+/// A pod's HTTP endpoint: `/ping` → 200 `pong`, `/bin` → bytes that are not
+/// UTF-8, `/echo` → the method, content type and body; else 404. Counts hits.
 pub struct PodStub {
     pub addr: SocketAddr,
     pub hits: Arc<AtomicUsize>,
@@ -273,13 +274,32 @@ impl PodStub {
                     let svc = hyper::service::service_fn(move |req: Request<Incoming>| {
                         h.fetch_add(1, Ordering::SeqCst);
                         async move {
-                            let (status, body) = if req.uri().path() == "/ping" {
-                                (StatusCode::OK, "pong")
-                            } else {
-                                (StatusCode::NOT_FOUND, "no such page")
+                            let path = req.uri().path().to_string();
+                            let method = req.method().to_string();
+                            let ct = req
+                                .headers()
+                                .get("content-type")
+                                .and_then(|v| v.to_str().ok())
+                                .unwrap_or("")
+                                .to_string();
+                            let got = req
+                                .into_body()
+                                .collect()
+                                .await
+                                .map(|c| c.to_bytes())
+                                .unwrap_or_default();
+                            let (status, body) = match path.as_str() {
+                                "/ping" => (StatusCode::OK, Bytes::from_static(b"pong")),
+                                // Not UTF-8: the relay must send it base64.
+                                "/bin" => (StatusCode::OK, Bytes::from_static(b"\xff\x00\x01")),
+                                "/echo" => {
+                                    let mut echo = format!("{method} {ct} ").into_bytes();
+                                    echo.extend_from_slice(&got);
+                                    (StatusCode::OK, Bytes::from(echo))
+                                }
+                                _ => (StatusCode::NOT_FOUND, Bytes::from_static(b"no such page")),
                             };
-                            let mut r =
-                                Response::new(Full::new(Bytes::from_static(body.as_bytes())));
+                            let mut r = Response::new(Full::new(body));
                             *r.status_mut() = status;
                             Ok::<_, Infallible>(r)
                         }
