@@ -611,6 +611,8 @@ with servo() as proxy:
             ("ls app.* -j", "allowed"),
         ]
     );
+    assert_eq!(recs[2]["requested"], "deploy web.yml -j");
+    assert!(recs[1].get("requested").is_none());
     assert!(recs[0]["reason"]
         .as_str()
         .unwrap()

@@ -329,8 +329,12 @@ async fn read_files(
 }
 
 /// One `portal.command` audit record (§8): names and digests, never contents.
+#[derive(Default)]
 struct Record<'a> {
+    /// The line relayed (after any policy rewrite).
     line: &'a str,
+    /// The line the script sent, when the policy rewrote it.
+    requested: Option<&'a str>,
     files: &'a [(String, Bytes)],
     allowed: bool,
     reason: &'a str,
@@ -352,20 +356,21 @@ impl RunState {
             .iter()
             .map(|(name, data)| json!({"name": name, "sha256": hex::encode(Sha256::digest(data))}))
             .collect();
-        self.relay.audit.record(
-            "portal.command",
-            &self.run_id,
-            &self.tenant.name,
-            json!({
-                "script": self.script(),
-                "line": r.line,
-                "files": files,
-                "verdict": if r.allowed { "allowed" } else { "denied" },
-                "reason": r.reason,
-                "ok": r.ok,
-                "ms": r.ms,
-            }),
-        )
+        let mut fields = json!({
+            "script": self.script(),
+            "line": r.line,
+            "files": files,
+            "verdict": if r.allowed { "allowed" } else { "denied" },
+            "reason": r.reason,
+            "ok": r.ok,
+            "ms": r.ms,
+        });
+        if let Some(requested) = r.requested {
+            fields["requested"] = json!(requested);
+        }
+        self.relay
+            .audit
+            .record("portal.command", &self.run_id, &self.tenant.name, fields)
     }
 
     /// Refuses when the audit log is failing (fail closed, §8); the attempt
@@ -378,10 +383,8 @@ impl RunState {
         let probe = self.audit(Record {
             line,
             files,
-            allowed: false,
             reason,
-            ok: false,
-            ms: 0,
+            ..Default::default()
         });
         let why = match probe {
             Err(e) => e.to_string(),
@@ -397,10 +400,8 @@ impl RunState {
         match self.audit(Record {
             line,
             files,
-            allowed: false,
             reason: why,
-            ok: false,
-            ms: 0,
+            ..Default::default()
         }) {
             Ok(()) => fail(StatusCode::FORBIDDEN, format!("denied by policy: {why}")),
             Err(e) => fail(
@@ -414,21 +415,15 @@ impl RunState {
     /// script sees it; a failed write withholds the answer.
     fn finish(
         &self,
-        line: &str,
-        files: &[(String, Bytes)],
-        ok: bool,
+        record: Record<'_>,
         started: Instant,
         status: StatusCode,
         body: Value,
     ) -> Answer {
-        let ms = started.elapsed().as_millis() as u64;
         match self.audit(Record {
-            line,
-            files,
             allowed: true,
-            reason: "",
-            ok,
-            ms,
+            ms: started.elapsed().as_millis() as u64,
+            ..record
         }) {
             Ok(()) => reply(status, &body),
             Err(e) => fail(
@@ -462,9 +457,10 @@ async fn shell(state: &RunState, parts: &hyper::http::request::Parts, body: Byte
     if let Some(refusal) = state.audit_down(&line, &files) {
         return refusal;
     }
-    let line = match check_command(&state.tenant, &line) {
+    let requested = line;
+    let line = match check_command(&state.tenant, &requested) {
         Verdict::Allow(line) => line,
-        Verdict::Deny(why) => return state.deny(&line, &files, &why),
+        Verdict::Deny(why) => return state.deny(&requested, &files, &why),
     };
     let started = Instant::now();
     let relay = &state.relay;
@@ -504,7 +500,14 @@ async fn shell(state: &RunState, parts: &hyper::http::request::Parts, body: Byte
     if answer.get("ms").is_none() || matches!(relay.portal, Portal::Sim) {
         answer["ms"] = json!(started.elapsed().as_millis() as u64);
     }
-    state.finish(&line, &files, ok, started, StatusCode::OK, answer)
+    let record = Record {
+        line: &line,
+        requested: (requested != line).then_some(requested.as_str()),
+        files: &files,
+        ok,
+        ..Default::default()
+    };
+    state.finish(record, started, StatusCode::OK, answer)
 }
 
 #[derive(serde::Deserialize)]
@@ -588,15 +591,22 @@ async fn http(state: &RunState, body: Bytes) -> Answer {
         }
     };
     match result {
-        Ok(answer) => state.finish(&line, &[], true, started, StatusCode::OK, answer),
-        Err(why) => state.finish(
-            &line,
-            &[],
-            false,
-            started,
-            StatusCode::BAD_GATEWAY,
-            json!({"ok": false, "out": why}),
-        ),
+        Ok(answer) => {
+            let record = Record {
+                line: &line,
+                ok: true,
+                ..Default::default()
+            };
+            state.finish(record, started, StatusCode::OK, answer)
+        }
+        Err(why) => {
+            let record = Record {
+                line: &line,
+                ..Default::default()
+            };
+            let body = json!({"ok": false, "out": why});
+            state.finish(record, started, StatusCode::BAD_GATEWAY, body)
+        }
     }
 }
 
