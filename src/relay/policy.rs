@@ -74,27 +74,25 @@ struct Parsed<'a> {
     tokens: Vec<&'a str>,
     /// Indices (into `tokens`) of the positionals after the verb.
     positionals: Vec<usize>,
-    /// The value of `-n`/`--namespace` and its index, if given.
-    namespace: Option<(usize, &'a str)>,
+    /// Every value given to `-n`/`--namespace` (None for a missing value).
+    namespaces: Vec<Option<&'a str>>,
 }
 
 fn parse(line: &str, stop_after_first_positional: bool) -> Parsed<'_> {
     let tokens: Vec<&str> = line.split_whitespace().collect();
     let mut positionals = Vec::new();
-    let mut namespace = None;
+    let mut namespaces = Vec::new();
     let mut i = 1;
     while i < tokens.len() {
         let t = tokens[i];
         if let Some((opt, value)) = t.split_once('=').filter(|_| t.starts_with("--")) {
             if opt == "--namespace" {
-                namespace = Some((i, value));
+                namespaces.push(Some(value));
             }
         } else if t.starts_with('-') && t.len() > 1 {
             if VALUED_OPTIONS.contains(&t) {
-                if let Some(v) = tokens.get(i + 1) {
-                    if t == "-n" || t == "--namespace" {
-                        namespace = Some((i + 1, *v));
-                    }
+                if t == "-n" || t == "--namespace" {
+                    namespaces.push(tokens.get(i + 1).copied());
                 }
                 i += 1;
             }
@@ -109,7 +107,7 @@ fn parse(line: &str, stop_after_first_positional: bool) -> Parsed<'_> {
     Parsed {
         tokens,
         positionals,
-        namespace,
+        namespaces,
     }
 }
 
@@ -205,32 +203,56 @@ pub fn check_command(tenant: &Tenant, line: &str) -> Verdict {
             tokens.insert(at, &glob);
             Verdict::Allow(tokens.join(" "))
         }
-        Shape::Deploy => match p.namespace {
-            Some((_, ns)) if namespaces.iter().any(|n| n == ns) => Verdict::Allow(line.to_string()),
-            Some((_, ns)) => Verdict::Deny(format!(
-                "namespace `{ns}` is not one of tenant `{}`'s ({})",
-                tenant.name,
-                ns_list(namespaces)
-            )),
-            None => {
-                let [ns] = namespaces.as_slice() else {
-                    return Verdict::Deny(format!(
-                        "`deploy` must name its namespace: add -n with one of {}",
-                        ns_list(namespaces)
-                    ));
-                };
-                let at = p
-                    .positionals
-                    .last()
-                    .map(|&i| i + 1)
-                    .unwrap_or(1)
-                    .min(p.tokens.len());
-                let mut tokens = p.tokens.clone();
-                tokens.splice(at..at, ["-n", ns.as_str()]);
-                Verdict::Allow(tokens.join(" "))
-            }
-        },
+        Shape::Deploy => check_deploy(tenant, namespaces, &p, line),
     }
+}
+
+/// `deploy`: every `-n` must name an allowed namespace; without one, the
+/// tenant's only namespace is added.
+fn check_deploy(tenant: &Tenant, namespaces: &[String], p: &Parsed<'_>, line: &str) -> Verdict {
+    // Other spellings the toolset's option parser may take as the namespace
+    // (`-nX`, `-jn X`, `--name X`) cannot be checked: refused.
+    let odd = p.tokens.iter().find(|t| {
+        let short_cluster = !t.starts_with("--") && t.len() > 2 && t.contains('n');
+        let long = t.starts_with("--n") && **t != "--namespace" && !t.starts_with("--namespace=");
+        t.starts_with('-') && (short_cluster || long)
+    });
+    if let Some(odd) = odd {
+        return Verdict::Deny(format!(
+            "`{odd}`: give the namespace as `-n <ns>` on its own"
+        ));
+    }
+    for ns in &p.namespaces {
+        match ns {
+            None => return Verdict::Deny("-n needs a namespace".into()),
+            Some(ns) if !namespaces.iter().any(|n| n == ns) => {
+                return Verdict::Deny(format!(
+                    "namespace `{ns}` is not one of tenant `{}`'s ({})",
+                    tenant.name,
+                    ns_list(namespaces)
+                ))
+            }
+            Some(_) => {}
+        }
+    }
+    if !p.namespaces.is_empty() {
+        return Verdict::Allow(line.to_string());
+    }
+    let [ns] = namespaces else {
+        return Verdict::Deny(format!(
+            "`deploy` must name its namespace: add -n with one of {}",
+            ns_list(namespaces)
+        ));
+    };
+    let at = p
+        .positionals
+        .last()
+        .map(|&i| i + 1)
+        .unwrap_or(1)
+        .min(p.tokens.len());
+    let mut tokens = p.tokens.clone();
+    tokens.splice(at..at, ["-n", ns.as_str()]);
+    Verdict::Allow(tokens.join(" "))
 }
 
 /// The verb of a command line (its first word).
@@ -369,6 +391,14 @@ mod tests {
             "deploy a.yml --namespace=app -p 2"
         );
         assert!(deny(&one, "deploy web.yml -n marathon -j").contains("`marathon` is not one"));
+        // Every occurrence counts, and no other spelling gets through.
+        deny(&one, "deploy web.yml -n app -n marathon -j");
+        deny(&one, "deploy web.yml -n app --namespace=marathon");
+        assert!(deny(&one, "deploy web.yml -n").contains("needs a namespace"));
+        for odd in ["-nmarathon", "-jn", "--name", "--names=marathon", "--nam"] {
+            let line = format!("deploy web.yml -j {odd} marathon");
+            assert!(deny(&one, &line).contains("on its own"), "{line}");
+        }
         let two = tenant(Some(&["app", "web"]), None);
         assert!(deny(&two, "deploy web.yml -j").contains("must name its namespace"));
         assert_eq!(allow(&two, "deploy w.yml -n web"), "deploy w.yml -n web");
