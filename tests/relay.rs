@@ -738,3 +738,31 @@ with servo() as proxy:
     assert!(flood.stderr.contains("PortalDown"), "{}", flood.stderr);
     assert!(!h.dir.path().join("run-1").join("portal.sock").exists());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_socket_belongs_to_the_sandbox_user() {
+    use std::os::unix::fs::{FileTypeExt, MetadataExt};
+    if !support::require_root() {
+        return;
+    }
+    let audit = Arc::new(Audit::open(&AuditTarget::Stdout).unwrap());
+    let relay = Arc::new(Relay::new(Portal::Sim, None, audit));
+    let dir = tempfile::tempdir().unwrap();
+    let run = relay
+        .open_run(
+            "run-x",
+            Arc::new(tenant()),
+            dir.path().join("work"),
+            dir.path().to_path_buf(),
+            65534,
+            65533,
+        )
+        .await
+        .unwrap();
+    let meta = std::fs::symlink_metadata(run.socket_path()).unwrap();
+    assert!(meta.file_type().is_socket());
+    assert_eq!((meta.uid(), meta.gid()), (65534, 65533));
+    assert_eq!(meta.mode() & 0o7777, 0o660);
+    run.close().await;
+    assert!(!dir.path().join("portal.sock").exists());
+}
