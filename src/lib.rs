@@ -9,6 +9,7 @@ pub mod client;
 pub mod config;
 pub mod limits;
 pub mod metrics;
+pub mod relay;
 pub mod run;
 pub mod sandbox;
 pub mod server;

@@ -1,0 +1,658 @@
+//! The portal relay (SPEC §6): one Unix socket per run, speaking the portal's
+//! own HTTP API. Every request is checked against the tenant's policy (§7),
+//! audited (§8), then answered by the simulator or relayed to the portal.
+//!
+//! The run, tenant and script come from the socket a request arrived on,
+//! never from the request. Each run has its own accept task, connection tasks
+//! and in-flight limit, so one run's flood only slows that run.
+
+mod egress;
+pub mod policy;
+mod portal;
+pub mod sim;
+
+use std::collections::BTreeMap;
+use std::convert::Infallible;
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full, LengthLimitError, Limited};
+use hyper::body::Incoming;
+use hyper::server::conn::http1;
+use hyper::service::service_fn;
+use hyper::{Method, Request, Response, StatusCode};
+use hyper_util::rt::TokioIo;
+use serde_json::{json, Value};
+use sha2::{Digest, Sha256};
+use tokio::net::{UnixListener, UnixStream};
+use tokio::sync::Semaphore;
+use tokio::task::{JoinHandle, JoinSet};
+
+use crate::audit::Audit;
+use crate::config::{Portal, Tenant};
+pub use policy::{check_command, Verdict};
+
+/// The socket's file name inside the run's relay directory.
+pub const SOCKET_NAME: &str = "portal.sock";
+/// Largest request, files included (§6.4).
+pub const MAX_REQUEST_BYTES: usize = 64 * 1024 * 1024;
+/// Requests of one run handled at once (§6.4); more wait their turn.
+pub const MAX_IN_FLIGHT: usize = 8;
+/// Open connections per run; further connections wait to be accepted.
+const MAX_CONNECTIONS: usize = 64;
+/// Default time the portal has to answer (§6.3).
+pub const DEFAULT_PORTAL_TIMEOUT: Duration = Duration::from_secs(300);
+/// Default and longest `timeout_s` of an `/http` request.
+const DEFAULT_HTTP_TIMEOUT_S: f64 = 10.0;
+const MAX_HTTP_TIMEOUT_S: f64 = 300.0;
+
+/// The relay of a server: the portal (or the simulator) and the audit log.
+pub struct Relay {
+    portal: Portal,
+    portal_token: Option<String>,
+    audit: Arc<Audit>,
+    sim: sim::Sim,
+    client: portal::HttpClient,
+    /// How long the portal has to answer one command.
+    pub portal_timeout: Duration,
+}
+
+/// The relay of one run: dropping it (or `close`) stops the listener and
+/// every connection of the run, and removes the socket.
+pub struct RunRelay {
+    state: Arc<RunState>,
+    task: JoinHandle<()>,
+    path: PathBuf,
+}
+
+struct RunState {
+    relay: Arc<Relay>,
+    run_id: String,
+    tenant: Arc<Tenant>,
+    script: Mutex<String>,
+    in_flight: Semaphore,
+    /// `ip:port` the portal reported to this run (`port`/`grep`), for `/http`.
+    endpoints: Mutex<egress::Endpoints>,
+}
+
+type Answer = Response<Full<Bytes>>;
+
+fn reply(status: StatusCode, body: &Value) -> Answer {
+    let mut resp = Response::new(Full::new(Bytes::from(body.to_string())));
+    *resp.status_mut() = status;
+    resp.headers_mut().insert(
+        hyper::header::CONTENT_TYPE,
+        hyper::header::HeaderValue::from_static("application/json"),
+    );
+    resp
+}
+
+fn fail(status: StatusCode, out: impl Into<String>) -> Answer {
+    reply(status, &json!({"ok": false, "ms": 0, "out": out.into()}))
+}
+
+impl Relay {
+    pub fn new(portal: Portal, portal_token: Option<String>, audit: Arc<Audit>) -> Relay {
+        Relay {
+            portal,
+            portal_token,
+            audit,
+            sim: sim::Sim::new(),
+            client: portal::client(),
+            portal_timeout: DEFAULT_PORTAL_TIMEOUT,
+        }
+    }
+
+    /// Serves a run's socket at `dir/portal.sock`, owned by `uid:gid` (the
+    /// sandbox user) with mode 0660. `dir` is a fresh directory servo made.
+    /// The workdir is never read from the host here: files a script sends
+    /// come in the request body (§3.3).
+    pub async fn open_run(
+        self: &Arc<Self>,
+        run_id: &str,
+        tenant: Arc<Tenant>,
+        workdir: PathBuf,
+        dir: PathBuf,
+        uid: u32,
+        gid: u32,
+    ) -> std::io::Result<RunRelay> {
+        drop(workdir);
+        let path = dir.join(SOCKET_NAME);
+        let listener = UnixListener::bind(&path)?;
+        let prepared = (|| {
+            std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o660))?;
+            nix::unistd::chown(
+                &path,
+                Some(nix::unistd::Uid::from_raw(uid)),
+                Some(nix::unistd::Gid::from_raw(gid)),
+            )
+            .map_err(std::io::Error::from)
+        })();
+        if let Err(e) = prepared {
+            let _ = std::fs::remove_file(&path);
+            return Err(e);
+        }
+        let state = Arc::new(RunState {
+            relay: Arc::clone(self),
+            run_id: run_id.to_string(),
+            tenant,
+            script: Mutex::new(String::new()),
+            in_flight: Semaphore::new(MAX_IN_FLIGHT),
+            endpoints: Mutex::new(Default::default()),
+        });
+        let task = tokio::spawn(accept_loop(listener, Arc::clone(&state)));
+        Ok(RunRelay { state, task, path })
+    }
+}
+
+impl RunRelay {
+    /// The script now running: audit records of its requests name it.
+    pub fn set_script(&self, name: &str) {
+        *self.state.script.lock().unwrap_or_else(|p| p.into_inner()) = name.to_string();
+    }
+
+    /// Where the socket is on the host.
+    pub fn socket_path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Stops the listener and every connection, and waits until they are gone.
+    pub async fn close(mut self) {
+        self.task.abort();
+        let _ = (&mut self.task).await;
+    }
+}
+
+impl Drop for RunRelay {
+    fn drop(&mut self) {
+        // Aborting the accept task drops its JoinSet, which aborts the connections.
+        self.task.abort();
+        let _ = std::fs::remove_file(&self.path);
+    }
+}
+
+async fn accept_loop(listener: UnixListener, state: Arc<RunState>) {
+    let slots = Arc::new(Semaphore::new(MAX_CONNECTIONS));
+    let mut conns = JoinSet::new();
+    loop {
+        let Ok(slot) = Arc::clone(&slots).acquire_owned().await else {
+            return;
+        };
+        let stream = match listener.accept().await {
+            Ok((stream, _)) => stream,
+            Err(e) => {
+                tracing::warn!(run = %state.run_id, "relay accept failed: {e}");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                continue;
+            }
+        };
+        while conns.try_join_next().is_some() {}
+        let state = Arc::clone(&state);
+        conns.spawn(async move {
+            serve_connection(state, stream).await;
+            drop(slot);
+        });
+    }
+}
+
+async fn serve_connection(state: Arc<RunState>, stream: UnixStream) {
+    let service = service_fn(move |req| {
+        let state = Arc::clone(&state);
+        async move { Ok::<_, Infallible>(handle(state, req).await) }
+    });
+    if let Err(e) = http1::Builder::new()
+        .serve_connection(TokioIo::new(stream), service)
+        .await
+    {
+        tracing::debug!("relay connection ended: {e}");
+    }
+}
+
+async fn handle(state: Arc<RunState>, req: Request<Incoming>) -> Answer {
+    let route = match (req.method(), req.uri().path()) {
+        (&Method::POST, "/shell") => Route::Shell,
+        (&Method::POST, "/http") => Route::Http,
+        _ => {
+            return fail(
+                StatusCode::NOT_FOUND,
+                "not found: the relay serves POST /shell and POST /http",
+            )
+        }
+    };
+    let Ok(_permit) = state.in_flight.acquire().await else {
+        return fail(StatusCode::SERVICE_UNAVAILABLE, "the relay is closing");
+    };
+    let (parts, body) = match read_body(req).await {
+        Ok(v) => v,
+        Err(resp) => return resp,
+    };
+    match route {
+        Route::Shell => shell(&state, &parts, body).await,
+        Route::Http => http(&state, body).await,
+    }
+}
+
+enum Route {
+    Shell,
+    Http,
+}
+
+async fn read_body(req: Request<Incoming>) -> Result<(hyper::http::request::Parts, Bytes), Answer> {
+    let too_large = || {
+        fail(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            format!(
+                "request too large: the relay takes at most {} MiB per request, files included",
+                MAX_REQUEST_BYTES / (1024 * 1024)
+            ),
+        )
+    };
+    let (parts, body) = req.into_parts();
+    let declared = parts
+        .headers
+        .get(hyper::header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if declared.is_some_and(|n| n > MAX_REQUEST_BYTES as u64) {
+        return Err(too_large());
+    }
+    match Limited::new(body, MAX_REQUEST_BYTES).collect().await {
+        Ok(c) => Ok((parts, c.to_bytes())),
+        Err(e) if e.downcast_ref::<LengthLimitError>().is_some() => Err(too_large()),
+        Err(e) => Err(fail(
+            StatusCode::BAD_REQUEST,
+            format!("cannot read the request: {e}"),
+        )),
+    }
+}
+
+/// A file name a script may upload: a plain base name, safe in a header.
+fn valid_file_name(name: &str) -> bool {
+    !name.is_empty()
+        && name != "."
+        && name != ".."
+        && name.len() <= 255
+        && !name
+            .chars()
+            .any(|c| c == '/' || c == '"' || c == '\\' || c.is_control())
+}
+
+async fn read_files(
+    parts: &hyper::http::request::Parts,
+    body: Bytes,
+) -> Result<Vec<(String, Bytes)>, String> {
+    let Some(content_type) = parts
+        .headers
+        .get(hyper::header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+    else {
+        return Ok(Vec::new());
+    };
+    if !content_type.to_ascii_lowercase().starts_with("multipart/") {
+        return Ok(Vec::new());
+    }
+    let boundary =
+        multer::parse_boundary(content_type).map_err(|e| format!("bad multipart body: {e}"))?;
+    let stream = futures_util::stream::once(async move { Ok::<_, Infallible>(body) });
+    let mut multipart = multer::Multipart::new(stream, boundary);
+    let mut files: Vec<(String, Bytes)> = Vec::new();
+    while let Some(field) = multipart
+        .next_field()
+        .await
+        .map_err(|e| format!("bad multipart body: {e}"))?
+    {
+        let name = field
+            .name()
+            .filter(|n| !n.is_empty())
+            .or(field.file_name())
+            .unwrap_or("")
+            .to_string();
+        if !valid_file_name(&name) {
+            return Err(format!(
+                "bad file name `{}`: use a plain base name",
+                name.escape_debug()
+            ));
+        }
+        if files.iter().any(|(n, _)| *n == name) {
+            return Err(format!("the file `{name}` is sent twice"));
+        }
+        let data = field
+            .bytes()
+            .await
+            .map_err(|e| format!("bad multipart body: {e}"))?;
+        files.push((name, data));
+    }
+    Ok(files)
+}
+
+/// One `portal.command` audit record (§8): names and digests, never contents.
+#[derive(Default)]
+struct Record<'a> {
+    /// The line relayed (after any policy rewrite).
+    line: &'a str,
+    /// The line the script sent, when the policy rewrote it.
+    requested: Option<&'a str>,
+    files: &'a [(String, Bytes)],
+    allowed: bool,
+    reason: &'a str,
+    ok: bool,
+    ms: u64,
+}
+
+impl RunState {
+    fn script(&self) -> String {
+        self.script
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    fn audit(&self, r: Record<'_>) -> Result<(), crate::audit::AuditError> {
+        let files: Vec<Value> = r
+            .files
+            .iter()
+            .map(|(name, data)| json!({"name": name, "sha256": hex::encode(Sha256::digest(data))}))
+            .collect();
+        let mut fields = json!({
+            "script": self.script(),
+            "line": r.line,
+            "files": files,
+            "verdict": if r.allowed { "allowed" } else { "denied" },
+            "reason": r.reason,
+            "ok": r.ok,
+            "ms": r.ms,
+        });
+        if let Some(requested) = r.requested {
+            fields["requested"] = json!(requested);
+        }
+        self.relay
+            .audit
+            .record("portal.command", &self.run_id, &self.tenant.name, fields)
+    }
+
+    /// Refuses when the audit log is failing (fail closed, §8); the attempt
+    /// to record the refusal doubles as the probe that ends the outage.
+    fn audit_down(&self, line: &str, files: &[(String, Bytes)]) -> Option<Answer> {
+        if !self.relay.audit.is_failing() {
+            return None;
+        }
+        let reason = "audit log unavailable";
+        let probe = self.audit(Record {
+            line,
+            files,
+            reason,
+            ..Default::default()
+        });
+        let why = match probe {
+            Err(e) => e.to_string(),
+            Ok(()) => "it failed a moment ago; try again".to_string(),
+        };
+        Some(fail(
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!("audit log unavailable: {why}"),
+        ))
+    }
+
+    fn deny(&self, line: &str, files: &[(String, Bytes)], why: &str) -> Answer {
+        match self.audit(Record {
+            line,
+            files,
+            reason: why,
+            ..Default::default()
+        }) {
+            Ok(()) => fail(StatusCode::FORBIDDEN, format!("denied by policy: {why}")),
+            Err(e) => fail(
+                StatusCode::SERVICE_UNAVAILABLE,
+                format!("audit log unavailable: {e}"),
+            ),
+        }
+    }
+
+    /// Records an allowed request once its outcome is known, before the
+    /// script sees it; a failed write withholds the answer.
+    fn finish(
+        &self,
+        record: Record<'_>,
+        started: Instant,
+        status: StatusCode,
+        body: Value,
+    ) -> Answer {
+        match self.audit(Record {
+            allowed: true,
+            ms: started.elapsed().as_millis() as u64,
+            ..record
+        }) {
+            Ok(()) => reply(status, &body),
+            Err(e) => fail(
+                StatusCode::SERVICE_UNAVAILABLE,
+                format!("audit log unavailable: {e}"),
+            ),
+        }
+    }
+}
+
+async fn shell(state: &RunState, parts: &hyper::http::request::Parts, body: Bytes) -> Answer {
+    let line = match parts.headers.get("x-shell").map(|v| v.to_str()) {
+        Some(Ok(l)) if !l.trim().is_empty() => l.trim().to_string(),
+        Some(Ok(_)) | None => {
+            return fail(
+                StatusCode::BAD_REQUEST,
+                "missing X-Shell header: send the command line in it",
+            )
+        }
+        Some(Err(_)) => {
+            return fail(
+                StatusCode::BAD_REQUEST,
+                "the X-Shell header must be printable ASCII",
+            )
+        }
+    };
+    let files = match read_files(parts, body).await {
+        Ok(f) => f,
+        Err(why) => return fail(StatusCode::BAD_REQUEST, why),
+    };
+    if let Some(refusal) = state.audit_down(&line, &files) {
+        return refusal;
+    }
+    let requested = line;
+    let line = match check_command(&state.tenant, &requested) {
+        Verdict::Allow(line) => line,
+        Verdict::Deny(why) => return state.deny(&requested, &files, &why),
+    };
+    let started = Instant::now();
+    let relay = &state.relay;
+    let mut answer = match &relay.portal {
+        Portal::Sim => relay.sim.shell(&line, &files),
+        Portal::Url(base) => portal::shell(
+            &relay.client,
+            base,
+            relay.portal_token.as_deref(),
+            &line,
+            &files,
+            relay.portal_timeout,
+        )
+        .await
+        .unwrap_or_else(|why| json!({"ok": false, "out": format!("portal unreachable: {why}")})),
+    };
+    let ok = answer.get("ok") == Some(&Value::Bool(true));
+    if ok {
+        let out = answer.get("out").cloned().unwrap_or(Value::Null);
+        match policy::filter_answer(&state.tenant, &line, &out) {
+            Some(Ok(filtered)) => answer["out"] = filtered,
+            Some(Err(why)) => {
+                answer = json!({"ok": false, "out": format!("denied by policy: {why}")});
+            }
+            None => {}
+        }
+        if matches!(policy::verb_of(&line), "port" | "grep") {
+            let found = egress::endpoints_in(answer.get("out").unwrap_or(&Value::Null));
+            state
+                .endpoints
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .extend(found);
+        }
+    }
+    let ok = answer.get("ok") == Some(&Value::Bool(true));
+    if answer.get("ms").is_none() || matches!(relay.portal, Portal::Sim) {
+        answer["ms"] = json!(started.elapsed().as_millis() as u64);
+    }
+    let record = Record {
+        line: &line,
+        requested: (requested != line).then_some(requested.as_str()),
+        files: &files,
+        ok,
+        ..Default::default()
+    };
+    state.finish(record, started, StatusCode::OK, answer)
+}
+
+#[derive(serde::Deserialize)]
+struct HttpRequest {
+    #[serde(default = "get")]
+    method: String,
+    url: String,
+    #[serde(default)]
+    headers: BTreeMap<String, String>,
+    #[serde(default)]
+    body: Option<String>,
+    #[serde(default)]
+    timeout_s: Option<f64>,
+}
+
+fn get() -> String {
+    "GET".into()
+}
+
+async fn http(state: &RunState, body: Bytes) -> Answer {
+    let req: HttpRequest = match serde_json::from_slice(&body) {
+        Ok(r) => r,
+        Err(e) => {
+            return fail(
+                StatusCode::BAD_REQUEST,
+                format!(
+                "expected JSON {{\"method\", \"url\", \"headers\", \"body\", \"timeout_s\"}}: {e}"
+            ),
+            )
+        }
+    };
+    let method = req.method.to_ascii_uppercase();
+    let line = format!("{method} {}", req.url);
+    if let Some(refusal) = state.audit_down(&line, &[]) {
+        return refusal;
+    }
+    let (uri, host, port) = match parse_url(&req.url) {
+        Ok(v) => v,
+        Err(why) => return fail(StatusCode::BAD_REQUEST, why),
+    };
+    let Ok(method) = Method::from_bytes(method.as_bytes()) else {
+        return fail(StatusCode::BAD_REQUEST, format!("bad method `{method}`"));
+    };
+    let allowed = {
+        let reported = state.endpoints.lock().unwrap_or_else(|p| p.into_inner());
+        egress::check(&state.tenant.egress, &reported, &host, port)
+    };
+    if let Err(why) = allowed {
+        return state.deny(&line, &[], &why);
+    }
+    let started = Instant::now();
+    let relay = &state.relay;
+    let path = uri.path_and_query().map(|p| p.as_str()).unwrap_or("/");
+    let stub = match relay.portal {
+        Portal::Sim => relay.sim.pod_http(&host, port, path),
+        Portal::Url(_) => None,
+    };
+    let result = match stub {
+        Some((status, text)) => Ok(portal::answer(
+            status,
+            BTreeMap::from([("content-type".to_string(), "text/plain".to_string())]),
+            text.as_bytes(),
+            false,
+        )),
+        None => {
+            let timeout = req
+                .timeout_s
+                .unwrap_or(DEFAULT_HTTP_TIMEOUT_S)
+                .clamp(0.001, MAX_HTTP_TIMEOUT_S);
+            portal::http(
+                &relay.client,
+                portal::Egress {
+                    method,
+                    uri,
+                    headers: &req.headers,
+                    body: Bytes::from(req.body.unwrap_or_default()),
+                    timeout: Duration::from_secs_f64(timeout),
+                },
+            )
+            .await
+        }
+    };
+    match result {
+        Ok(answer) => {
+            let record = Record {
+                line: &line,
+                ok: true,
+                ..Default::default()
+            };
+            state.finish(record, started, StatusCode::OK, answer)
+        }
+        Err(why) => {
+            let record = Record {
+                line: &line,
+                ..Default::default()
+            };
+            let body = json!({"ok": false, "out": why});
+            state.finish(record, started, StatusCode::BAD_GATEWAY, body)
+        }
+    }
+}
+
+/// `http://host[:port]/path` → (uri, host, port). Only plain HTTP: servo
+/// carries no TLS client.
+fn parse_url(url: &str) -> Result<(hyper::Uri, String, u16), String> {
+    let uri: hyper::Uri = url.parse().map_err(|e| format!("bad url `{url}`: {e}"))?;
+    match uri.scheme_str() {
+        Some("http") => {}
+        Some("https") => return Err(format!("`{url}`: the relay only speaks plain http")),
+        _ => return Err(format!("`{url}`: expected an http:// URL")),
+    }
+    let host = uri
+        .host()
+        .filter(|h| !h.is_empty())
+        .ok_or_else(|| format!("`{url}` has no host"))?;
+    if uri.authority().is_some_and(|a| a.as_str().contains('@')) {
+        return Err(format!("`{url}`: credentials in the URL are not supported"));
+    }
+    let host = egress::normalize_host(host);
+    let port = uri.port_u16().unwrap_or(80);
+    Ok((uri, host, port))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn urls() {
+        let (_, h, p) = parse_url("http://10.0.0.1:8080/ping").unwrap();
+        assert_eq!((h.as_str(), p), ("10.0.0.1", 8080));
+        let (_, h, p) = parse_url("http://Example.COM/").unwrap();
+        assert_eq!((h.as_str(), p), ("example.com", 80));
+        let (_, h, _) = parse_url("http://[::1]:9/").unwrap();
+        assert_eq!(h, "::1");
+        assert!(parse_url("https://x/").unwrap_err().contains("plain http"));
+        assert!(parse_url("ftp://x/").is_err());
+        assert!(parse_url("http://u:p@x/").is_err());
+    }
+
+    #[test]
+    fn file_names() {
+        assert!(valid_file_name("web.yml"));
+        for bad in ["", ".", "..", "a/b", "a\"b", "a\nb", "a\\b"] {
+            assert!(!valid_file_name(bad), "{bad:?}");
+        }
+    }
+}
