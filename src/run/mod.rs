@@ -18,6 +18,7 @@ use crate::audit::Audit;
 use crate::bundle::{decrypt, unpack};
 use crate::config::{Config, Portal, Tenant};
 use crate::metrics::{inc, Metrics};
+use crate::relay::{Relay, RunRelay};
 use crate::sandbox::workdir::RunVolume;
 use crate::sandbox::{self, Exit, IdLease, Job, Sandbox};
 use log::LineSplitter;
@@ -31,6 +32,7 @@ pub struct RunContext {
     pub sandbox: Arc<Sandbox>,
     pub audit: Arc<Audit>,
     pub metrics: Arc<Metrics>,
+    pub relay: Arc<Relay>,
 }
 
 /// One accepted request, its upload already on disk and verified.
@@ -243,19 +245,54 @@ async fn run_steps(
     volume
         .limit_growth(limits.work_bytes())
         .map_err(|e| Failure::Internal(format!("cannot size the run's volume: {e}")))?;
+    // The run's socket to the portal (§6.1), owned by whoever the script
+    // is on the host: the run's uid, or servo's own in rootless mode.
+    let (socket_uid, socket_gid) = owner.unwrap_or((
+        nix::unistd::geteuid().as_raw(),
+        nix::unistd::getegid().as_raw(),
+    ));
+    let relay = ctx
+        .relay
+        .open_run(
+            &spec.id,
+            Arc::new(spec.tenant.clone()),
+            work.clone(),
+            volume.relay(),
+            socket_uid,
+            socket_gid,
+        )
+        .await
+        .map_err(|e| Failure::Internal(format!("cannot open the portal socket: {e}")))?;
+    let result = run_scripts(ctx, spec, lease, &volume, &relay, out, started).await;
+    relay.close().await;
+    result
+}
+
+async fn run_scripts(
+    ctx: &RunContext,
+    spec: &RunSpec,
+    lease: &IdLease,
+    volume: &RunVolume,
+    relay: &RunRelay,
+    out: &mut Reporter,
+    started: Instant,
+) -> Result<(), Failure> {
+    let limits = &spec.tenant.limits;
+    let work = volume.work();
     let run_deadline = started + Duration::from_secs(limits.run_timeout_s);
     for script in &spec.scripts {
         if !script_present(&work, script) {
             return Err(Failure::Missing(script.clone()));
         }
         let script_started = Instant::now();
+        relay.set_script(script);
         let _ = ctx.audit.record(
             "script.started",
             &spec.id,
             &spec.tenant.name,
             json!({"script": script}),
         );
-        let result = run_script(ctx, spec, lease, &volume, script, out, run_deadline).await;
+        let result = run_script(ctx, spec, lease, volume, script, out, run_deadline).await;
         let secs = script_started.elapsed().as_secs();
         ctx.metrics
             .script_duration

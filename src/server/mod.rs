@@ -108,13 +108,18 @@ impl Server {
         sandbox
             .self_test()
             .map_err(|e| ServeError::Sandbox(format!("the sandbox self-test failed: {e}")))?;
-        let audit = Audit::open(&config.audit)?;
+        let audit = Arc::new(Audit::open(&config.audit)?);
         let max_runs = config.max_runs;
         Ok(Arc::new(Server {
             ctx: Arc::new(RunContext {
+                relay: Arc::new(crate::relay::Relay::new(
+                    config.portal.clone(),
+                    config.portal_token.clone(),
+                    Arc::clone(&audit),
+                )),
                 config: Arc::new(config),
                 sandbox: Arc::new(sandbox),
-                audit: Arc::new(audit),
+                audit,
                 metrics: Arc::new(crate::metrics::Metrics::default()),
             }),
             started: Instant::now(),
