@@ -145,10 +145,15 @@ fn rootless_sandbox_keeps_the_guarantees() {
         "shadow=False",
         "mount=errno1",
     ] {
-        assert!(has(&inside, want), "rootless: expected {want} in {inside:?}");
+        assert!(
+            has(&inside, want),
+            "rootless: expected {want} in {inside:?}"
+        );
     }
     assert!(
-        inside.iter().any(|f| f == "write_usr=errno30" || f == "write_usr=errno13"),
+        inside
+            .iter()
+            .any(|f| f == "write_usr=errno30" || f == "write_usr=errno13"),
         "rootless: /usr writable: {inside:?}"
     );
 }
