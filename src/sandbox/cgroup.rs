@@ -9,6 +9,7 @@
 use std::io::ErrorKind;
 use std::path::{Path, PathBuf};
 
+use nix::mount::{mount, MsFlags};
 use sha2::{Digest, Sha256};
 
 use crate::limits::Limits;
@@ -44,6 +45,7 @@ impl CgroupMode {
                     std::fs::write(d.join("cgroup.subtree_control"), "+memory +pids").is_ok()
                 });
             if ok {
+                favor_dynamic_modifications();
                 return CgroupMode::V2 { base };
             }
             return CgroupMode::None;
@@ -55,6 +57,7 @@ impl CgroupMode {
             && std::fs::create_dir_all(&memory).is_ok()
             && std::fs::create_dir_all(&pids).is_ok()
         {
+            favor_dynamic_modifications();
             return CgroupMode::V1 { memory, pids };
         }
         CgroupMode::None
@@ -160,6 +163,65 @@ impl CgroupMode {
                 }
             }
         }
+    }
+}
+
+/// Moving a process into a cgroup waits for an RCU grace period (the global
+/// cgroup_threadgroup_rwsem's writer side) unless the unified hierarchy has
+/// the `favordynmods` option: measured here, 5-30 ms per sandbox start
+/// without it, 0.15 ms with it (SPEC §9). The option is global and meant for
+/// exactly this pattern, at a small cost to fork/exit; servo sets it on the
+/// cgroup2 mount when there is one, keeping that mount's other options.
+fn favor_dynamic_modifications() {
+    let Ok(info) = std::fs::read_to_string("/proc/self/mountinfo") else {
+        return;
+    };
+    for line in info.lines() {
+        // id parent dev root mountpoint mount-opts [optional...] - fstype source super-opts
+        let Some((left, right)) = line.split_once(" - ") else {
+            continue;
+        };
+        let mut r = right.split(' ');
+        if r.next() != Some("cgroup2") {
+            continue;
+        }
+        let super_opts = r.nth(1).unwrap_or("");
+        if super_opts.split(',').any(|o| o == "favordynmods") {
+            return;
+        }
+        let fields: Vec<&str> = left.split(' ').collect();
+        let (Some(point), Some(mount_opts)) = (fields.get(4), fields.get(5)) else {
+            continue;
+        };
+        let mut flags = MsFlags::MS_REMOUNT;
+        for o in mount_opts.split(',') {
+            flags |= match o {
+                "ro" => MsFlags::MS_RDONLY,
+                "nosuid" => MsFlags::MS_NOSUID,
+                "nodev" => MsFlags::MS_NODEV,
+                "noexec" => MsFlags::MS_NOEXEC,
+                "noatime" => MsFlags::MS_NOATIME,
+                "nodiratime" => MsFlags::MS_NODIRATIME,
+                "relatime" => MsFlags::MS_RELATIME,
+                _ => MsFlags::empty(),
+            };
+        }
+        let mut data: Vec<&str> = super_opts
+            .split(',')
+            .filter(|o| *o != "rw" && *o != "ro")
+            .collect();
+        data.push("favordynmods");
+        let data = data.join(",");
+        let point = super::workdir::unescape(point);
+        match mount(None::<&str>, point.as_str(), None::<&str>, flags, Some(data.as_str())) {
+            Ok(()) => tracing::info!(
+                "cgroup: set favordynmods on {point} (cgroup moves no longer wait for an RCU grace period)"
+            ),
+            Err(e) => tracing::warn!(
+                "cgroup: could not set favordynmods on {point} ({e}); each sandbox start may wait a few ms"
+            ),
+        }
+        return;
     }
 }
 

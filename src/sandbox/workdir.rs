@@ -117,7 +117,7 @@ pub fn sweep_mounts(dir: &Path) {
 }
 
 /// mountinfo escapes space, tab, newline and backslash as octal.
-fn unescape(field: &str) -> String {
+pub(super) fn unescape(field: &str) -> String {
     let mut out = Vec::new();
     let b = field.as_bytes();
     let mut i = 0;
