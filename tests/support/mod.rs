@@ -2,6 +2,8 @@
 //! real `tar`, signatures from the real `openssl`, requests from the real `curl`.
 #![allow(dead_code)]
 
+pub mod escape;
+
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
