@@ -53,7 +53,7 @@ impl Outcome {
             .lines()
             .chain(self.stderr.lines())
             .filter_map(|l| l.strip_prefix("RESULT "))
-            .last()
+            .next_back()
             .unwrap_or("(no RESULT line)")
             .to_string()
     }
@@ -247,12 +247,14 @@ pub fn outside(cwd: &Path, check: &str, args: &[&str]) -> Outcome {
 /// Runs the probe as root in throwaway namespaces (for destructive actions).
 pub fn outside_unshared(cwd: &Path, check: &str, args: &[&str]) -> Outcome {
     let mut cmd = Command::new("unshare");
-    cmd.args(["--mount", "--uts", "--ipc", "--net", "--pid", "--fork", PYTHON])
-        .arg(probe_host())
-        .arg(check)
-        .args(args)
-        .current_dir(cwd)
-        .stdin(Stdio::null());
+    cmd.args([
+        "--mount", "--uts", "--ipc", "--net", "--pid", "--fork", PYTHON,
+    ])
+    .arg(probe_host())
+    .arg(check)
+    .args(args)
+    .current_dir(cwd)
+    .stdin(Stdio::null());
     run(cmd)
 }
 

@@ -320,7 +320,8 @@ def check_neighbours(marker, other_marker, other_path):
         time.sleep(0.01)
     seen = []
     for p in os.listdir("/proc"):
-        if p.isdigit():
+        # Our own command line names the other marker.
+        if p.isdigit() and int(p) != os.getpid():
             try:
                 with open("/proc/%s/cmdline" % p, "rb") as f:
                     if other_marker.encode() in f.read():
@@ -554,8 +555,10 @@ def check_environ():
     result("ok", json.dumps(env, sort_keys=True))
 
 
-def check_grep_proc(secret):
-    """Looks for a string in every readable /proc/*/environ and cmdline."""
+def check_grep_proc(reversed_secret):
+    """Looks for a string in every readable /proc/*/environ and cmdline. It
+    comes reversed, so that this probe's own command line does not hold it."""
+    secret = reversed_secret[::-1]
     hits = []
     for p in os.listdir("/proc"):
         if not p.isdigit():
