@@ -142,6 +142,7 @@ pub fn run(mut cmd: Command) -> Outcome {
         }
         std::thread::sleep(Duration::from_millis(5));
     };
+    remove_leftover_cgroups(child.id());
     let (stdout, stdout_len) = out_t.join().expect("stdout reader");
     let (stderr, _) = err_t.join().expect("stderr reader");
     Outcome {
@@ -150,6 +151,20 @@ pub fn run(mut cmd: Command) -> Outcome {
         stdout,
         stdout_len,
         stderr,
+    }
+}
+
+/// Removes the groups `servo sandbox` (pid `pid`) may have left behind, so
+/// that a clean-up bug does not pile up groups on the test machine; the
+/// clean-up guarantee itself is checked by its own test, before this runs.
+pub fn remove_leftover_cgroups(pid: u32) {
+    let job = format!("job-{pid}-cli");
+    for base in [
+        "/sys/fs/cgroup/memory/servo",
+        "/sys/fs/cgroup/pids/servo",
+        "/sys/fs/cgroup/servo",
+    ] {
+        let _ = std::fs::remove_dir(Path::new(base).join(&job));
     }
 }
 
