@@ -474,6 +474,41 @@ fn s5_3_only_loopback_exists() {
     );
 }
 
+#[test]
+fn s5_3_host_abstract_unix_sockets_are_unreachable() {
+    if !require_root() {
+        return;
+    }
+    use std::os::linux::net::SocketAddrExt;
+    let jail = Jail::new();
+    let name = marker("abstract");
+    let addr = std::os::unix::net::SocketAddr::from_abstract_name(name.as_bytes())
+        .expect("abstract address");
+    let listener = std::os::unix::net::UnixListener::bind_addr(&addr).expect("bind");
+    listener.set_nonblocking(true).expect("nonblocking");
+    let host = outside(&jail.workdir(), "connect_abstract", &[&name]);
+    expect(
+        &host,
+        "ok",
+        "§5.3 (control)",
+        "the host connects to its abstract socket",
+    );
+    while listener.accept().is_ok() {}
+    let inside = jail.probe("connect_abstract", &[&name]);
+    expect(
+        &inside,
+        "errno=111",
+        "§5.3 network namespace",
+        "a host abstract AF_UNIX socket must be unreachable (ECONNREFUSED)",
+    );
+    check(
+        listener.accept().is_err(),
+        "§5.3 network namespace",
+        "the host's abstract socket accepted a connection from the sandbox",
+        &inside,
+    );
+}
+
 // ------------------------------------------------------------ §5.4 IPC, UTS
 
 #[test]
@@ -989,6 +1024,30 @@ fn s5_7_output_flood_does_not_hang() {
         "all 32 MiB must come through and the command exit 0",
         &inside,
     );
+}
+
+#[test]
+fn s5_7_limits_cannot_be_lifted() {
+    if !require_root() {
+        return;
+    }
+    let jail = Jail::new().limit("cpu_s=5").limit("file_mib=1");
+    let host = outside(&jail.workdir(), "rlimit_raise", &["fsize"]);
+    expect(
+        &host,
+        "ok",
+        "§5.7 (control)",
+        "root lifts RLIMIT_FSIZE on the host",
+    );
+    for rlimit in ["cpu", "fsize", "nproc", "nofile"] {
+        let inside = jail.probe("rlimit_raise", &[rlimit]);
+        check(
+            inside.verdict() == "refused" || inside.verdict() == EPERM,
+            "§5.7 rlimits",
+            &format!("the script lifted RLIMIT_{}", rlimit.to_uppercase()),
+            &inside,
+        );
+    }
 }
 
 // ------------------------------------------------------------ §5.8 clean-up

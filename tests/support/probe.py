@@ -246,6 +246,18 @@ def check_connect(host, port):
         report_exc(e)
 
 
+def check_connect_abstract(name):
+    """Connects to an abstract AF_UNIX socket (per network namespace)."""
+    s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        s.connect("\0" + name)
+        result("ok")
+    except OSError as e:
+        report_exc(e)
+    finally:
+        s.close()
+
+
 def check_ifaces():
     """Interface names from /proc/self/net/dev."""
     with open("/proc/self/net/dev") as f:
@@ -300,6 +312,23 @@ def check_setuid0():
         result("ok")
     except OSError as e:
         report_exc(e)
+
+
+def check_rlimit_raise(name):
+    """Tries to lift a resource limit's hard (and soft) value to infinity."""
+    import resource
+
+    which = getattr(resource, "RLIMIT_" + name.upper())
+    soft, hard = resource.getrlimit(which)
+    inf = resource.RLIM_INFINITY
+    try:
+        resource.setrlimit(which, (inf, inf))
+        result("ok", "was soft=%d hard=%d" % (soft, hard))
+    except ValueError as e:
+        # Python's answer to EPERM from setrlimit.
+        result("refused", "soft=%d hard=%d %s" % (soft, hard, e))
+    except OSError as e:
+        report_exc(e, "soft=%d hard=%d" % (soft, hard))
 
 
 def check_exec_euid(path):
