@@ -112,7 +112,7 @@ fn s5_1_pid1_environ_is_not_readable() {
 /// Heartbeat file contents now and a little later.
 fn heartbeat_moves(path: &Path) -> bool {
     let before = std::fs::read_to_string(path).unwrap_or_default();
-    std::thread::sleep(Duration::from_millis(250));
+    std::thread::sleep(Duration::from_millis(500));
     let after = std::fs::read_to_string(path).unwrap_or_default();
     before != after
 }
@@ -1173,6 +1173,58 @@ fn s5_9_stdin_is_dev_null() {
         inside.detail() == "/dev/null chr 1:3",
         "§5.9 stdin",
         "stdin must be /dev/null even when servo's stdin is a file",
+        &inside,
+    );
+}
+
+#[test]
+fn s5_9_no_inherited_descriptors() {
+    if !require_root() {
+        return;
+    }
+    let jail = Jail::new();
+    let secret = jail.dir.path().join("secret-file");
+    std::fs::write(&secret, "secret").expect("write");
+    // fd 7 stays open (no close-on-exec) across the shell's exec.
+    let wrap = |argv: Vec<String>| {
+        let mut cmd = Command::new("sh");
+        cmd.arg("-c")
+            .arg("exec 7<\"$0\"; exec \"$@\"")
+            .arg(&secret)
+            .args(argv)
+            .stdin(std::process::Stdio::null());
+        cmd
+    };
+    let probe = support::escape::probe_host().display().to_string();
+    let host = run(wrap(vec![PYTHON.into(), probe, "fds".into()]));
+    check(
+        host.json().get("7").is_some(),
+        "§5.9 (control)",
+        "fd 7 reaches a command started the same way on the host",
+        &host,
+    );
+    let mut argv: Vec<String> = vec![
+        servo_bin().into(),
+        "sandbox".into(),
+        "--state-dir".into(),
+        jail.state_dir().display().to_string(),
+        "--workdir".into(),
+        jail.workdir().display().to_string(),
+        "--uid".into(),
+        jail.uid.to_string(),
+        "--".into(),
+    ];
+    argv.extend([PYTHON.into(), PROBE_INSIDE.into(), "fds".into()]);
+    let inside = run(wrap(argv));
+    let fds = inside.json();
+    let names: BTreeSet<&String> = fds
+        .as_object()
+        .map(|m| m.keys().collect())
+        .unwrap_or_default();
+    check(
+        names.len() == 3 && ["0", "1", "2"].iter().all(|f| fds.get(*f).is_some()),
+        "§5.9 nothing secret inside",
+        "only stdin, stdout and stderr may be open in the script",
         &inside,
     );
 }
