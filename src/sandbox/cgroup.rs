@@ -251,17 +251,6 @@ impl JobCgroup {
         self.dirs.iter().map(|d| d.join("cgroup.procs")).collect()
     }
 
-    /// Moves the calling process back to the hierarchy's root group (for
-    /// `servo sandbox`, which joins its job's group while it runs the job).
-    pub fn leave(&self) {
-        for dir in &self.dirs {
-            // <root>/servo/<instance>/<job>
-            if let Some(root) = dir.ancestors().nth(3) {
-                let _ = std::fs::write(root.join("cgroup.procs"), "0");
-            }
-        }
-    }
-
     /// Whether the kernel's OOM killer struck inside the group.
     pub fn oom_killed(&self) -> bool {
         let (file, key) = if self.v2 {

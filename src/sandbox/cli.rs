@@ -118,11 +118,8 @@ fn run(args: SandboxArgs) -> Result<Report, String> {
         }),
         filters: filters.programs,
     };
-    // The job joins the cgroup from inside run_job, and so does this process:
-    // move back out once it is done so the group can be removed.
     let report = super::helper::run_job(&spec);
     if let Some(cg) = cgroup {
-        cg.leave();
         let oom = cg.oom_killed();
         cg.kill_all();
         cg.remove();

@@ -57,15 +57,12 @@ pub fn user_namespaces_available() -> bool {
 /// Also used in-process by `servo sandbox`, which is single-threaded.
 /// stdout (fd 1) must be where the job's output goes.
 pub fn run_job(spec: &HelperSpec) -> Result<Report, String> {
-    for procs in &spec.cgroup_procs {
-        std::fs::write(procs, "0")
-            .map_err(|e| format!("cannot join the cgroup {}: {e}", procs.display()))?;
-    }
     if let Some((outer_uid, outer_gid)) = spec.rootless {
         enter_user_namespace(spec, outer_uid, outer_gid)?;
     }
-    let flags = CloneFlags::CLONE_NEWNS
-        | CloneFlags::CLONE_NEWPID
+    // The mount namespace is the init's own (see init.rs): this process
+    // keeps the host's view, so `servo sandbox` can clean up after the job.
+    let flags = CloneFlags::CLONE_NEWPID
         | CloneFlags::CLONE_NEWNET
         | CloneFlags::CLONE_NEWIPC
         | CloneFlags::CLONE_NEWUTS;

@@ -29,6 +29,15 @@ fn run(spec: &HelperSpec) -> Result<Report, String> {
     // and with PID 1 gone the kernel kills the rest of the namespace.
     nix::sys::prctl::set_pdeathsig(Signal::SIGKILL)
         .map_err(|e| format!("cannot set the parent-death signal: {e}"))?;
+    // Into the job's cgroup first: every process of the job descends from here.
+    for procs in &spec.cgroup_procs {
+        std::fs::write(procs, "0")
+            .map_err(|e| format!("cannot join the cgroup {}: {e}", procs.display()))?;
+    }
+    // A mount namespace of the init's own: pivot_root moves the root of every
+    // process in the namespace, and the helper must keep the host's.
+    nix::sched::unshare(nix::sched::CloneFlags::CLONE_NEWNS)
+        .map_err(|e| format!("cannot create the mount namespace: {e}"))?;
     super::rootfs::build(spec)?;
     nix::unistd::sethostname("servo").map_err(|e| format!("cannot set the hostname: {e}"))?;
     loopback_up()?;

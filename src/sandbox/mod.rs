@@ -12,9 +12,11 @@
 //! Set-up order, and who does what:
 //! 1. server: creates the job's cgroup (limits written) and starts the helper
 //!    with stdin = job, stdout = the output pipe, stderr = the report pipe;
-//! 2. helper: joins the cgroup; (rootless: `unshare(USER)` and id maps);
-//!    `unshare(NS|PID|NET|IPC|UTS)`; forks the init;
-//! 3. init (PID 1 of the new namespace; dies with the helper): builds the root
+//! 2. helper: (rootless: `unshare(USER)` and id maps); `unshare(PID|NET|IPC|UTS)`;
+//!    forks the init;
+//! 3. init (PID 1 of the new namespace; dies with the helper): joins the
+//!    cgroup; `unshare(NS)` (a mount namespace of its own, so that the
+//!    helper keeps the host's view and can clean up); builds the root
 //!    on a private tmpfs (`rootfs`), mounts /proc for its PID namespace,
 //!    `pivot_root`s and detaches the old root, sets the hostname, brings up
 //!    loopback, then forks the script;

@@ -2,6 +2,7 @@
 //! real `tar`, signatures from the real `openssl`, requests from the real `curl`.
 #![allow(dead_code)]
 
+pub mod escape;
 pub mod fake_portal;
 
 use std::io::{BufRead, BufReader};
