@@ -237,3 +237,97 @@ fn rootless_server_runs_a_bundle() {
         .unwrap_or_default();
     assert!(runs.is_empty(), "run directories left: {runs:?}");
 }
+
+/// The escape suite's probe (tests/support/probe.py), run as `nobody`
+/// through a rootless `servo sandbox`: one check per guarantee of §5, each
+/// with its verdict inside and a control run on the host as `nobody`.
+#[test]
+fn rootless_escape_probes() {
+    if !require_root() {
+        return;
+    }
+    let u = Unprivileged::new();
+    let work = u.dir.path().join("work");
+    std::fs::create_dir(&work).expect("mkdir");
+    std::fs::copy(support::escape::probe_host(), work.join("probe.py")).expect("copy probe");
+    std::os::unix::fs::chown(&work, Some(NOBODY), Some(NOBODY)).expect("chown");
+    let probe = |inside: bool, check: &[&str]| -> String {
+        let mut cmd = if inside {
+            let mut c = u.command(&u.bin());
+            c.args(["sandbox", "--state-dir"])
+                .arg(u.state())
+                .arg("--workdir")
+                .arg(&work)
+                .args(["--", "/usr/bin/python3", "/work/probe.py"]);
+            c
+        } else {
+            // The control: the same user in throwaway namespaces of its own
+            // (root mapped), where the probe's actions are allowed.
+            let mut c = u.command(Path::new("unshare"));
+            c.args([
+                "--user",
+                "--map-root-user",
+                "--mount",
+                "--uts",
+                "--ipc",
+                "--net",
+            ])
+            .args(["--pid", "--fork", "/usr/bin/python3"])
+            .arg(work.join("probe.py"))
+            .current_dir(&work);
+            c
+        };
+        let out = cmd
+            .args(check)
+            .stdin(Stdio::null())
+            .output()
+            .expect("probe");
+        String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .filter_map(|l| l.strip_prefix("RESULT "))
+            .next_back()
+            .unwrap_or("(no RESULT line)")
+            .to_string()
+    };
+    // (guarantee, probe, verdict inside); the control's verdict must differ.
+    let table: &[(&str, &[&str], &str)] = &[
+        ("§5.2 /root unreachable", &["exists", "/root"], "absent"),
+        (
+            "§5.2 /sys unreachable",
+            &["exists", "/sys/kernel"],
+            "absent",
+        ),
+        (
+            "§5.2 /etc/shadow unreachable",
+            &["exists", "/etc/shadow"],
+            "absent",
+        ),
+        ("§5.3 no AF_INET", &["socket", "2", "1"], "errno=1"),
+        ("§5.4 sethostname", &["sethostname"], "errno=1"),
+        ("§5.5 setuid(0)", &["setuid0"], "errno=1"),
+        ("§5.6 mount", &["sys", "mount"], "errno=1"),
+        ("§5.6 unshare", &["sys", "unshare_noop"], "errno=1"),
+        ("§5.6 clone3", &["sys", "clone3"], "errno=38"),
+        ("§5.6 bpf", &["sys", "bpf"], "errno=1"),
+        ("§5.6 io_uring", &["sys", "io_uring_setup"], "errno=1"),
+        ("§5.6 keyctl", &["sys", "keyctl"], "errno=1"),
+        ("§5.6 TIOCSTI", &["sys", "ioctl_tiocsti"], "errno=1"),
+    ];
+    let mut failures = Vec::new();
+    let verdict = |r: &str| r.split_whitespace().next().unwrap_or("").to_string();
+    for (what, check, want) in table {
+        let outside = probe(false, check);
+        let inside = probe(true, check);
+        if verdict(&inside) != *want {
+            failures.push(format!(
+                "{what} (rootless sandbox): {check:?} gave `{inside}`, expected `{want}…`"
+            ));
+        }
+        if verdict(&outside) == *want {
+            failures.push(format!(
+                "{what} (control, nobody in its own namespaces): {check:?} gave `{outside}` too"
+            ));
+        }
+    }
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
+}

@@ -1,0 +1,116 @@
+//! Resource limits through the whole server (SPEC §4.3, §4.4, §5.7): each
+//! bomb ends its own run with the right failure line, leaves the server
+//! healthy, and the next run is fine.
+
+mod support;
+
+use support::{bundle, curl, entries, post_bundle, require_root, Servo};
+
+const FINE: (&str, &str) = ("fine.py", "print('still fine')");
+
+/// After a bomb: /health answers, nothing is in flight, the next run works.
+fn assert_healthy(servo: &Servo, tgz: &std::path::Path) {
+    let h = curl(&format!("{}/health", servo.url), &[]);
+    assert_eq!(h.status, 200);
+    assert_eq!(h.json()["runs_in_flight"], 0, "{}", h.body);
+    let r = post_bundle(servo, tgz, "fine.py", &[]);
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert!(r.lines().contains(&"still fine"), "{}", r.body);
+    assert!(entries(&servo.state.path().join("runs")).is_empty());
+}
+
+#[test]
+fn bombs_end_their_run_and_nothing_else() {
+    if !require_root() {
+        return;
+    }
+    let servo = Servo::start(&[
+        "--limit",
+        "memory_mib=64",
+        "--limit",
+        "pids=32",
+        "--limit",
+        "cpu_s=1",
+        "--limit",
+        "tmp_mib=4",
+        "--limit",
+        "work_mib=4",
+        "--limit",
+        "script_timeout_s=20",
+    ]);
+    let b = bundle(&[
+        FINE,
+        (
+            "memory.py",
+            "chunks = []\nwhile True:\n    chunks.append(bytearray(8 << 20))\n",
+        ),
+        (
+            "forks.py",
+            "import os, time\nkids = 0\ntry:\n    while True:\n        if os.fork() == 0:\n            time.sleep(30)\n            os._exit(0)\n        kids += 1\nexcept OSError as e:\n    print('fork refused after', kids, 'children:', e.strerror)\n    raise SystemExit(7)\n",
+        ),
+        ("spin.py", "while True:\n    pass\n"),
+        (
+            "tmpfill.py",
+            "try:\n    with open('/tmp/fill', 'wb') as f:\n        while True:\n            f.write(b'x' * 65536)\n            f.flush()\nexcept OSError as e:\n    print('tmp:', e.strerror)\n    raise SystemExit(5)\n",
+        ),
+        (
+            "workfill.py",
+            "import os\ntry:\n    for i in range(100):\n        with open('big%d' % i, 'wb') as f:\n            f.write(b'x' * (1 << 20))\nexcept OSError as e:\n    print('work:', e.strerror)\n    raise SystemExit(6)\n",
+        ),
+    ]);
+
+    let r = post_bundle(&servo, &b.tgz, "memory.py", &[]);
+    assert_eq!(r.status, 412, "{}", r.body);
+    assert_eq!(
+        r.lines().last(),
+        Some(&"failure (memory.py was killed by signal 9 (SIGKILL), out of memory)"),
+        "{}",
+        r.body
+    );
+    assert_healthy(&servo, &b.tgz);
+
+    let r = post_bundle(&servo, &b.tgz, "forks.py", &[]);
+    assert_eq!(r.status, 412, "{}", r.body);
+    assert!(
+        r.lines()
+            .iter()
+            .any(|l| l.starts_with("fork refused after")),
+        "{}",
+        r.body
+    );
+    assert_eq!(
+        r.lines().last(),
+        Some(&"failure (forks.py failed on exit code 7)")
+    );
+    assert_healthy(&servo, &b.tgz);
+
+    let r = post_bundle(&servo, &b.tgz, "spin.py", &[]);
+    assert_eq!(r.status, 412, "{}", r.body);
+    let last = r.lines().last().map(|l| l.to_string()).unwrap_or_default();
+    assert!(
+        last.starts_with("failure (spin.py was killed by signal")
+            && (last.contains("SIGXCPU") || last.contains("SIGKILL")),
+        "{}",
+        r.body
+    );
+    assert_healthy(&servo, &b.tgz);
+
+    let r = post_bundle(&servo, &b.tgz, "tmpfill.py", &[]);
+    assert_eq!(r.status, 412, "{}", r.body);
+    assert!(
+        r.lines().contains(&"tmp: No space left on device"),
+        "{}",
+        r.body
+    );
+    assert_healthy(&servo, &b.tgz);
+
+    // /work is the run's own tmpfs: the bundle plus work_mib.
+    let r = post_bundle(&servo, &b.tgz, "workfill.py", &[]);
+    assert_eq!(r.status, 412, "{}", r.body);
+    assert!(
+        r.lines().contains(&"work: No space left on device"),
+        "{}",
+        r.body
+    );
+    assert_healthy(&servo, &b.tgz);
+}
