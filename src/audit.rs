@@ -35,6 +35,18 @@ fn open_file(path: &Path) -> std::io::Result<File> {
         .open(path)
 }
 
+/// Appends `line` and syncs it, or leaves the file as it was: a write that
+/// fails part-way (a full disk) is cut off again, so that the log stays
+/// parseable line by line once it can be written again.
+fn append_whole(f: &mut File, line: &[u8]) -> std::io::Result<()> {
+    let before = f.metadata()?.len();
+    let result = f.write_all(line).and_then(|_| f.sync_data());
+    if result.is_err() {
+        let _ = f.set_len(before);
+    }
+    result
+}
+
 /// RFC 3339 UTC timestamp with milliseconds, from the system clock.
 pub fn rfc3339_now() -> String {
     let now = std::time::SystemTime::now()
@@ -103,7 +115,7 @@ impl Audit {
                     let mut out = std::io::stdout().lock();
                     out.write_all(line.as_bytes()).and_then(|_| out.flush())
                 }
-                Sink::File(f) => f.write_all(line.as_bytes()).and_then(|_| f.sync_data()),
+                Sink::File(f) => append_whole(f, line.as_bytes()),
             }
         };
         self.failing.store(result.is_err(), Ordering::Relaxed);

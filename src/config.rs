@@ -71,6 +71,10 @@ pub struct ServeArgs {
     /// On SIGTERM, how long running runs may take to finish before servo exits.
     #[arg(long, env = "SERVO_DRAIN_TIMEOUT_S", default_value_t = 300)]
     pub drain_timeout_s: u64,
+    /// How long the portal has to answer one relayed command, in seconds
+    /// (SPEC §6.3); past it the script gets `portal unreachable: ...`.
+    #[arg(long, env = "SERVO_PORTAL_TIMEOUT_S", default_value_t = 300)]
+    pub portal_timeout_s: u64,
 }
 
 /// Where the portal is.
@@ -132,6 +136,7 @@ pub struct Config {
     pub uid_count: u32,
     pub tenants: Vec<Tenant>,
     pub drain_timeout_s: u64,
+    pub portal_timeout_s: u64,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -342,6 +347,9 @@ impl Config {
         if max_runs == 0 {
             return Err(invalid("--max-runs must be at least 1"));
         }
+        if args.portal_timeout_s == 0 {
+            return Err(invalid("--portal-timeout-s must be at least 1"));
+        }
         let (uid_base, uid_count) = parse_uid_range(&args.uid_range)?;
         if (uid_count as usize) < max_runs {
             return Err(invalid(format!(
@@ -386,6 +394,7 @@ impl Config {
                 None => vec![Tenant::default_tenant(token, limits)],
             },
             drain_timeout_s: args.drain_timeout_s,
+            portal_timeout_s: args.portal_timeout_s,
         })
     }
 

@@ -153,6 +153,12 @@ pub async fn execute(
     }));
 }
 
+fn page_size() -> u64 {
+    // SAFETY: sysconf only reads a constant of the running system.
+    let n = unsafe { libc::sysconf(libc::_SC_PAGESIZE) };
+    u64::try_from(n).ok().filter(|&n| n > 0).unwrap_or(4096)
+}
+
 async fn remove_run_dir(dir: &Path) {
     let dir = dir.to_owned();
     let result =
@@ -185,9 +191,11 @@ async fn run_steps(
 
     let owner = ctx.sandbox.file_owner(lease);
     // The run's own tmpfs: room for the bundle, then for what scripts write.
+    // tmpfs takes a whole page per file while the unpack limit counts bytes:
+    // without a page per entry, many tiny files would fill it first.
     let volume = RunVolume::create(
         &spec.run_dir.join("box"),
-        limits.unpacked_bytes() + limits.work_bytes(),
+        limits.unpacked_bytes() + limits.work_bytes() + limits.entries * page_size(),
         ctx.sandbox.can_mount_workdirs(),
         owner,
     )

@@ -73,14 +73,36 @@ fn io_err<'a>(
     }
 }
 
+/// The file in a run directory that says the run started (it holds the
+/// tenant's name): a run directory with it, found at start-up, is a run that
+/// a crash interrupted.
+pub const STARTED_MARK: &str = "started";
+
+/// A run that was going when servo stopped without finishing it.
+struct Interrupted {
+    run: String,
+    tenant: String,
+}
+
 /// Removes run directories a crash left behind, then recreates the runs dir.
-fn sweep_runs_dir(runs_dir: &Path) -> Result<(), ServeError> {
+/// Returns the runs among them that had started.
+fn sweep_runs_dir(runs_dir: &Path) -> Result<Vec<Interrupted>, ServeError> {
+    let mut interrupted = Vec::new();
     if runs_dir.exists() {
         sandbox::workdir::sweep_mounts(runs_dir);
+        for entry in std::fs::read_dir(runs_dir).into_iter().flatten().flatten() {
+            if let Ok(tenant) = std::fs::read_to_string(entry.path().join(STARTED_MARK)) {
+                interrupted.push(Interrupted {
+                    run: entry.file_name().to_string_lossy().into_owned(),
+                    tenant,
+                });
+            }
+        }
         std::fs::remove_dir_all(runs_dir)
             .map_err(io_err("cannot remove stale run directories in", runs_dir))?;
     }
-    std::fs::create_dir_all(runs_dir).map_err(io_err("cannot create", runs_dir))
+    std::fs::create_dir_all(runs_dir).map_err(io_err("cannot create", runs_dir))?;
+    Ok(interrupted)
 }
 
 pub fn sandbox_config(config: &Config) -> SandboxConfig {
@@ -98,7 +120,7 @@ impl Server {
     /// Prepares everything before listening; fails with one clear sentence.
     pub fn start(config: Config) -> Result<Arc<Server>, ServeError> {
         let runs_dir = config.state_dir.join("runs");
-        sweep_runs_dir(&runs_dir)?;
+        let interrupted = sweep_runs_dir(&runs_dir)?;
         let sb_config = sandbox_config(&config);
         std::fs::create_dir_all(&sb_config.scratch_dir)
             .map_err(io_err("cannot create", &sb_config.scratch_dir))?;
@@ -109,14 +131,33 @@ impl Server {
             .self_test()
             .map_err(|e| ServeError::Sandbox(format!("the sandbox self-test failed: {e}")))?;
         let audit = Arc::new(Audit::open(&config.audit)?);
+        // No run goes without its end in the log (§8), even across a crash.
+        for run in interrupted {
+            tracing::warn!("run {} was interrupted by a previous stop", run.run);
+            audit.record(
+                "run.finished",
+                &run.run,
+                &run.tenant,
+                serde_json::json!({
+                    "ok": false,
+                    "reason": "unexpected failure (interrupted: servo stopped during the run)",
+                    "ms": null,
+                    "interrupted": true,
+                }),
+            )?;
+        }
         let max_runs = config.max_runs;
         Ok(Arc::new(Server {
             ctx: Arc::new(RunContext {
-                relay: Arc::new(crate::relay::Relay::new(
-                    config.portal.clone(),
-                    config.portal_token.clone(),
-                    Arc::clone(&audit),
-                )),
+                relay: Arc::new({
+                    let mut relay = crate::relay::Relay::new(
+                        config.portal.clone(),
+                        config.portal_token.clone(),
+                        Arc::clone(&audit),
+                    );
+                    relay.portal_timeout = Duration::from_secs(config.portal_timeout_s);
+                    relay
+                }),
                 config: Arc::new(config),
                 sandbox: Arc::new(sandbox),
                 audit,

@@ -304,11 +304,23 @@ fn upload_rejection(e: UploadError) -> Rejection {
             format!("upload larger than {max} bytes"),
         ),
         UploadError::Body(m) => bad_request(format!("the request body could not be read: {m}")),
-        UploadError::Io(e) => Rejection(
-            StatusCode::INTERNAL_SERVER_ERROR,
-            format!("could not store the upload: {e}"),
-        ),
+        UploadError::Io(e) => storage_rejection("store the upload", &e),
     }
+}
+
+/// A full disk is a passing condition (runs end and free their space): 503
+/// with Retry-After, as for any other shortage. Other I/O errors are ours: 500.
+fn storage_rejection(what: &str, e: &std::io::Error) -> Rejection {
+    if matches!(e.raw_os_error(), Some(libc::ENOSPC) | Some(libc::EDQUOT)) {
+        return Rejection(
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!("busy: no space left on the server's disk to {what}; retry later"),
+        );
+    }
+    Rejection(
+        StatusCode::INTERNAL_SERVER_ERROR,
+        format!("could not {what}: {e}"),
+    )
 }
 
 /// Streams the archive to `dest`, from a multipart `tgz` field or a raw body.
@@ -421,12 +433,7 @@ async fn start_run(
 
     let id = random_hex(8)?;
     let run_dir = server.runs_dir.join(&id);
-    std::fs::create_dir(&run_dir).map_err(|e| {
-        Rejection(
-            StatusCode::INTERNAL_SERVER_ERROR,
-            format!("could not create the run directory: {e}"),
-        )
-    })?;
+    std::fs::create_dir(&run_dir).map_err(|e| storage_rejection("create the run directory", &e))?;
     let mut guard = RunDirGuard(Some(run_dir.clone()));
     let archive = run_dir.join("upload.tgz");
     let mut digest = ArchiveDigest::new(sig.scheme, tenant.token.as_bytes());
@@ -493,6 +500,10 @@ async fn start_run(
             }),
         )
         .map_err(|e| Rejection(StatusCode::SERVICE_UNAVAILABLE, e.to_string()))?;
+    // Lets a restart after a crash close this run's record (best effort).
+    if let Err(e) = std::fs::write(run_dir.join(super::STARTED_MARK), &tenant.name) {
+        tracing::warn!("run {id}: cannot write its start mark: {e}");
+    }
 
     // ≥ 128 bits: the callback URL is the only thing guarding it.
     let callback_secret = match &config.public_url {

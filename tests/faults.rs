@@ -1,0 +1,846 @@
+//! Fault injection (issue 8): a real `servo serve` facing a portal that is
+//! down, slow or talking nonsense, a full disk, SIGTERM and SIGKILL, clients
+//! that vanish, scripts that close their output, huge bundles, and a short
+//! load. After each: no run directory, mount, job cgroup or process is left.
+
+mod support;
+
+use std::io::Write;
+use std::net::TcpStream;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::{Duration, Instant};
+
+use sha2::{Digest, Sha256};
+use support::fake_portal::{Behaviour, FakePortal};
+use support::*;
+
+const LS_SCRIPT: &str = "from servo import servo\nwith servo(verbose=True) as proxy:\n    proxy('ls')\n    print('not reached')\n";
+
+/// A uid range of our own per server, so leftover processes are ours to find
+/// even when other suites run sandboxes on the same machine.
+fn uid_range() -> (u32, String) {
+    static NEXT: AtomicU32 = AtomicU32::new(0);
+    let n = NEXT.fetch_add(1, Ordering::SeqCst);
+    let base = 300_000 + (std::process::id() % 500) * 2_000 + n * 64;
+    (base, format!("{base}-{}", base + 63))
+}
+
+/// Starts servo with its own uid range; returns the range's first uid.
+fn start(extra: &[&str]) -> (Servo, u32) {
+    start_in(tempfile::tempdir().expect("tempdir"), extra)
+}
+
+fn start_in(state: tempfile::TempDir, extra: &[&str]) -> (Servo, u32) {
+    let (base, range) = uid_range();
+    let mut args = vec!["--uid-range", range.as_str()];
+    args.extend_from_slice(extra);
+    (Servo::start_in(state, &args), base)
+}
+
+fn health(servo: &Servo) -> Reply {
+    curl(&format!("{}/health", servo.url), &[])
+}
+
+/// The cgroup directories (v1 or v2) that hold this state dir's jobs.
+fn instance_cgroups(state: &Path) -> Vec<PathBuf> {
+    let scratch = std::fs::canonicalize(state.join("sandbox")).unwrap_or(state.join("sandbox"));
+    let digest = Sha256::digest(scratch.as_os_str().as_encoded_bytes());
+    let instance = hex::encode(&digest[..6]);
+    ["", "memory", "pids"]
+        .iter()
+        .map(|c| {
+            Path::new("/sys/fs/cgroup")
+                .join(c)
+                .join("servo")
+                .join(&instance)
+        })
+        .collect()
+}
+
+/// Processes inside this state dir's job cgroups, or running as one of its uids.
+fn sandbox_processes(state: &Path, uid_base: u32) -> Vec<String> {
+    let marks: Vec<String> = instance_cgroups(state)
+        .iter()
+        .filter_map(|d| {
+            d.file_name()
+                .map(|n| format!("/servo/{}/", n.to_string_lossy()))
+        })
+        .collect();
+    let mut found = Vec::new();
+    for entry in std::fs::read_dir("/proc").expect("/proc").flatten() {
+        let name = entry.file_name().to_string_lossy().into_owned();
+        if !name.bytes().all(|b| b.is_ascii_digit()) {
+            continue;
+        }
+        let cgroups = std::fs::read_to_string(entry.path().join("cgroup")).unwrap_or_default();
+        let status = std::fs::read_to_string(entry.path().join("status")).unwrap_or_default();
+        let uid: u32 = status
+            .lines()
+            .find_map(|l| l.strip_prefix("Uid:"))
+            .and_then(|l| l.split_whitespace().nth(1))
+            .and_then(|u| u.parse().ok())
+            .unwrap_or(0);
+        let in_job = marks
+            .iter()
+            .any(|m| cgroups.lines().any(|l| l.contains(m.as_str())));
+        if in_job || (uid_base..uid_base + 64).contains(&uid) {
+            let cmd = std::fs::read(entry.path().join("cmdline")).unwrap_or_default();
+            found.push(format!(
+                "{name} uid={uid}: {}",
+                String::from_utf8_lossy(&cmd).replace('\0', " ")
+            ));
+        }
+    }
+    found
+}
+
+/// Mount points at or below `dir`.
+fn mounts_under(dir: &Path) -> Vec<String> {
+    let dir = std::fs::canonicalize(dir).unwrap_or(dir.to_path_buf());
+    let prefix = format!("{}/", dir.display());
+    std::fs::read_to_string("/proc/self/mountinfo")
+        .unwrap_or_default()
+        .lines()
+        .filter_map(|l| l.split(' ').nth(4))
+        .filter(|p| p.starts_with(&prefix))
+        .map(str::to_string)
+        .collect()
+}
+
+fn job_cgroups(state: &Path) -> Vec<String> {
+    instance_cgroups(state)
+        .iter()
+        .flat_map(|d| entries(d).into_iter().filter(|e| e.starts_with("job-")))
+        .collect()
+}
+
+/// Asserts (after a bounded wait for clean-up to happen) that nothing of any
+/// run is left: run directories, mounts, job cgroups, processes.
+fn assert_no_leftovers(state: &Path, uid_base: u32) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let runs = entries(&state.join("runs"));
+        let mounts = mounts_under(state);
+        let cgroups = job_cgroups(state);
+        let procs = sandbox_processes(state, uid_base);
+        if runs.is_empty() && mounts.is_empty() && cgroups.is_empty() && procs.is_empty() {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "left behind: runs {runs:?}, mounts {mounts:?}, cgroups {cgroups:?}, processes {procs:?}"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// Every audit line parses; returns the events.
+fn audit_events(state: &Path) -> Vec<serde_json::Value> {
+    let text = std::fs::read_to_string(state.join("audit.log")).unwrap_or_default();
+    text.lines()
+        .enumerate()
+        .map(|(i, l)| {
+            serde_json::from_str(l)
+                .unwrap_or_else(|e| panic!("audit line {} is not JSON ({e}): {l:?}", i + 1))
+        })
+        .collect()
+}
+
+fn count(events: &[serde_json::Value], event: &str) -> usize {
+    events.iter().filter(|e| e["event"] == event).count()
+}
+
+fn wait_in_flight(servo: &Servo, n: u64) {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while health(servo).json()["runs_in_flight"] != n {
+        assert!(
+            Instant::now() < deadline,
+            "runs_in_flight never became {n}:\n{}",
+            servo.stderr()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// curl in the background posting `tgz` to run `scripts`.
+fn spawn_post(servo: &Servo, tgz: &Path, scripts: &str) -> std::process::Child {
+    let sig = openssl_sign(tgz, TOKEN);
+    Command::new("curl")
+        .args(["-sS", "-w", "\n%{http_code}", "-X", "POST", "-F"])
+        .arg(format!("tgz=@{}", tgz.display()))
+        .args(["-H", &format!("X-Signature:{sig}")])
+        .arg(format!("{}/run/{scripts}", servo.url))
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("curl")
+}
+
+// ---------------------------------------------------------------- portal
+
+/// A script's `proxy('ls')` against a portal that fails: the package's
+/// "portal down" message, the run fails (412), servo stays healthy.
+fn portal_failure_is_clean(portal: &str, extra: &[&str], why: &str) {
+    let mut args = vec!["--portal", portal];
+    args.extend_from_slice(extra);
+    let (servo, uid_base) = start(&args);
+    let b = bundle(&[("ls.py", LS_SCRIPT), ("hi.py", "print('hi')")]);
+    let r = post_bundle(&servo, &b.tgz, "ls.py", &[]);
+    assert_eq!(r.status, 412, "{}", r.body);
+    let lines = r.lines();
+    assert!(lines.contains(&"[failed] \"ls\""), "{}", r.body);
+    let down = lines
+        .iter()
+        .find(|l| l.starts_with("failure -> is the portal down ?"))
+        .unwrap_or_else(|| panic!("no portal-down line: {}", r.body));
+    assert!(down.contains("portal unreachable"), "{down}");
+    assert!(down.contains(why), "{down} should say {why}");
+    assert!(!r.body.contains("not reached"));
+    assert_eq!(
+        lines.last(),
+        Some(&"failure (ls.py failed on exit code 1)"),
+        "{}",
+        r.body
+    );
+    assert_eq!(health(&servo).status, 200);
+    assert_eq!(post_bundle(&servo, &b.tgz, "hi.py", &[]).status, 200);
+    let events = audit_events(servo.state.path());
+    let cmd = events
+        .iter()
+        .find(|e| e["event"] == "portal.command")
+        .expect("the command is audited");
+    assert_eq!(cmd["ok"], false, "{cmd}");
+    assert_eq!(
+        count(&events, "run.started"),
+        count(&events, "run.finished")
+    );
+    assert_no_leftovers(servo.state.path(), uid_base);
+}
+
+#[test]
+fn portal_down_fails_the_run_cleanly() {
+    if !require_root() {
+        return;
+    }
+    // A port nobody listens on: bound, then closed.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("port")
+        .port();
+    portal_failure_is_clean(&format!("http://127.0.0.1:{port}"), &[], "refused");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn slow_portal_times_out_cleanly() {
+    if !require_root() {
+        return;
+    }
+    let portal = FakePortal::start(None).await;
+    portal.set(|s| s.behaviour = Behaviour::Slow(Duration::from_secs(30)));
+    let url = portal.url.clone();
+    tokio::task::spawn_blocking(move || {
+        portal_failure_is_clean(&url, &["--portal-timeout-s", "1"], "no answer within 1 s")
+    })
+    .await
+    .expect("test thread");
+    assert_eq!(portal.requests().len(), 1, "the command reached the portal");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn portal_answering_garbage_fails_cleanly() {
+    if !require_root() {
+        return;
+    }
+    let portal = FakePortal::start(None).await;
+    portal.set(|s| s.behaviour = Behaviour::Garbage);
+    let url = portal.url.clone();
+    tokio::task::spawn_blocking(move || {
+        portal_failure_is_clean(&url, &[], "not its JSON");
+    })
+    .await
+    .expect("test thread");
+}
+
+// ---------------------------------------------------------------- disk full
+
+/// A small tmpfs mounted on a fresh directory; unmounted on drop.
+struct SmallFs {
+    dir: tempfile::TempDir,
+}
+
+impl SmallFs {
+    fn mount(size: &str) -> SmallFs {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let status = Command::new("mount")
+            .args([
+                "-t",
+                "tmpfs",
+                "-o",
+                &format!("size={size},mode=0700"),
+                "tmpfs",
+            ])
+            .arg(dir.path())
+            .status()
+            .expect("mount");
+        assert!(status.success(), "mount tmpfs failed");
+        SmallFs { dir }
+    }
+
+    fn path(&self) -> &Path {
+        self.dir.path()
+    }
+
+    fn free(&self) -> u64 {
+        let s = nix::sys::statvfs::statvfs(self.path()).expect("statvfs");
+        s.blocks_available() * s.fragment_size()
+    }
+
+    /// Writes zeros into `name` until the filesystem is full.
+    fn fill(&self, name: &str) {
+        let mut f = std::fs::File::create(self.path().join(name)).expect("filler");
+        let block = vec![0u8; 64 * 1024];
+        loop {
+            if f.write_all(&block).is_err() {
+                break;
+            }
+        }
+        // Whatever fits in the last page too.
+        while f.write_all(&[0u8]).is_ok() {}
+    }
+}
+
+impl Drop for SmallFs {
+    fn drop(&mut self) {
+        let _ = Command::new("umount")
+            .arg("-l")
+            .arg(self.dir.path())
+            .status();
+    }
+}
+
+/// A `TempDir`-shaped handle on a directory inside the small fs, so that
+/// `Servo` can use it as its state dir.
+fn state_on(fs: &SmallFs) -> tempfile::TempDir {
+    tempfile::tempdir_in(fs.path()).expect("state dir on the small fs")
+}
+
+fn random_file(path: &Path, bytes: usize) {
+    let mut data = vec![0u8; bytes];
+    getrandom::fill(&mut data).expect("random");
+    std::fs::write(path, data).expect("write");
+}
+
+#[test]
+fn upload_larger_than_the_free_space_is_refused_cleanly() {
+    if !require_root() {
+        return;
+    }
+    let fs = SmallFs::mount("8m");
+    let (servo, uid_base) = start_in(state_on(&fs), &[]);
+    let free_before = fs.free();
+    let big = tempfile::tempdir().expect("tempdir");
+    let tgz = big.path().join("big.tgz");
+    random_file(&tgz, 12 * 1024 * 1024);
+    let sig = openssl_sign(&tgz, TOKEN);
+    let r = curl(
+        &format!("{}/run/a.py", servo.url),
+        &[
+            "-X",
+            "POST",
+            "--data-binary",
+            &format!("@{}", tgz.display()),
+            "-H",
+            "Content-Type: application/gzip",
+            "-H",
+            &format!("X-Signature:{sig}"),
+        ],
+    );
+    assert_eq!(r.status, 503, "{}", r.body);
+    assert!(r.body.contains("no space left"), "{}", r.body);
+    assert!(r.header("retry-after").is_some());
+    assert_no_leftovers(servo.state.path(), uid_base);
+    assert!(
+        fs.free() + 64 * 1024 >= free_before,
+        "the partial upload still takes space"
+    );
+    // Nothing was run, and servo is fine.
+    let events = audit_events(servo.state.path());
+    assert_eq!(count(&events, "run.started"), 0);
+    assert_eq!(count(&events, "request.rejected"), 1);
+    assert_eq!(health(&servo).status, 200);
+    let b = bundle(&[("a.py", "print('fits')")]);
+    let ok = post_bundle(&servo, &b.tgz, "a.py", &[]);
+    assert_eq!(ok.status, 200, "{}", ok.body);
+}
+
+#[test]
+fn unpacking_on_a_small_disk_fails_or_runs_cleanly() {
+    if !require_root() {
+        return;
+    }
+    let fs = SmallFs::mount("8m");
+    let (servo, uid_base) = start_in(
+        state_on(&fs),
+        &["--limit", "unpacked_mib=4", "--limit", "work_mib=1"],
+    );
+    // A gzip bomb: 64 MiB of zeros, a few KiB compressed. It stops at the
+    // unpack limit; the state dir's small disk never sees it.
+    let dir = tempfile::tempdir().expect("tempdir");
+    let src = dir.path().join("src");
+    std::fs::create_dir(&src).expect("mkdir");
+    write_files(&src, &[("a.py", "print('never')")]);
+    let zeros = std::fs::File::create(src.join("zeros")).expect("zeros");
+    zeros.set_len(64 * 1024 * 1024).expect("sparse zeros");
+    let bomb = pack(dir, &src);
+    let r = post_bundle(&servo, &bomb.tgz, "a.py", &[]);
+    assert_eq!(r.status, 412, "{}", r.body);
+    let last = r.lines().last().map(|l| l.to_string()).unwrap_or_default();
+    assert!(
+        last.starts_with("failure (unsafe archive entry zeros"),
+        "{last}"
+    );
+    assert!(!r.body.contains("never"));
+    assert_no_leftovers(servo.state.path(), uid_base);
+
+    // Many tiny files: each takes a page of the run's volume although the
+    // unpack limit counts bytes; the volume must have room for them.
+    let names: Vec<String> = (0..1500).map(|i| format!("f{i}")).collect();
+    let mut files: Vec<(&str, &str)> = names.iter().map(|n| (n.as_str(), "x")).collect();
+    files.push((
+        "count.py",
+        "import os\nprint('files', len(os.listdir('.')))\nopen('out.txt', 'w').write('x' * 4096)\n",
+    ));
+    let many = bundle(&files);
+    let r = post_bundle(&servo, &many.tgz, "count.py", &[]);
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert!(r.body.contains("files 1501"), "{}", r.body);
+    assert_no_leftovers(servo.state.path(), uid_base);
+    assert_eq!(health(&servo).status, 200);
+}
+
+#[test]
+fn a_full_audit_log_refuses_runs_until_it_has_room() {
+    if !require_root() {
+        return;
+    }
+    let fs = SmallFs::mount("1m");
+    let audit = fs.path().join("audit.log");
+    let (servo, uid_base) = start(&["--audit", audit.to_str().expect("utf-8")]);
+    let b = bundle(&[("a.py", "print('audited')")]);
+    assert_eq!(post_bundle(&servo, &b.tgz, "a.py", &[]).status, 200);
+    fs.fill("filler");
+
+    // Rejected requests still try to write their record; the page the log
+    // already has fills up, then a write fails part-way.
+    let url = format!("{}/run/a.py", servo.url);
+    let mut refused = None;
+    for _ in 0..200 {
+        let r = curl(&url, &["-X", "POST", "-H", "X-Signature: sha1=00"]);
+        assert_eq!(r.status, 403, "{}", r.body);
+        if health(&servo).status == 503 {
+            refused = Some(());
+            break;
+        }
+    }
+    assert!(refused.is_some(), "the audit log never filled up");
+    let h = health(&servo);
+    assert_eq!(h.json()["audit"], "failing");
+    let r = post_bundle(&servo, &b.tgz, "a.py", &[]);
+    assert_eq!(r.status, 503, "{}", r.body);
+    assert!(r.body.contains("audit log"), "{}", r.body);
+    assert!(r.header("retry-after").is_some());
+
+    // Room again: the next record gets through and runs are accepted.
+    std::fs::remove_file(fs.path().join("filler")).expect("rm filler");
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let r = post_bundle(&servo, &b.tgz, "a.py", &[]);
+        if r.status == 200 {
+            break;
+        }
+        assert_eq!(r.status, 503, "{}", r.body);
+        assert!(Instant::now() < deadline, "runs stay refused");
+    }
+    assert_eq!(health(&servo).status, 200);
+    // Every line of the log parses: a half-written record was taken back.
+    let text = std::fs::read_to_string(&audit).expect("audit");
+    for line in text.lines() {
+        let v: serde_json::Value = serde_json::from_str(line)
+            .unwrap_or_else(|e| panic!("audit line is not JSON ({e}): {line:?}"));
+        assert!(v["event"].is_string());
+    }
+    assert!(text.ends_with('\n'));
+    assert_no_leftovers(servo.state.path(), uid_base);
+}
+
+// ---------------------------------------------------------------- signals
+
+#[test]
+fn sigterm_drains_runs_refuses_connections_and_exits_zero() {
+    if !require_root() {
+        return;
+    }
+    let (mut servo, uid_base) = start(&[]);
+    let b = bundle(&[("slow.py", "import time\ntime.sleep(3)\nprint('drained')")]);
+    let client = spawn_post(&servo, &b.tgz, "slow.py");
+    wait_in_flight(&servo, 1);
+    let addr = servo.url.trim_start_matches("http://").to_string();
+    let pid = nix::unistd::Pid::from_raw(servo.child.id() as i32);
+    nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM).expect("SIGTERM");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !servo.stderr().contains("no new connections") {
+        assert!(Instant::now() < deadline, "no drain message");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert!(
+        TcpStream::connect(&addr).is_err(),
+        "a new connection was accepted while draining"
+    );
+    let out = client.wait_with_output().expect("curl");
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("drained"), "{text}\n{}", servo.stderr());
+    assert!(text.trim_end().ends_with("200"), "{text}");
+    let status = servo.terminate();
+    assert_eq!(status.code(), Some(0), "{}", servo.stderr());
+    let events = audit_events(servo.state.path());
+    assert_eq!(count(&events, "run.finished"), 1);
+    assert_no_leftovers(servo.state.path(), uid_base);
+}
+
+#[test]
+fn sigkill_mid_run_then_restart_leaves_nothing_behind() {
+    if !require_root() {
+        return;
+    }
+    let (mut servo, uid_base) = start(&[]);
+    let b = bundle(&[(
+        "stuck.py",
+        "import subprocess, time\nsubprocess.Popen(['sleep', '120'])\nprint('stuck', flush=True)\ntime.sleep(120)\n",
+    )]);
+    let mut client = spawn_post(&servo, &b.tgz, "stuck.py");
+    let state = servo.state.path().to_path_buf();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !sandbox_processes(&state, uid_base)
+        .iter()
+        .any(|p| p.contains("sleep 120"))
+    {
+        assert!(Instant::now() < deadline, "the script never started");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert!(!mounts_under(&state).is_empty(), "the run has its volume");
+    servo.child.kill().expect("SIGKILL");
+    servo.child.wait().expect("reap");
+    let _ = client.kill();
+    let _ = client.wait();
+
+    // Restart on the same state dir.
+    let state_dir = std::mem::replace(&mut servo.state, tempfile::tempdir().expect("tempdir"));
+    drop(servo);
+    let (base_args, range) = (uid_base, format!("{uid_base}-{}", uid_base + 63));
+    let servo = Servo::start_in(state_dir, &["--uid-range", range.as_str()]);
+    assert_no_leftovers(servo.state.path(), base_args);
+
+    // The audit log parses to its last line; the interrupted run is closed.
+    let events = audit_events(servo.state.path());
+    let started: Vec<_> = events
+        .iter()
+        .filter(|e| e["event"] == "run.started")
+        .collect();
+    assert_eq!(started.len(), 1);
+    let finished: Vec<_> = events
+        .iter()
+        .filter(|e| e["event"] == "run.finished")
+        .collect();
+    assert_eq!(finished.len(), 1, "{events:?}");
+    assert_eq!(finished[0]["run"], started[0]["run"]);
+    assert_eq!(finished[0]["tenant"], "default");
+    assert_eq!(finished[0]["ok"], false);
+    assert!(
+        finished[0]["reason"]
+            .as_str()
+            .is_some_and(|r| r.contains("interrupted")),
+        "{}",
+        finished[0]
+    );
+    let ok = bundle(&[("a.py", "print('after restart')")]);
+    let r = post_bundle(&servo, &ok.tgz, "a.py", &[]);
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert_no_leftovers(servo.state.path(), base_args);
+}
+
+// ---------------------------------------------------------------- clients
+
+#[test]
+fn client_gone_mid_upload_leaves_nothing_and_runs_nothing() {
+    if !require_root() {
+        return;
+    }
+    let (servo, uid_base) = start(&[]);
+    let addr = servo.url.trim_start_matches("http://").to_string();
+    let mut stream = TcpStream::connect(&addr).expect("connect");
+    let head = format!(
+        "POST /run/a.py HTTP/1.1\r\nHost: {addr}\r\nContent-Type: application/gzip\r\n\
+         Content-Length: 1048576\r\nX-Signature: sha1={}\r\n\r\n",
+        "0".repeat(40)
+    );
+    stream.write_all(head.as_bytes()).expect("head");
+    stream
+        .write_all(&vec![7u8; 256 * 1024])
+        .expect("half a body");
+    stream.flush().expect("flush");
+    let runs = servo.state.path().join("runs");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while entries(&runs).is_empty() {
+        assert!(Instant::now() < deadline, "the upload never started");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    drop(stream);
+    assert_no_leftovers(servo.state.path(), uid_base);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while count(&audit_events(servo.state.path()), "request.rejected") == 0 {
+        assert!(
+            Instant::now() < deadline,
+            "the aborted upload is not audited"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert_eq!(count(&audit_events(servo.state.path()), "run.started"), 0);
+    assert_eq!(health(&servo).json()["queue"], 0);
+}
+
+#[test]
+fn client_gone_mid_run_the_run_finishes_and_is_audited() {
+    if !require_root() {
+        return;
+    }
+    let (servo, uid_base) = start(&[]);
+    let b = bundle(&[(
+        "slow.py",
+        "import time\ntime.sleep(2)\nopen('x', 'w').write('x')\nprint('finished anyway')",
+    )]);
+    let tgz = std::fs::read(&b.tgz).expect("tgz");
+    let sig = openssl_sign(&b.tgz, TOKEN);
+    let addr = servo.url.trim_start_matches("http://").to_string();
+    let mut stream = TcpStream::connect(&addr).expect("connect");
+    let head = format!(
+        "POST /run/slow.py HTTP/1.1\r\nHost: {addr}\r\nContent-Type: application/gzip\r\n\
+         Content-Length: {}\r\nX-Signature: {sig}\r\n\r\n",
+        tgz.len()
+    );
+    stream.write_all(head.as_bytes()).expect("head");
+    stream.write_all(&tgz).expect("body");
+    wait_in_flight(&servo, 1);
+    drop(stream);
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let events = audit_events(servo.state.path());
+        if let Some(f) = events.iter().find(|e| e["event"] == "run.finished") {
+            assert_eq!(f["ok"], true, "{f}");
+            break;
+        }
+        assert!(Instant::now() < deadline, "the run was not finished");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    wait_in_flight(&servo, 0);
+    assert_no_leftovers(servo.state.path(), uid_base);
+}
+
+// ---------------------------------------------------------------- scripts
+
+#[test]
+fn a_script_that_closes_its_output_is_waited_for() {
+    if !require_root() {
+        return;
+    }
+    let (servo, uid_base) = start(&["--limit", "script_timeout_s=5"]);
+    let b = bundle(&[
+        (
+            "closer.py",
+            "import os, time\nprint('closing', flush=True)\nos.close(1)\nos.close(2)\ntime.sleep(3)\nopen('done.txt', 'w').write('yes')\n",
+        ),
+        ("check.py", "print('done:', open('done.txt').read())"),
+        (
+            "fails.py",
+            "import os, sys, time\nos.close(1)\nos.close(2)\ntime.sleep(1)\nsys.exit(5)\n",
+        ),
+        (
+            "hangs.py",
+            "import os, time\nos.close(1)\nos.close(2)\ntime.sleep(60)\n",
+        ),
+    ]);
+    let r = post_bundle(&servo, &b.tgz, "closer.py+check.py", &[]);
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert!(r.body.contains("done: yes"), "{}", r.body);
+    let ran = r
+        .lines()
+        .into_iter()
+        .find_map(|l| l.strip_prefix("closer.py ran in "))
+        .and_then(|l| l.split(' ').next())
+        .and_then(|n| n.parse::<u64>().ok())
+        .expect("ran-in line");
+    assert!(ran >= 3, "the run did not wait for the script: {}", r.body);
+
+    let r = post_bundle(&servo, &b.tgz, "fails.py", &[]);
+    assert_eq!(r.status, 412, "{}", r.body);
+    assert_eq!(
+        r.lines().last(),
+        Some(&"failure (fails.py failed on exit code 5)")
+    );
+    let r = post_bundle(&servo, &b.tgz, "hangs.py", &[]);
+    assert_eq!(r.status, 412, "{}", r.body);
+    assert_eq!(
+        r.lines().last(),
+        Some(&"failure (hangs.py timed out after 5 seconds)")
+    );
+    assert_no_leftovers(servo.state.path(), uid_base);
+}
+
+#[test]
+fn a_bundle_of_ten_thousand_tiny_files_runs() {
+    if !require_root() {
+        return;
+    }
+    let (servo, uid_base) = start(&[]);
+    // 9,999 files + the script = 10,000 entries, the default limit.
+    let names: Vec<String> = (0..9_999).map(|i| format!("t{i:05}")).collect();
+    let mut files: Vec<(&str, &str)> = names.iter().map(|n| (n.as_str(), "x")).collect();
+    files.push((
+        "count.py",
+        "import os\nprint('entries', len(os.listdir('.')))",
+    ));
+    let b = bundle(&files);
+    let r = post_bundle(&servo, &b.tgz, "count.py", &[]);
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert!(r.body.contains("entries 10000"), "{}", r.body);
+    assert_no_leftovers(servo.state.path(), uid_base);
+
+    // One more is over the limit.
+    let src = b.dir.path().join("src");
+    std::fs::write(src.join("extra"), "x").expect("extra");
+    let more = pack(b.dir, &src);
+    let r = post_bundle(&servo, &more.tgz, "count.py", &[]);
+    assert_eq!(r.status, 412, "{}", r.body);
+    let last = r.lines().last().map(|l| l.to_string()).unwrap_or_default();
+    assert!(last.starts_with("failure (unsafe archive entry"), "{last}");
+    assert_no_leftovers(servo.state.path(), uid_base);
+}
+
+// ---------------------------------------------------------------- load
+
+fn proc_fds(pid: u32) -> usize {
+    entries(Path::new(&format!("/proc/{pid}/fd"))).len()
+}
+
+fn proc_rss_kib(pid: u32) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .unwrap_or_default()
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.split_whitespace().next())
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0)
+}
+
+/// The load mix of `bench/load`, small: 16 clients for about 5 s posting
+/// good runs, bad signatures, oversized uploads and failing scripts.
+#[test]
+fn short_load_keeps_the_invariants() {
+    if !require_root() {
+        return;
+    }
+    let (servo, uid_base) = start(&["--max-upload", "65536", "--max-queue", "8"]);
+    let pid = servo.child.id();
+    let b = bundle(&[("ok.py", "print('hi')"), ("fail.py", "raise SystemExit(3)")]);
+    let big = tempfile::tempdir().expect("tempdir");
+    let big_tgz = big.path().join("big.tgz");
+    random_file(&big_tgz, 200 * 1024);
+    // Warm up, then take the baseline.
+    assert_eq!(post_bundle(&servo, &b.tgz, "ok.py", &[]).status, 200);
+    std::thread::sleep(Duration::from_millis(300));
+    let (fds_before, rss_before) = (proc_fds(pid), proc_rss_kib(pid));
+
+    let stop = Instant::now() + Duration::from_secs(5);
+    let url = servo.url.clone();
+    let sig = openssl_sign(&b.tgz, TOKEN);
+    let big_sig = openssl_sign(&big_tgz, TOKEN);
+    let statuses: Vec<Vec<(u8, u16)>> = std::thread::scope(|s| {
+        let handles: Vec<_> = (0..16u8)
+            .map(|client| {
+                let (url, sig, big_sig) = (&url, &sig, &big_sig);
+                let (tgz, big_tgz) = (&b.tgz, &big_tgz);
+                s.spawn(move || {
+                    let mut seen = Vec::new();
+                    let mut i = client as usize;
+                    // Bounded in count as well as time.
+                    while Instant::now() < stop && seen.len() < 200 {
+                        let kind = (i % 4) as u8;
+                        i += 1;
+                        let (script, file, signature) = match kind {
+                            0 => ("ok.py", tgz, sig.clone()),
+                            1 => ("ok.py", tgz, format!("sha1={}", "ab".repeat(20))),
+                            2 => ("ok.py", big_tgz, big_sig.clone()),
+                            _ => ("fail.py", tgz, sig.clone()),
+                        };
+                        let r = curl(
+                            &format!("{url}/run/{script}"),
+                            &[
+                                "-X",
+                                "POST",
+                                "-F",
+                                &format!("tgz=@{}", file.display()),
+                                "-H",
+                                &format!("X-Signature:{signature}"),
+                            ],
+                        );
+                        seen.push((kind, r.status));
+                    }
+                    seen
+                })
+            })
+            .collect();
+        handles
+            .into_iter()
+            .map(|h| h.join().expect("client"))
+            .collect()
+    });
+    let all: Vec<(u8, u16)> = statuses.into_iter().flatten().collect();
+    assert!(!all.is_empty());
+    for (kind, status) in &all {
+        let expected: &[u16] = match kind {
+            0 => &[200, 503],
+            1 => &[403, 503],
+            2 => &[413, 503],
+            _ => &[412, 503],
+        };
+        assert!(
+            expected.contains(status),
+            "request kind {kind} got {status}"
+        );
+    }
+    assert!(all.iter().any(|(k, s)| *k == 0 && *s == 200));
+
+    wait_in_flight(&servo, 0);
+    let events = audit_events(servo.state.path());
+    let accepted = all.iter().filter(|(_, s)| [200, 412].contains(s)).count() + 1;
+    assert_eq!(count(&events, "run.started"), accepted);
+    assert_eq!(count(&events, "run.finished"), accepted);
+    // Descriptors and memory come back (bounded wait for closes to land).
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while proc_fds(pid) > fds_before + 2 {
+        assert!(
+            Instant::now() < deadline,
+            "fds: {fds_before} before, {} after",
+            proc_fds(pid)
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let rss_after = proc_rss_kib(pid);
+    assert!(
+        rss_after <= rss_before + 32 * 1024,
+        "RSS grew from {rss_before} KiB to {rss_after} KiB"
+    );
+    assert_eq!(health(&servo).status, 200);
+    assert_no_leftovers(servo.state.path(), uid_base);
+}
