@@ -454,6 +454,16 @@ mod tests {
 
 /// `servo run BUNDLE SCRIPT...` (SPEC §1).
 #[derive(clap::Args, Debug)]
+#[command(after_help = "\
+Exit status: 0 the run succeeded; 1 it failed (the log's last line says why);
+2 usage, connection or authentication problems (the server's reason on stderr).
+
+The log is printed line by line as the scripts produce it. A directory is
+packed sorted, with fixed mtimes and owners, without .git; a .tgz is sent as is.
+Large uploads show their progress on stderr when it is a terminal.
+
+Example:
+  SERVO_URL=http://servo:5000 SERVO_TOKEN=... servo run ./cd deploy.py test.py -v build-id:42")]
 pub struct RunArgs {
     /// A bundle directory (packed on the fly) or an existing .tgz (sent unchanged).
     #[arg(value_name = "BUNDLE")]
