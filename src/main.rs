@@ -8,7 +8,17 @@ use clap::{Parser, Subcommand};
 #[command(
     name = "servo",
     version,
-    about = "Sandboxed continuous-delivery executor: runs signed bundles of Python scripts in a Linux sandbox"
+    about = "Sandboxed continuous-delivery executor: runs signed bundles of Python scripts in a Linux sandbox",
+    after_help = "\
+Examples:
+  servo serve --state-dir /tmp/servo-state          # a server on :5000, simulated portal
+  servo token --state-dir /tmp/servo-state          # the token it generated
+  servo run ./cd deploy.py test.py -v build-id:42   # from CI (SERVO_URL, SERVO_TOKEN)
+  servo encrypt secrets.yml                         # writes secrets.yml.aes for a bundle
+
+Flags shown with [env: NAME] can also be set in the environment; flags win.
+`servo <COMMAND> --help` for details; the README covers the HTTP API, Jenkins,
+the Python package, the sandbox and deployment."
 )]
 struct Cli {
     #[command(subcommand)]
@@ -32,7 +42,7 @@ enum Command {
     Token(servo::client::crypt::TokenCmdArgs),
     /// Run one command in the sandbox scripts get (for trying it, and for benchmarks).
     Sandbox(servo::sandbox::cli::SandboxArgs),
-    /// Check configuration files.
+    /// Check a seccomp policy or a tenants file (errors name the line).
     #[command(subcommand)]
     Policy(PolicyCommand),
 }

@@ -38,6 +38,11 @@ pub struct TokenArgs {
 
 /// `servo encrypt FILE...`
 #[derive(clap::Args, Clone, Debug)]
+#[command(after_help = "\
+The output is what `openssl enc -aes-256-cbc -pbkdf2 -a -salt -k TOKEN` writes
+(with --kdf sha256|md5: `-md sha256|md5` instead of -pbkdf2; --raw: without -a),
+so `openssl enc -d -aes-256-cbc -a -pbkdf2 -k TOKEN -in FILE.aes` reads it back.
+servo decrypts FILE.aes into FILE before a bundle's scripts run.")]
 pub struct EncryptArgs {
     /// Files to encrypt; FILE.aes is written beside each
     #[arg(required = true, value_name = "FILE")]
@@ -57,6 +62,10 @@ pub struct EncryptArgs {
 
 /// `servo decrypt FILE.aes...`
 #[derive(clap::Args, Clone, Debug)]
+#[command(after_help = "\
+Reads what `openssl enc -aes-256-cbc [-a] -k TOKEN` writes with -pbkdf2,
+-md sha256 or -md md5 (raw or base64), as servo does for a bundle's .aes files.
+Exit status: 1 when a file cannot be decrypted with this token, 2 without a token.")]
 pub struct DecryptArgs {
     /// Files to decrypt; FILE is written beside each FILE.aes
     #[arg(required = true, value_name = "FILE.aes")]
@@ -76,6 +85,10 @@ pub struct DecryptArgs {
 
 /// `servo sign FILE`
 #[derive(clap::Args, Clone, Debug)]
+#[command(after_help = "\
+The same value as the guide's
+  HASH=$(openssl dgst -sha1 -hmac \"$SERVO_TOKEN\" upload.tgz); HASH=\"sha1=${HASH##* }\"
+for `curl -F tgz=@upload.tgz -H \"X-Signature:$(servo sign upload.tgz)\" $SERVO_URL/run/...`.")]
 pub struct SignArgs {
     /// The archive to sign
     #[arg(value_name = "FILE")]

@@ -18,7 +18,6 @@ use tokio::sync::mpsc;
 
 use crate::bundle::signature::{self, V2Context};
 use crate::run::request;
-use crate::server::respond::ChannelBody;
 
 /// What the command was asked to do.
 #[derive(Clone, Debug)]
@@ -185,38 +184,87 @@ fn parse_url(url: &str) -> Result<Target, ClientError> {
     })
 }
 
+/// Bundles at least this large show upload progress (on a terminal only).
+const PROGRESS_MIN_BYTES: u64 = 4 * 1024 * 1024;
+
+/// The request body: chunks a reader thread sends through a small bounded
+/// channel, so at most a few chunks are in memory and the progress shown is
+/// what hyper has taken to write, not what was read from disk.
+struct UploadBody {
+    rx: mpsc::Receiver<Bytes>,
+    progress: Option<Progress>,
+}
+
+/// `uploading N MiB: P%` on standard error, rewritten in place.
+struct Progress {
+    size: u64,
+    sent: u64,
+    last_pct: Option<u64>,
+}
+
+impl Progress {
+    fn advance(&mut self, n: usize) {
+        self.sent += n as u64;
+        let pct = self.sent * 100 / self.size.max(1);
+        if self.last_pct != Some(pct) {
+            self.last_pct = Some(pct);
+            eprint!("\ruploading {} MiB: {pct}%", self.size >> 20);
+            if self.sent >= self.size {
+                eprintln!();
+            }
+        }
+    }
+}
+
+impl hyper::body::Body for UploadBody {
+    type Data = Bytes;
+    type Error = std::convert::Infallible;
+
+    fn poll_frame(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<hyper::body::Frame<Bytes>, Self::Error>>> {
+        let this = &mut *self;
+        this.rx.poll_recv(cx).map(|chunk| {
+            chunk.map(|bytes| {
+                if let Some(p) = this.progress.as_mut() {
+                    p.advance(bytes.len());
+                }
+                Ok(hyper::body::Frame::data(bytes))
+            })
+        })
+    }
+}
+
+/// Whether to show upload progress: only for people watching a terminal
+/// (a CI log would get hundreds of carriage returns) and large bundles.
+fn show_progress(stderr_is_terminal: bool, size: u64) -> bool {
+    stderr_is_terminal && size >= PROGRESS_MIN_BYTES
+}
+
 /// Streams the archive file as the request body, with progress on a terminal.
-fn body_from_file(path: &Path, size: u64) -> Result<ChannelBody, ClientError> {
+fn body_from_file(path: &Path, size: u64) -> Result<UploadBody, ClientError> {
     let mut file = std::fs::File::open(path).map_err(pack_err(path))?;
-    let (tx, rx) = mpsc::unbounded_channel::<Bytes>();
-    let progress = std::io::stderr().is_terminal() && size > 4 * 1024 * 1024;
-    // A plain thread reads the file: the body is consumed as it is sent.
-    std::thread::spawn(move || {
-        let mut sent = 0u64;
-        let mut last_pct = u64::MAX;
-        loop {
-            let mut buf = vec![0u8; 256 * 1024];
-            match file.read(&mut buf) {
-                Ok(0) | Err(_) => break,
-                Ok(n) => {
-                    buf.truncate(n);
-                    sent += n as u64;
-                    if tx.send(Bytes::from(buf)).is_err() {
-                        break;
-                    }
-                    let pct = sent * 100 / size.max(1);
-                    if progress && pct != last_pct {
-                        last_pct = pct;
-                        eprint!("\ruploading {} MiB: {pct}%", size >> 20);
-                    }
+    let (tx, rx) = mpsc::channel::<Bytes>(2);
+    // A plain thread reads the file; `blocking_send` waits while hyper writes.
+    std::thread::spawn(move || loop {
+        let mut buf = vec![0u8; 256 * 1024];
+        match file.read(&mut buf) {
+            Ok(0) | Err(_) => break,
+            Ok(n) => {
+                buf.truncate(n);
+                if tx.blocking_send(Bytes::from(buf)).is_err() {
+                    break;
                 }
             }
         }
-        if progress {
-            eprintln!();
-        }
     });
-    Ok(ChannelBody::new(rx))
+    let progress = show_progress(std::io::stderr().is_terminal(), size).then_some(Progress {
+        size,
+        sent: 0,
+        last_pct: None,
+    });
+    Ok(UploadBody { rx, progress })
 }
 
 /// Sends the bundle and prints the log as it comes.
@@ -238,12 +286,10 @@ pub async fn run(opts: RunOptions) -> Result<RunResult, ClientError> {
         .header("content-length", archive.size)
         .header("accept", "application/x-ndjson");
     if opts.legacy_signature {
-        let mut file = std::fs::File::open(&archive.path).map_err(pack_err(&archive.path))?;
-        let mut data = Vec::new();
-        file.read_to_end(&mut data)
-            .map_err(pack_err(&archive.path))?;
-        let sig = signature::hmac_sha1_hex(opts.token.as_bytes(), &data);
-        req = req.header("x-signature", format!("sha1={sig}"));
+        // Streamed: an archive can be large.
+        let sig = crate::client::crypt::sign_file(&archive.path, opts.token.as_bytes(), false)
+            .map_err(|e| ClientError::Usage(e.to_string()))?;
+        req = req.header("x-signature", sig);
     } else {
         let now = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
@@ -378,6 +424,13 @@ mod tests {
     }
 
     #[test]
+    fn progress_only_on_a_terminal_for_large_bundles() {
+        assert!(!show_progress(false, 100 * 1024 * 1024));
+        assert!(!show_progress(true, PROGRESS_MIN_BYTES - 1));
+        assert!(show_progress(true, PROGRESS_MIN_BYTES));
+    }
+
+    #[test]
     fn packing_is_deterministic_and_skips_git() {
         let dir = tempfile::tempdir().unwrap();
         std::fs::write(dir.path().join("b.py"), "print(2)").unwrap();
@@ -401,6 +454,16 @@ mod tests {
 
 /// `servo run BUNDLE SCRIPT...` (SPEC §1).
 #[derive(clap::Args, Debug)]
+#[command(after_help = "\
+Exit status: 0 the run succeeded; 1 it failed (the log's last line says why);
+2 usage, connection or authentication problems (the server's reason on stderr).
+
+The log is printed line by line as the scripts produce it. A directory is
+packed sorted, with fixed mtimes and owners, without .git; a .tgz is sent as is.
+Large uploads show their progress on stderr when it is a terminal.
+
+Example:
+  SERVO_URL=http://servo:5000 SERVO_TOKEN=... servo run ./cd deploy.py test.py -v build-id:42")]
 pub struct RunArgs {
     /// A bundle directory (packed on the fly) or an existing .tgz (sent unchanged).
     #[arg(value_name = "BUNDLE")]
