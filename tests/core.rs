@@ -588,7 +588,7 @@ fn health_reports_the_server() {
         .iter()
         .filter_map(|n| n.as_str())
         .collect();
-    for want in ["mount", "pid", "network", "ipc", "uts"] {
+    for want in ["mount", "pid", "net", "ipc", "uts"] {
         assert!(ns.contains(&want), "{ns:?}");
     }
     assert_eq!(v["sandbox"]["seccomp"].as_str().map(str::len), Some(64));

@@ -194,7 +194,7 @@ async fn run_steps(
     // tmpfs takes a whole page per file while the unpack limit counts bytes:
     // without a page per entry, many tiny files would fill it first.
     let volume = RunVolume::create(
-        &spec.run_dir.join("box"),
+        &RunVolume::dir_of(&spec.run_dir),
         limits.unpacked_bytes() + limits.work_bytes() + limits.entries * page_size(),
         ctx.sandbox.can_mount_workdirs(),
         owner,

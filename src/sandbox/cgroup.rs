@@ -63,11 +63,12 @@ impl CgroupMode {
         CgroupMode::None
     }
 
+    /// What /health says (§2.3); rlimits apply in every mode.
     pub fn describe(&self) -> &'static str {
         match self {
-            CgroupMode::V2 { .. } => "cgroup v2 (memory, pids) + rlimits",
-            CgroupMode::V1 { .. } => "cgroup v1 (memory, pids) + rlimits",
-            CgroupMode::None => "rlimits only (no cgroup)",
+            CgroupMode::V2 { .. } => "cgroup2",
+            CgroupMode::V1 { .. } => "cgroup1",
+            CgroupMode::None => "rlimits",
         }
     }
 

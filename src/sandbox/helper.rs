@@ -17,7 +17,19 @@ static INIT_PID: AtomicI32 = AtomicI32::new(0);
 
 /// Entry point of the helper process: job on stdin, report on stderr.
 pub fn helper_main() -> ! {
+    // If servo dies (even by SIGKILL), so does the helper, then the init
+    // (its own parent-death signal), and with it the whole PID namespace.
+    // The signal fires when the spawning *thread* ends: servo spawns from
+    // the runtime's worker threads, which live as long as servo.
+    let _ = nix::sys::prctl::set_pdeathsig(Signal::SIGKILL);
     let report = match read_spec() {
+        Ok(spec)
+            if spec
+                .parent
+                .is_some_and(|p| p != std::os::unix::process::parent_id()) =>
+        {
+            Report::Error("servo ended before the sandbox started".into())
+        }
         Ok(spec) => match run_job(&spec) {
             Ok(r) => r,
             Err(e) => Report::Error(e),

@@ -246,7 +246,7 @@ impl Sandbox {
     }
 
     pub fn info(&self) -> SandboxInfo {
-        let mut namespaces = vec!["mount", "pid", "network", "ipc", "uts"];
+        let mut namespaces = vec!["mount", "pid", "net", "ipc", "uts"];
         if self.rootless.is_some() {
             namespaces.push("user");
         }
@@ -289,6 +289,7 @@ impl Sandbox {
             relay_dir: job.relay_dir.clone(),
             ro_binds: self.cfg.ro_binds.clone(),
             cgroup_procs: cgroup.map(|c| c.procs_files()).unwrap_or_default(),
+            parent: Some(std::process::id()),
             rootless: self.rootless,
             filters: self.filters.programs.clone(),
         }

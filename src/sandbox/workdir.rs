@@ -18,6 +18,11 @@ pub struct RunVolume {
 }
 
 impl RunVolume {
+    /// Where the volume of the run whose directory is `run_dir` lives.
+    pub fn dir_of(run_dir: &Path) -> PathBuf {
+        run_dir.join("box")
+    }
+
     /// Creates `dir`, mounts a tmpfs of `size` bytes on it when `use_tmpfs`,
     /// and makes `work/` (owned by `owner`) and `relay/` in it.
     pub fn create(

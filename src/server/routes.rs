@@ -518,7 +518,7 @@ async fn start_run(
         server.callbacks.register(
             secret,
             super::callback::Target {
-                workdir: run_dir.join("work"),
+                workdir: crate::sandbox::workdir::RunVolume::dir_of(&run_dir).join("work"),
                 uid: lease.uid,
                 gid: lease.gid,
             },
