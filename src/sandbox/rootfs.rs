@@ -133,7 +133,7 @@ pub fn build(spec: &HelperSpec) -> Result<(), String> {
         &tmp_opts,
         MsFlags::MS_NOSUID | MsFlags::MS_NODEV,
     )?;
-    build_dev(root)?;
+    build_dev(root, spec.rootless.is_some())?;
     mount_proc(&root.join("proc"))?;
 
     let run = root.join("run/servo");
@@ -197,7 +197,16 @@ fn build_etc(spec: &HelperSpec, root: &Path) -> Result<(), String> {
     }
     for name in ETC_ALLOWED {
         let host = Path::new("/etc").join(name);
-        if host.exists() {
+        if host.is_file() {
+            // Small files are copied (the root is made read-only below):
+            // cheaper than a bind and its read-only remount.
+            let dst = etc.join(name);
+            if let Some(parent) = dst.parent() {
+                std::fs::create_dir_all(parent)
+                    .map_err(io_err(format!("cannot create {}", parent.display())))?;
+            }
+            std::fs::copy(&host, &dst).map_err(io_err(format!("cannot copy /etc/{name}")))?;
+        } else if host.is_dir() {
             bind(&host, &etc.join(name), flags_ro())?;
         }
     }
@@ -213,7 +222,7 @@ fn build_etc(spec: &HelperSpec, root: &Path) -> Result<(), String> {
     Ok(())
 }
 
-fn build_dev(root: &Path) -> Result<(), String> {
+fn build_dev(root: &Path, rootless: bool) -> Result<(), String> {
     let dev = root.join("dev");
     tmpfs(
         &dev,
@@ -221,11 +230,31 @@ fn build_dev(root: &Path) -> Result<(), String> {
         MsFlags::MS_NOSUID | MsFlags::MS_NOEXEC,
     )?;
     for node in ["null", "zero", "full", "random", "urandom"] {
-        bind(
-            &Path::new("/dev").join(node),
-            &dev.join(node),
-            MsFlags::MS_NOSUID | MsFlags::MS_NOEXEC,
-        )?;
+        let host = Path::new("/dev").join(node);
+        if rootless {
+            // No device nodes in a user namespace's tmpfs: bind the host's.
+            bind(&host, &dev.join(node), MsFlags::MS_NOSUID | MsFlags::MS_NOEXEC)?;
+            continue;
+        }
+        let rdev = std::fs::metadata(&host)
+            .map(|m| std::os::unix::fs::MetadataExt::rdev(&m))
+            .map_err(io_err(format!("cannot stat {}", host.display())))?;
+        let path = dev.join(node);
+        nix::sys::stat::mknod(
+            &path,
+            nix::sys::stat::SFlag::S_IFCHR,
+            nix::sys::stat::Mode::from_bits_truncate(0o666),
+            rdev,
+        )
+        .map_err(err(format!("cannot create /dev/{node}")))?;
+        // mknod obeys the umask; the nodes must be usable by the script's uid.
+        nix::sys::stat::fchmodat(
+            nix::fcntl::AT_FDCWD,
+            &path,
+            nix::sys::stat::Mode::from_bits_truncate(0o666),
+            nix::sys::stat::FchmodatFlags::FollowSymlink,
+        )
+        .map_err(err(format!("cannot chmod /dev/{node}")))?;
     }
     let links = [
         ("fd", "/proc/self/fd"),
