@@ -3,15 +3,17 @@
 //! seccomp allowlist.
 //!
 //! Fork safety (SPEC §5, last paragraph). The server is multi-threaded, so it
-//! never forks into sandbox set-up code. It starts a fresh, single-threaded
-//! process instead: `/proc/self/exe __sandbox-exec` (std's spawn does only
-//! async-signal-safe work between its fork and its exec). That helper may
-//! allocate freely. The job arrives on its stdin as JSON (in a memfd, so there
-//! is no pipe-size limit and nothing in its environment or argv).
+//! never forks into sandbox set-up code. `Sandbox::new`, which runs before the
+//! runtime's threads exist, forks a single-threaded launcher (`launcher.rs`);
+//! for each job the launcher forks a helper, which may allocate freely. The
+//! job reaches the helper on its stdin as JSON (in a memfd, so there is no
+//! size limit and nothing in its environment or argv). `servo __sandbox-exec`
+//! runs the same helper code as a process of its own.
 //!
 //! Set-up order, and who does what:
-//! 1. server: creates the job's cgroup (limits written) and starts the helper
-//!    with stdin = job, stdout = the output pipe, stderr = the report pipe;
+//! 1. server: creates the job's cgroup (limits written) and has the launcher
+//!    fork a helper with stdin = job, stdout = the output pipe, stderr = the
+//!    report pipe;
 //! 2. helper: (rootless: `unshare(USER)` and id maps); `unshare(PID|NET|IPC|UTS)`;
 //!    forks the init;
 //! 3. init (PID 1 of the new namespace; dies with the helper): joins the
@@ -37,15 +39,15 @@ pub mod cli;
 mod exec;
 mod helper;
 mod init;
+mod launcher;
 mod rootfs;
 pub mod seccomp;
 mod spec;
 pub mod workdir;
 
 use std::io::{Read, Seek, Write};
-use std::os::fd::OwnedFd;
+use std::os::fd::{AsRawFd, OwnedFd};
 use std::path::PathBuf;
-use std::process::Stdio;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
@@ -137,7 +139,7 @@ pub struct Sandbox {
     cgroups: CgroupMode,
     rootless: Option<(u32, u32)>,
     ids: Arc<IdPool>,
-    exe: PathBuf,
+    launcher: launcher::Launcher,
     next_job: AtomicU64,
 }
 
@@ -172,8 +174,8 @@ impl Sandbox {
             "cannot create the sandbox root mount point {}",
             root.display()
         )))?;
-        let exe = std::fs::read_link("/proc/self/exe")
-            .map_err(SandboxError::io("cannot find servo's own executable"))?;
+        let launcher = launcher::Launcher::start()
+            .map_err(SandboxError::io("cannot start the sandbox launcher"))?;
         let ids = Arc::new(IdPool::new(cfg.uid_base, cfg.uid_count));
         Ok(Sandbox {
             cfg,
@@ -181,7 +183,7 @@ impl Sandbox {
             cgroups,
             rootless,
             ids,
-            exe,
+            launcher,
             next_job: AtomicU64::new(0),
         })
     }
@@ -214,21 +216,16 @@ impl Sandbox {
             relay_dir: None,
         };
         let spec = self.helper_spec(&job, None);
-        let (out_r, out_w) = output_pipe()?;
+        let (out_r, out_w) = pipe("output")?;
+        let (report_r, report_w) = pipe("report")?;
         drop(out_r);
-        let mut child = std::process::Command::new(&self.exe)
-            .arg("__sandbox-exec")
-            .env_clear()
-            .stdin(spec_file(&spec)?)
-            .stdout(Stdio::from(out_w))
-            .stderr(Stdio::piped())
-            .spawn()
+        let job_file = spec_file(&spec)?;
+        self.launcher
+            .launch(&OwnedFd::from(job_file), &out_w, &report_w)
             .map_err(SandboxError::io("cannot start the sandbox helper"))?;
+        drop((out_w, report_w));
         let mut report = String::new();
-        if let Some(mut err) = child.stderr.take() {
-            let _ = err.read_to_string(&mut report);
-        }
-        let _ = child.wait();
+        let _ = std::fs::File::from(report_r).read_to_string(&mut report);
         match Report::parse(&report) {
             Report::Exit(0) => Ok(()),
             Report::Exit(9) => Err(SandboxError::Setup(
@@ -289,7 +286,7 @@ impl Sandbox {
             relay_dir: job.relay_dir.clone(),
             ro_binds: self.cfg.ro_binds.clone(),
             cgroup_procs: cgroup.map(|c| c.procs_files()).unwrap_or_default(),
-            parent: Some(std::process::id()),
+            parent: Some(self.launcher.pid()),
             rootless: self.rootless,
             filters: self.filters.programs.clone(),
         }
@@ -304,21 +301,24 @@ impl Sandbox {
             .create(&name, &job.limits)
             .map_err(SandboxError::io("cannot create the job's cgroup"))?;
         let spec = self.helper_spec(job, cgroup.as_ref());
-        let (out_r, out_w) = output_pipe()?;
-        let child = tokio::process::Command::new(&self.exe)
-            .arg("__sandbox-exec")
-            .env_clear()
-            .stdin(spec_file(&spec)?)
-            .stdout(Stdio::from(out_w))
-            .stderr(Stdio::piped())
-            .kill_on_drop(true)
-            .spawn()
+        let (out_r, out_w) = pipe("output")?;
+        let (report_r, report_w) = pipe("report")?;
+        let pidfd = self
+            .launcher
+            .launch(&OwnedFd::from(spec_file(&spec)?), &out_w, &report_w)
             .map_err(SandboxError::io("cannot start the sandbox helper"))?;
-        let output = tokio::net::unix::pipe::Receiver::from_owned_fd(out_r)
-            .map_err(SandboxError::io("cannot watch the output pipe"))?;
+        drop((out_w, report_w));
+        let receiver = |fd: OwnedFd, what: &str| {
+            tokio::net::unix::pipe::Receiver::from_owned_fd(fd)
+                .map_err(SandboxError::io(format!("cannot watch the {what} pipe")))
+        };
+        // SAFETY: the pidfd is owned by the AsyncFd for its whole life.
+        let helper = unsafe { tokio::io::unix::AsyncFd::register(pidfd) }
+            .map_err(|e| SandboxError::io("cannot watch the sandbox helper")(e.into()))?;
         Ok(Running {
-            child,
-            output: Some(output),
+            helper,
+            output: Some(receiver(out_r, "output")?),
+            report: Some(receiver(report_r, "report")?),
             cgroup,
             done: false,
         })
@@ -331,10 +331,10 @@ impl Drop for Sandbox {
     }
 }
 
-/// A pipe whose read end servo keeps; the write end becomes the helper's stdout.
-fn output_pipe() -> Result<(OwnedFd, OwnedFd), SandboxError> {
+/// A pipe whose read end servo keeps; the helper gets the write end.
+fn pipe(what: &str) -> Result<(OwnedFd, OwnedFd), SandboxError> {
     nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)
-        .map_err(|e| SandboxError::io("cannot create the output pipe")(e.into()))
+        .map_err(|e| SandboxError::io(format!("cannot create the {what} pipe"))(e.into()))
 }
 
 /// The job, serialised into an anonymous in-memory file for the helper's stdin.
@@ -352,8 +352,10 @@ fn spec_file(spec: &HelperSpec) -> Result<std::fs::File, SandboxError> {
 
 /// A sandboxed command that was started.
 pub struct Running {
-    child: tokio::process::Child,
+    /// The helper's pidfd: readable once it has exited.
+    helper: tokio::io::unix::AsyncFd<OwnedFd>,
     output: Option<tokio::net::unix::pipe::Receiver>,
+    report: Option<tokio::net::unix::pipe::Receiver>,
     cgroup: Option<cgroup::JobCgroup>,
     done: bool,
 }
@@ -367,35 +369,39 @@ impl Running {
     /// Waits for the command and everything it started to end, then cleans up.
     pub async fn wait(&mut self) -> Result<Exit, SandboxError> {
         let mut report = String::new();
-        if let Some(mut err) = self.child.stderr.take() {
+        if let Some(mut r) = self.report.take() {
             use tokio::io::AsyncReadExt;
-            let _ = err.read_to_string(&mut report).await;
+            let _ = r.read_to_string(&mut report).await;
         }
-        let status = self
-            .child
-            .wait()
-            .await
-            .map_err(SandboxError::io("cannot wait for the sandbox helper"))?;
+        // The report pipe closes with the helper's last descriptor; the pidfd
+        // says the helper itself is gone.
+        let _ = self.helper.readable().await;
         let oom = self.cgroup.as_ref().is_some_and(|c| c.oom_killed());
         self.cleanup();
         match Report::parse(&report) {
             Report::Exit(code) => Ok(Exit::Code(code)),
             Report::Signal(signal) => Ok(Exit::Signal { signal, oom }),
             // No report: the helper itself was killed (timeout, output limit).
-            Report::Error(_) if report.is_empty() => {
-                use std::os::unix::process::ExitStatusExt;
-                Ok(Exit::Signal {
-                    signal: status.signal().unwrap_or(libc::SIGKILL),
-                    oom,
-                })
-            }
+            Report::Error(_) if report.is_empty() => Ok(Exit::Signal {
+                signal: libc::SIGKILL,
+                oom,
+            }),
             Report::Error(e) => Err(SandboxError::Setup(e)),
         }
     }
 
     /// Kills the command and every process it started.
     pub fn kill(&mut self) {
-        let _ = self.child.start_kill();
+        // SAFETY: a plain syscall on a pidfd we own.
+        unsafe {
+            libc::syscall(
+                libc::SYS_pidfd_send_signal,
+                self.helper.get_ref().as_raw_fd(),
+                libc::SIGKILL,
+                std::ptr::null::<libc::siginfo_t>(),
+                0,
+            )
+        };
         if let Some(cg) = &self.cgroup {
             cg.kill_all();
         }

@@ -233,7 +233,11 @@ fn build_dev(root: &Path, rootless: bool) -> Result<(), String> {
         let host = Path::new("/dev").join(node);
         if rootless {
             // No device nodes in a user namespace's tmpfs: bind the host's.
-            bind(&host, &dev.join(node), MsFlags::MS_NOSUID | MsFlags::MS_NOEXEC)?;
+            bind(
+                &host,
+                &dev.join(node),
+                MsFlags::MS_NOSUID | MsFlags::MS_NOEXEC,
+            )?;
             continue;
         }
         let rdev = std::fs::metadata(&host)

@@ -1,0 +1,213 @@
+//! The pre-forked launcher (SPEC §5 fork safety, §9 start-up cost).
+//!
+//! Forked once by `Sandbox::new`, before the runtime's threads exist, so it is
+//! single-threaded and may fork and allocate freely. For each job the server
+//! sends it one message on a SOCK_SEQPACKET pair, carrying three descriptors:
+//! the job (a memfd holding the JSON spec), the output pipe and the report
+//! pipe. The launcher forks a helper that takes them as stdin, stdout and
+//! stderr and runs exactly what `servo __sandbox-exec` runs, and answers with
+//! the helper's pid and a pidfd (to wait for and kill it without pid reuse
+//! races). This saves an `execve` of servo and its start-up per script.
+//!
+//! The launcher dies with servo (parent-death signal), and every helper dies
+//! with the launcher, so nothing outlives servo.
+
+use std::io::{IoSlice, IoSliceMut};
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::sync::Mutex;
+
+use nix::sys::signal::Signal;
+use nix::sys::socket::{
+    recvmsg, sendmsg, socketpair, AddressFamily, ControlMessage, ControlMessageOwned, MsgFlags,
+    SockFlag, SockType,
+};
+use nix::unistd::{fork, ForkResult, Pid};
+
+/// The server's end of the launcher.
+pub struct Launcher {
+    /// One request and its answer at a time.
+    socket: Mutex<OwnedFd>,
+    pid: Pid,
+}
+
+fn io(what: &str) -> impl FnOnce(nix::errno::Errno) -> std::io::Error + '_ {
+    move |e| std::io::Error::new(std::io::Error::from(e).kind(), format!("{what}: {e}"))
+}
+
+impl Launcher {
+    /// Forks the launcher. Call only while the process is single-threaded.
+    pub fn start() -> std::io::Result<Launcher> {
+        let (ours, theirs) = socketpair(
+            AddressFamily::Unix,
+            SockType::SeqPacket,
+            None,
+            SockFlag::SOCK_CLOEXEC,
+        )
+        .map_err(io("cannot create the launcher's socket"))?;
+        match unsafe { fork() }.map_err(io("cannot fork the launcher"))? {
+            ForkResult::Child => {
+                drop(ours);
+                serve(theirs)
+            }
+            ForkResult::Parent { child } => Ok(Launcher {
+                socket: Mutex::new(ours),
+                pid: child,
+            }),
+        }
+    }
+
+    /// The launcher's pid: the parent every helper checks it still has.
+    pub fn pid(&self) -> u32 {
+        self.pid.as_raw() as u32
+    }
+
+    /// Starts a helper with `job`, `output` and `report` as its stdin,
+    /// stdout and stderr; returns its pidfd.
+    pub fn launch(
+        &self,
+        job: &OwnedFd,
+        output: &OwnedFd,
+        report: &OwnedFd,
+    ) -> std::io::Result<OwnedFd> {
+        let socket = self.socket.lock().unwrap_or_else(|p| p.into_inner());
+        let fds = [job.as_raw_fd(), output.as_raw_fd(), report.as_raw_fd()];
+        sendmsg::<()>(
+            socket.as_raw_fd(),
+            &[IoSlice::new(b"job")],
+            &[ControlMessage::ScmRights(&fds)],
+            MsgFlags::empty(),
+            None,
+        )
+        .map_err(io("the sandbox launcher is gone"))?;
+        let mut pid = [0u8; 4];
+        let mut space = nix::cmsg_space!([RawFd; 1]);
+        let mut iov = [IoSliceMut::new(&mut pid)];
+        let msg = recvmsg::<()>(
+            socket.as_raw_fd(),
+            &mut iov,
+            Some(&mut space),
+            MsgFlags::empty(),
+        )
+        .map_err(io("the sandbox launcher is gone"))?;
+        let mut pidfd = None;
+        for cmsg in msg.cmsgs().map_err(io("bad answer from the launcher"))? {
+            if let ControlMessageOwned::ScmRights(fds) = cmsg {
+                for fd in fds {
+                    // SAFETY: the kernel just gave us this descriptor.
+                    let owned = unsafe { OwnedFd::from_raw_fd(fd) };
+                    pidfd.get_or_insert(owned);
+                }
+            }
+        }
+        if msg.bytes != 4 {
+            return Err(std::io::Error::other("the sandbox launcher is gone"));
+        }
+        pidfd.ok_or_else(|| {
+            let errno = i32::from_le_bytes(pid);
+            std::io::Error::other(format!(
+                "the launcher could not start a helper: {}",
+                std::io::Error::from_raw_os_error(errno)
+            ))
+        })
+    }
+}
+
+/// The launcher's loop; never returns.
+fn serve(socket: OwnedFd) -> ! {
+    let _ = nix::sys::prctl::set_pdeathsig(Signal::SIGKILL);
+    // Helpers are reaped by the kernel; the server waits on their pidfds.
+    unsafe { libc::signal(libc::SIGCHLD, libc::SIG_IGN) };
+    let _ = nix::sys::prctl::set_name(c"servo-launcher");
+    loop {
+        let mut buf = [0u8; 16];
+        let mut space = nix::cmsg_space!([RawFd; 3]);
+        let mut iov = [IoSliceMut::new(&mut buf)];
+        let received = recvmsg::<()>(
+            socket.as_raw_fd(),
+            &mut iov,
+            Some(&mut space),
+            MsgFlags::MSG_CMSG_CLOEXEC,
+        );
+        let msg = match received {
+            Ok(m) if m.bytes > 0 => m,
+            Err(nix::errno::Errno::EINTR) => continue,
+            _ => unsafe { libc::_exit(0) }, // servo closed its end, or is gone
+        };
+        let mut fds: Vec<OwnedFd> = Vec::new();
+        if let Ok(cmsgs) = msg.cmsgs() {
+            for cmsg in cmsgs {
+                if let ControlMessageOwned::ScmRights(raw) = cmsg {
+                    // SAFETY: descriptors just received are ours to own.
+                    fds.extend(
+                        raw.into_iter()
+                            .map(|fd| unsafe { OwnedFd::from_raw_fd(fd) }),
+                    );
+                }
+            }
+        }
+        let answer = if fds.len() == 3 {
+            start_helper(&socket, &fds)
+        } else {
+            Err(libc::EINVAL)
+        };
+        drop(fds);
+        let (pid, pidfd) = match answer {
+            Ok((pid, pidfd)) => (pid, Some(pidfd)),
+            Err(errno) => (errno, None),
+        };
+        let raw: Vec<RawFd> = pidfd.iter().map(|f| f.as_raw_fd()).collect();
+        let cmsgs: Vec<ControlMessage> = if raw.is_empty() {
+            Vec::new()
+        } else {
+            vec![ControlMessage::ScmRights(&raw)]
+        };
+        let bytes = pid.to_le_bytes();
+        if sendmsg::<()>(
+            socket.as_raw_fd(),
+            &[IoSlice::new(&bytes)],
+            &cmsgs,
+            MsgFlags::empty(),
+            None,
+        )
+        .is_err()
+        {
+            unsafe { libc::_exit(0) }
+        }
+    }
+}
+
+/// Forks one helper; returns its pid and pidfd, or an errno.
+fn start_helper(socket: &OwnedFd, fds: &[OwnedFd]) -> Result<(i32, OwnedFd), i32> {
+    match unsafe { fork() } {
+        Err(e) => Err(e as i32),
+        Ok(ForkResult::Child) => {
+            unsafe {
+                libc::close(socket.as_raw_fd());
+                libc::signal(libc::SIGCHLD, libc::SIG_DFL);
+                for (fd, target) in fds.iter().zip([0, 1, 2]) {
+                    if libc::dup2(fd.as_raw_fd(), target) < 0 {
+                        libc::_exit(127);
+                    }
+                }
+                for fd in fds {
+                    if fd.as_raw_fd() > 2 {
+                        libc::close(fd.as_raw_fd());
+                    }
+                }
+            }
+            super::helper_main()
+        }
+        Ok(ForkResult::Parent { child }) => {
+            let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, child.as_raw(), 0) };
+            if fd < 0 {
+                let errno = std::io::Error::last_os_error()
+                    .raw_os_error()
+                    .unwrap_or(libc::EIO);
+                let _ = nix::sys::signal::kill(child, Signal::SIGKILL);
+                return Err(errno);
+            }
+            // SAFETY: pidfd_open returned a new descriptor.
+            Ok((child.as_raw(), unsafe { OwnedFd::from_raw_fd(fd as RawFd) }))
+        }
+    }
+}
