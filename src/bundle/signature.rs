@@ -86,11 +86,13 @@ impl Signature {
 }
 
 /// The digests of an archive, fed chunk by chunk while it is written to disk.
-/// Only the HMAC the request's scheme needs is computed; the plain SHA-256 is
-/// always computed (the audit log and v2 need it).
+/// Only what the request's scheme needs is computed: its HMAC, or for v2 the
+/// plain SHA-256. A wrong signature is thus answered after one hash pass (the
+/// audit log's SHA-256 of an accepted legacy-signed archive is computed once
+/// the signature holds: `sha256_file`).
 pub struct ArchiveDigest {
     hmac: Option<ArchiveMac>,
-    sha256: Sha256,
+    sha256: Option<Sha256>,
     size: u64,
 }
 
@@ -102,8 +104,8 @@ enum ArchiveMac {
 /// What is left once the archive has been read whole.
 pub struct FinishedDigest {
     hmac: Option<ArchiveMac>,
-    /// Lowercase hex SHA-256 of the archive bytes.
-    pub sha256_hex: String,
+    /// Lowercase hex SHA-256 of the archive bytes (v2 only).
+    pub sha256_hex: Option<String>,
     pub size: u64,
 }
 
@@ -119,7 +121,7 @@ impl ArchiveDigest {
         };
         ArchiveDigest {
             hmac,
-            sha256: Sha256::new(),
+            sha256: (scheme == Scheme::V2).then(Sha256::new),
             size: 0,
         }
     }
@@ -130,14 +132,16 @@ impl ArchiveDigest {
             Some(ArchiveMac::Sha256(m)) => m.update(chunk),
             None => {}
         }
-        self.sha256.update(chunk);
+        if let Some(s) = &mut self.sha256 {
+            s.update(chunk);
+        }
         self.size += chunk.len() as u64;
     }
 
     pub fn finish(self) -> FinishedDigest {
         FinishedDigest {
             hmac: self.hmac,
-            sha256_hex: hex::encode(self.sha256.finalize()),
+            sha256_hex: self.sha256.map(|s| hex::encode(s.finalize())),
             size: self.size,
         }
     }
@@ -207,7 +211,8 @@ impl FinishedDigest {
                 let ctx = v2.ok_or(SignatureError::MissingTimestamp)?;
                 let mut mac =
                     HmacSha256::new_from_slice(token).map_err(|_| SignatureError::Invalid)?;
-                mac.update(v2_message(ctx, &self.sha256_hex).as_bytes());
+                let sha256 = self.sha256_hex.as_deref().ok_or(SignatureError::Invalid)?;
+                mac.update(v2_message(ctx, sha256).as_bytes());
                 mac.verify_slice(&sig.mac).is_ok()
             }
             // The digest was started for another scheme: a programming error,
@@ -220,6 +225,22 @@ impl FinishedDigest {
             Err(SignatureError::Invalid)
         }
     }
+}
+
+/// The lowercase hex SHA-256 of a file (read in 1 MiB blocks).
+pub fn sha256_file(path: &std::path::Path) -> std::io::Result<String> {
+    use std::io::Read;
+    let mut file = std::fs::File::open(path)?;
+    let mut hasher = Sha256::new();
+    let mut buf = vec![0u8; 1 << 20];
+    loop {
+        let n = file.read(&mut buf)?;
+        if n == 0 {
+            break;
+        }
+        hasher.update(&buf[..n]);
+    }
+    Ok(hex::encode(hasher.finalize()))
 }
 
 /// HMAC-SHA1 of `data` keyed with `token`, lowercase hex (the portal relay's signature, §6.3).

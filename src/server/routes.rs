@@ -451,7 +451,7 @@ async fn start_run(
         .metrics
         .upload_bytes
         .fetch_add(digest.size, Ordering::Relaxed);
-    let (sha256, size) = (digest.sha256_hex.clone(), digest.size);
+    let (v2_sha256, size) = (digest.sha256_hex.clone(), digest.size);
     let v2 = timestamp.as_deref().map(|ts| V2Context {
         timestamp: ts,
         path: &raw_path,
@@ -464,6 +464,17 @@ async fn start_run(
     if let Some(ts) = v2_time {
         remember_v2(server, &sig.mac, ts, now)?;
     }
+    // The audit log's digest; v2 computed it already.
+    let sha256 = match v2_sha256 {
+        Some(h) => h,
+        None => {
+            let path = archive.clone();
+            tokio::task::spawn_blocking(move || signature::sha256_file(&path))
+                .await
+                .map_err(|e| storage_rejection("hash the archive", &std::io::Error::other(e)))?
+                .map_err(|e| storage_rejection("hash the archive", &e))?
+        }
+    };
 
     // Verified: wait for a run slot (the queue), then start.
     let permit = server
