@@ -16,9 +16,16 @@ pub enum UploadError {
     TooLarge(u64),
     #[error("the request body could not be read: {0}")]
     Body(String),
+    #[error("bad multipart body: {0}")]
+    Multipart(String),
+    #[error("no tgz field in the multipart body (curl -F tgz=@upload.tgz)")]
+    NoArchiveField,
     #[error("could not store the upload: {0}")]
     Io(#[from] std::io::Error),
 }
+
+/// Room for the multipart framing and the other fields around the archive.
+pub const MULTIPART_FRAMING: u64 = 64 * 1024;
 
 /// Writes `chunks` to `path` (created, must not exist), feeding `digest`.
 /// Returns the number of bytes written. On error the caller removes the file.
@@ -50,4 +57,44 @@ where
     }
     out.flush().await?;
     Ok(written)
+}
+
+/// Writes the `tgz` field of a `multipart/form-data` body to `path` (as
+/// [`save`] does a raw body); fields before it are skipped. The whole stream is
+/// capped at `max_bytes` plus [`MULTIPART_FRAMING`], so other fields count too.
+pub async fn save_multipart<S, O, E>(
+    stream: S,
+    boundary: String,
+    path: &Path,
+    max_bytes: u64,
+    digest: &mut ArchiveDigest,
+) -> Result<u64, UploadError>
+where
+    S: Stream<Item = Result<O, E>> + Send + 'static,
+    O: Into<Bytes> + 'static,
+    E: Into<Box<dyn std::error::Error + Send + Sync>> + 'static,
+{
+    let constraints = multer::Constraints::new().size_limit(
+        multer::SizeLimit::new().whole_stream(max_bytes.saturating_add(MULTIPART_FRAMING)),
+    );
+    let mut multipart = multer::Multipart::with_constraints(stream, boundary, constraints);
+    loop {
+        let field = multipart.next_field().await.map_err(|e| match e {
+            multer::Error::StreamSizeExceeded { .. } => UploadError::TooLarge(max_bytes),
+            e => UploadError::Multipart(e.to_string()),
+        })?;
+        let Some(field) = field else {
+            return Err(UploadError::NoArchiveField);
+        };
+        if field.name() == Some("tgz") {
+            return save(field, path, max_bytes, digest)
+                .await
+                .map_err(|e| match e {
+                    UploadError::Body(m) if m.contains("size limit") => {
+                        UploadError::TooLarge(max_bytes)
+                    }
+                    e => e,
+                });
+        }
+    }
 }
