@@ -113,6 +113,8 @@ def request():
     put("request", "bad-names", "../x.py+%zz+.py\nld-preload: /x.so\npath: /bin\n9x: 1\n")
     put("request", "twice", "x.py\nfoo: 1\nFOO: 2\n")
     put("request", "nul-value", "x.py\nfoo: a\x00b\n")
+    # Near the 4096-byte name limit, where the fuzzer's inputs rarely grow to.
+    put("request", "long-name", "a" * 31 + "%C3%A9" + "b" * 4090 + ".py")
 
 
 def policy():
@@ -141,6 +143,9 @@ def sim():
     put("sim", "session", "ls -j\ndeploy web.yml -n pay -p 3\nscale pay.web -f +2 -j\n"
         "grep pay.* -j\nport 80 pay.web -j\nkill pay.web\noff *\non *\nnodes\nhelp\n")
     put("sim", "scale", "scale marathon.* -f -5\nscale *.* -f 7 -j\npoll -j\nlog marathon.servo -j\n")
+    # Found by fuzzing: a glob of many stars took exponential time.
+    put("sim", "crash-many-stars", "ls " + "*" * 40 + "x -j\n")
+    put("sim", "scale-huge", "scale marathon.* -f +9223372036854775807\nscale marathon.* -f --9223372036854775808\n")
     put("sim", "exec", "exec marathon.servo --force run ~/x a.py\nping -j\nreset marathon.*\nfrob\n\n")
 
 
