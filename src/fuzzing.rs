@@ -7,6 +7,7 @@
 //! when an invariant breaks: a panic is what the fuzzer reports.
 
 use std::cell::RefCell;
+use std::os::unix::fs::PermissionsExt;
 use std::path::{Component, Path, PathBuf};
 
 use bytes::Bytes;
@@ -79,9 +80,16 @@ fn check_tree(dest: &Path, dir: &Path, files: &mut u64) {
         let path = entry.expect("a dest entry").path();
         let meta = std::fs::symlink_metadata(&path).expect("stat");
         let ft = meta.file_type();
+        let mode = meta.permissions().mode() & 0o7777;
         if ft.is_dir() {
+            assert_eq!(mode, 0o755, "{}: directory mode {mode:o}", path.display());
             check_tree(dest, &path, files);
         } else if ft.is_file() {
+            assert!(
+                mode == 0o644 || mode == 0o755,
+                "{}: file mode {mode:o}",
+                path.display()
+            );
             *files += 1;
         } else if ft.is_symlink() {
             let target = std::fs::read_link(&path).expect("readlink");
