@@ -6,7 +6,7 @@ The unpacker's seeds are the attack archives of tests/data/archives plus a few
 good bundles; the decrypt seeds come from tests/data/aes_vectors.json. Inputs
 the fuzzer found (crashes, once fixed) are added by hand as crash-<what>.
 """
-import base64, glob, io, json, os, shutil, tarfile
+import base64, glob, gzip, io, json, os, shutil, tarfile
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CORPUS = os.path.join(ROOT, "fuzz", "corpus")
@@ -46,6 +46,16 @@ def tgz(entries):
 def unpack():
     for path in sorted(glob.glob(os.path.join(ROOT, "tests/data/archives/*.tgz"))):
         shutil.copy(path, os.path.join(CORPUS, "unpack", "attack-" + os.path.basename(path)))
+        # The bare tar too (the harness gzips what is not gzip): the fuzzer
+        # then mutates headers, not deflate. Trailing zero blocks dropped.
+        try:
+            bare = gzip.decompress(open(path, "rb").read())
+        except (OSError, EOFError):
+            continue
+        bare = bare.rstrip(b"\0")
+        bare += b"\0" * (-len(bare) % 512)
+        if bare and not bare.startswith(b"\x1f\x8b"):
+            put("unpack", "bare-" + os.path.basename(path)[:-4] + ".tar", bare)
     put("unpack", "good-one-script.tgz", tgz([("deploy.py", "file", b"print('hello')\n")]))
     put("unpack", "good-tree.tgz", tgz([
         ("./", "dir", None),
@@ -58,6 +68,12 @@ def unpack():
         ("secret.txt.aes", "file", b"Salted__12345678" + bytes(16)),
     ]))
     put("unpack", "good-empty-file.tgz", tgz([("empty.py", "file", b"")]))
+    put("unpack", "bare-good-tree.tar", gzip.decompress(tgz([
+        ("lib/", "dir", None),
+        ("lib/util.py", "file", b"X = 1\n"),
+        ("lib/alias.py", "symlink", "util.py"),
+        ("copy.py", "hardlink", "lib/util.py"),
+    ]))[:512 * 6])
 
 
 def signature():

@@ -47,13 +47,16 @@ const UNPACK_LIMITS: UnpackLimits = UnpackLimits {
     max_file_bytes: 512 << 10,
 };
 
-/// The unpacker: `data` is the uploaded `.tgz`. Whatever the archive, nothing
-/// appears beside `dest`, and what is in `dest` resolves inside it.
+/// The unpacker: `data` is the uploaded `.tgz` when it starts as gzip does,
+/// else a bare tar that is gzipped here (with its header checksums set), so
+/// that mutations reach the unpacker's checks instead of dying in deflate or
+/// at a checksum. Whatever the archive, nothing appears beside `dest`, and
+/// what is in `dest` resolves inside it.
 pub fn unpack(data: &[u8]) {
     let root = tempfile::tempdir().expect("a temporary directory");
     let archive = root.path().join("upload.tgz");
     let dest = root.path().join("bundle");
-    std::fs::write(&archive, data).expect("writing the archive");
+    std::fs::write(&archive, archive_bytes(data)).expect("writing the archive");
     std::fs::create_dir(&dest).expect("creating dest");
     let result = unpack::unpack(&archive, &dest, &UNPACK_LIMITS, None);
 
@@ -71,6 +74,58 @@ pub fn unpack(data: &[u8]) {
         assert_eq!(summary.files, files, "summary disagrees with the tree");
         assert!(summary.bytes <= UNPACK_LIMITS.max_total_bytes);
     }
+}
+
+/// What the unpack harness uploads for `data`: itself when gzip, else the
+/// bare tar with its checksums set, gzipped.
+pub fn archive_bytes(data: &[u8]) -> Vec<u8> {
+    if data.starts_with(&[0x1f, 0x8b]) {
+        data.to_vec()
+    } else {
+        gzip(&with_checksums(data))
+    }
+}
+
+/// A tar's headers with their checksums set: from the first block, each
+/// header is followed by its data (the octal size field), rounded to blocks.
+/// The walk stops at a zero block or one it cannot size; it need not be right
+/// for every archive, only for most of what the fuzzer writes.
+fn with_checksums(tar: &[u8]) -> Vec<u8> {
+    const BLOCK: usize = 512;
+    let mut tar = tar.to_vec();
+    let mut at = 0;
+    while let Some(header) = tar.get_mut(at..at + BLOCK) {
+        if header.iter().all(|b| *b == 0) {
+            break;
+        }
+        header[148..156].fill(b' ');
+        let sum: u32 = header.iter().map(|b| u32::from(*b)).sum();
+        header[148..156].copy_from_slice(format!("{sum:06o}\0 ").as_bytes());
+        let size = std::str::from_utf8(&header[124..136])
+            .ok()
+            .map(|f| f.trim_matches(|c| c == ' ' || c == '\0'))
+            .and_then(|f| {
+                usize::from_str_radix(f, 8)
+                    .ok()
+                    .or(f.is_empty().then_some(0))
+            });
+        let Some(size) = size else { break };
+        let Some(next) = size
+            .checked_next_multiple_of(BLOCK)
+            .and_then(|n| n.checked_add(at + BLOCK))
+        else {
+            break;
+        };
+        at = next;
+    }
+    tar
+}
+
+fn gzip(data: &[u8]) -> Vec<u8> {
+    use std::io::Write;
+    let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+    gz.write_all(data).expect("gzip to memory");
+    gz.finish().expect("gzip to memory")
 }
 
 /// Walks `dir` without following symlinks: only files, directories and

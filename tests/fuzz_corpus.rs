@@ -85,3 +85,27 @@ fn tenants_corpus() {
 fn sim_corpus() {
     replay("sim");
 }
+
+#[test]
+fn the_unpack_harness_gzips_bare_tars_with_their_checksums_set() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let mut bare = std::fs::read(corpus_dir(root, "unpack").join("bare-good-tree.tar"))
+        .expect("the bare seed");
+    // Spoil every header's checksum: the harness must set them again.
+    for header in [0, 512, 1536, 2048] {
+        bare[header + 148..header + 156].copy_from_slice(b"0000000\0");
+    }
+    let tmp = tempfile::tempdir().expect("a temporary directory");
+    let archive = tmp.path().join("upload.tgz");
+    let dest = tmp.path().join("bundle");
+    std::fs::create_dir(&dest).expect("dest");
+    std::fs::write(&archive, servo::fuzzing::archive_bytes(&bare)).expect("the archive");
+    let limits = servo::bundle::unpack::UnpackLimits::default();
+    let summary = servo::bundle::unpack::unpack(&archive, &dest, &limits, None)
+        .expect("the bare tree unpacks");
+    assert_eq!(summary.files, 2, "{summary:?}");
+    assert!(std::fs::symlink_metadata(dest.join("lib/alias.py"))
+        .expect("the symlink")
+        .file_type()
+        .is_symlink());
+}
