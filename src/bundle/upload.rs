@@ -98,3 +98,51 @@ where
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::bundle::signature::Scheme;
+
+    fn body(field: &str, data: &[u8]) -> Vec<Result<Bytes, std::io::Error>> {
+        let mut b = b"--B\r\nContent-Disposition: form-data; name=\"note\"\r\n\r\nhi\r\n".to_vec();
+        b.extend_from_slice(
+            format!("--B\r\nContent-Disposition: form-data; name=\"{field}\"\r\n\r\n").as_bytes(),
+        );
+        b.extend_from_slice(data);
+        b.extend_from_slice(b"\r\n--B--\r\n");
+        // Small chunks: the field's data crosses them.
+        b.chunks(5).map(|c| Ok(Bytes::copy_from_slice(c))).collect()
+    }
+
+    async fn run(field: &str, data: &[u8], max: u64) -> (Result<u64, UploadError>, Vec<u8>) {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("upload.tgz");
+        let mut digest = ArchiveDigest::new(Scheme::Sha1, b"tok");
+        let stream = futures_util::stream::iter(body(field, data));
+        let r = save_multipart(stream, "B".into(), &path, max, &mut digest).await;
+        (r, std::fs::read(&path).unwrap_or_default())
+    }
+
+    #[tokio::test]
+    async fn multipart_saves_the_tgz_field_only() {
+        let (r, saved) = run("tgz", b"archive\r\nbytes", 100).await;
+        assert_eq!(r.unwrap(), 14);
+        assert_eq!(saved, b"archive\r\nbytes");
+    }
+
+    #[tokio::test]
+    async fn multipart_refusals_say_why() {
+        let (r, _) = run("tgz", &[7u8; 101], 100).await;
+        assert!(matches!(r, Err(UploadError::TooLarge(100))), "{r:?}");
+        let (r, _) = run("other", b"x", 100).await;
+        assert!(matches!(r, Err(UploadError::NoArchiveField)), "{r:?}");
+        let dir = tempfile::tempdir().unwrap();
+        let mut digest = ArchiveDigest::new(Scheme::Sha1, b"tok");
+        let garbage = futures_util::stream::iter(vec![Ok::<_, std::io::Error>(
+            Bytes::from_static(b"--B\r\nno headers end"),
+        )]);
+        let r = save_multipart(garbage, "B".into(), &dir.path().join("u"), 100, &mut digest).await;
+        assert!(matches!(r, Err(UploadError::Multipart(_))), "{r:?}");
+    }
+}
