@@ -7,6 +7,8 @@ pub mod audit;
 pub mod bundle;
 pub mod client;
 pub mod config;
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod limits;
 pub mod metrics;
 pub mod relay;

@@ -16,9 +16,16 @@ pub enum UploadError {
     TooLarge(u64),
     #[error("the request body could not be read: {0}")]
     Body(String),
+    #[error("bad multipart body: {0}")]
+    Multipart(String),
+    #[error("no tgz field in the multipart body (curl -F tgz=@upload.tgz)")]
+    NoArchiveField,
     #[error("could not store the upload: {0}")]
     Io(#[from] std::io::Error),
 }
+
+/// Room for the multipart framing and the other fields around the archive.
+pub const MULTIPART_FRAMING: u64 = 64 * 1024;
 
 /// Writes `chunks` to `path` (created, must not exist), feeding `digest`.
 /// Returns the number of bytes written. On error the caller removes the file.
@@ -50,4 +57,92 @@ where
     }
     out.flush().await?;
     Ok(written)
+}
+
+/// Writes the `tgz` field of a `multipart/form-data` body to `path` (as
+/// [`save`] does a raw body); fields before it are skipped. The whole stream is
+/// capped at `max_bytes` plus [`MULTIPART_FRAMING`], so other fields count too.
+pub async fn save_multipart<S, O, E>(
+    stream: S,
+    boundary: String,
+    path: &Path,
+    max_bytes: u64,
+    digest: &mut ArchiveDigest,
+) -> Result<u64, UploadError>
+where
+    S: Stream<Item = Result<O, E>> + Send + 'static,
+    O: Into<Bytes> + 'static,
+    E: Into<Box<dyn std::error::Error + Send + Sync>> + 'static,
+{
+    let constraints = multer::Constraints::new().size_limit(
+        multer::SizeLimit::new().whole_stream(max_bytes.saturating_add(MULTIPART_FRAMING)),
+    );
+    let mut multipart = multer::Multipart::with_constraints(stream, boundary, constraints);
+    loop {
+        let field = multipart.next_field().await.map_err(|e| match e {
+            multer::Error::StreamSizeExceeded { .. } => UploadError::TooLarge(max_bytes),
+            e => UploadError::Multipart(e.to_string()),
+        })?;
+        let Some(field) = field else {
+            return Err(UploadError::NoArchiveField);
+        };
+        if field.name() == Some("tgz") {
+            return save(field, path, max_bytes, digest)
+                .await
+                .map_err(|e| match e {
+                    UploadError::Body(m) if m.contains("size limit") => {
+                        UploadError::TooLarge(max_bytes)
+                    }
+                    e => e,
+                });
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::bundle::signature::Scheme;
+
+    fn body(field: &str, data: &[u8]) -> Vec<Result<Bytes, std::io::Error>> {
+        let mut b = b"--B\r\nContent-Disposition: form-data; name=\"note\"\r\n\r\nhi\r\n".to_vec();
+        b.extend_from_slice(
+            format!("--B\r\nContent-Disposition: form-data; name=\"{field}\"\r\n\r\n").as_bytes(),
+        );
+        b.extend_from_slice(data);
+        b.extend_from_slice(b"\r\n--B--\r\n");
+        // Small chunks: the field's data crosses them.
+        b.chunks(5).map(|c| Ok(Bytes::copy_from_slice(c))).collect()
+    }
+
+    async fn run(field: &str, data: &[u8], max: u64) -> (Result<u64, UploadError>, Vec<u8>) {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("upload.tgz");
+        let mut digest = ArchiveDigest::new(Scheme::Sha1, b"tok");
+        let stream = futures_util::stream::iter(body(field, data));
+        let r = save_multipart(stream, "B".into(), &path, max, &mut digest).await;
+        (r, std::fs::read(&path).unwrap_or_default())
+    }
+
+    #[tokio::test]
+    async fn multipart_saves_the_tgz_field_only() {
+        let (r, saved) = run("tgz", b"archive\r\nbytes", 100).await;
+        assert_eq!(r.unwrap(), 14);
+        assert_eq!(saved, b"archive\r\nbytes");
+    }
+
+    #[tokio::test]
+    async fn multipart_refusals_say_why() {
+        let (r, _) = run("tgz", &[7u8; 101], 100).await;
+        assert!(matches!(r, Err(UploadError::TooLarge(100))), "{r:?}");
+        let (r, _) = run("other", b"x", 100).await;
+        assert!(matches!(r, Err(UploadError::NoArchiveField)), "{r:?}");
+        let dir = tempfile::tempdir().unwrap();
+        let mut digest = ArchiveDigest::new(Scheme::Sha1, b"tok");
+        let garbage = futures_util::stream::iter(vec![Ok::<_, std::io::Error>(
+            Bytes::from_static(b"--B\r\nno headers end"),
+        )]);
+        let r = save_multipart(garbage, "B".into(), &dir.path().join("u"), 100, &mut digest).await;
+        assert!(matches!(r, Err(UploadError::Multipart(_))), "{r:?}");
+    }
 }

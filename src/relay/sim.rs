@@ -81,19 +81,44 @@ pub fn glob_match(glob: &str, name: &str) -> bool {
         }
         (i < pat.len()).then_some((hit != negate, i + 1))
     }
-    fn go(p: &[char], n: &[char]) -> bool {
-        match p.first() {
-            None => n.is_empty(),
-            Some('*') => (0..=n.len()).any(|k| go(&p[1..], &n[k..])),
-            Some('?') => !n.is_empty() && go(&p[1..], &n[1..]),
-            Some('[') => match (n.first(), class(p, n.first().copied().unwrap_or('\0'))) {
-                (Some(_), Some((true, len))) => go(&p[len..], &n[1..]),
-                (Some(_), Some((false, _))) | (None, _) => false,
+    /// Whether the item of `p` at its start (not a `*`) matches `c`, and its length.
+    fn one(p: &[char], c: char) -> Option<usize> {
+        match p[0] {
+            '?' => Some(1),
+            '[' => match class(p, c) {
+                Some((true, len)) => Some(len),
+                Some((false, _)) => None,
                 // An unclosed `[` is a literal.
-                (Some(&c), None) => c == '[' && go(&p[1..], &n[1..]),
+                None => (c == '[').then_some(1),
             },
-            Some(&c) => n.first() == Some(&c) && go(&p[1..], &n[1..]),
+            l => (l == c).then_some(1),
         }
+    }
+    // One pass, going back only to the latest `*` (which then takes one more
+    // character): O(len(p) * len(n)). Recursing into every split of every `*`
+    // is exponential in the number of stars, and a script chooses the glob.
+    fn go(p: &[char], n: &[char]) -> bool {
+        let (mut pi, mut ni) = (0, 0);
+        let mut star: Option<(usize, usize)> = None;
+        while ni < n.len() {
+            if p.get(pi) == Some(&'*') {
+                pi += 1;
+                star = Some((pi, ni));
+                continue;
+            }
+            if let Some(len) = (pi < p.len()).then(|| one(&p[pi..], n[ni])).flatten() {
+                pi += len;
+                ni += 1;
+                continue;
+            }
+            let Some((after_star, taken)) = star else {
+                return false;
+            };
+            star = Some((after_star, taken + 1));
+            pi = after_star;
+            ni = taken + 1;
+        }
+        p[pi..].iter().all(|&c| c == '*')
     }
     let p: Vec<char> = glob.chars().collect();
     let n: Vec<char> = name.chars().collect();
@@ -431,9 +456,10 @@ impl State {
             let c = &self.clusters[&key];
             let have = c.pods.len() as i64;
             let want = if let Some(n) = factor.strip_prefix('+') {
-                have + n.parse::<i64>().map_err(|_| bad())?
+                // Saturating: a huge factor means "as many as allowed".
+                have.saturating_add(n.parse::<i64>().map_err(|_| bad())?)
             } else if let Some(n) = factor.strip_prefix('-') {
-                have - n.parse::<i64>().map_err(|_| bad())?
+                have.saturating_sub(n.parse::<i64>().map_err(|_| bad())?)
             } else {
                 factor.parse::<i64>().map_err(|_| bad())?
             }
@@ -544,6 +570,85 @@ mod tests {
     }
 
     #[test]
+    fn many_stars_match_in_linear_time() {
+        // Fuzzing found it: every `*` tried every split, so this never returned.
+        let glob = format!("{}x", "*".repeat(40));
+        assert!(!glob_match(&glob, "marathon.portal.cluster.name"));
+        assert!(glob_match(&format!("{glob}*"), "marathon.x"));
+        let sim = Sim::new();
+        let answer = sim.shell(&format!("ls {glob} -j"), &[]);
+        assert_eq!(answer["ok"], true, "{answer}");
+    }
+
+    /// The former matcher: obviously right, exponential in the stars.
+    fn reference(p: &[char], n: &[char]) -> bool {
+        match p.first() {
+            None => n.is_empty(),
+            Some('*') => (0..=n.len()).any(|k| reference(&p[1..], &n[k..])),
+            Some('?') => !n.is_empty() && reference(&p[1..], &n[1..]),
+            Some('[') => {
+                let close = p.iter().skip(2).position(|&c| c == ']').map(|i| i + 2);
+                match (n.first(), close) {
+                    (None, _) => false,
+                    (Some(&c), None) => c == '[' && reference(&p[1..], &n[1..]),
+                    (Some(&c), Some(end)) => {
+                        let body = &p[1..end];
+                        let (neg, body) = match body.first() {
+                            Some('!') | Some('^') => (true, &body[1..]),
+                            _ => (false, body),
+                        };
+                        let mut hit = false;
+                        let mut i = 0;
+                        while i < body.len() {
+                            if body.get(i + 1) == Some(&'-') && i + 2 < body.len() {
+                                hit |= body[i] <= c && c <= body[i + 2];
+                                i += 3;
+                            } else {
+                                hit |= body[i] == c;
+                                i += 1;
+                            }
+                        }
+                        hit != neg && reference(&p[end + 1..], &n[1..])
+                    }
+                }
+            }
+            Some(&c) => n.first() == Some(&c) && reference(&p[1..], &n[1..]),
+        }
+    }
+
+    #[test]
+    fn linear_matcher_agrees_with_the_reference() {
+        let items = ["a", "b", "*", "?", "[ab]", "[!a]", "[a-b]", "["];
+        let mut globs = vec![String::new()];
+        for _ in 0..4 {
+            let longer: Vec<String> = globs
+                .iter()
+                .flat_map(|g| items.iter().map(move |i| format!("{g}{i}")))
+                .collect();
+            globs.extend(longer);
+        }
+        globs.sort();
+        globs.dedup();
+        let mut names = vec![String::new()];
+        for _ in 0..4 {
+            let longer: Vec<String> = names
+                .iter()
+                .flat_map(|n| ["a", "b", "["].map(|c| format!("{n}{c}")))
+                .collect();
+            names.extend(longer);
+        }
+        names.sort();
+        names.dedup();
+        for g in &globs {
+            let pc: Vec<char> = g.chars().collect();
+            for n in &names {
+                let nc: Vec<char> = n.chars().collect();
+                assert_eq!(glob_match(g, n), reference(&pc, &nc), "{g:?} vs {n:?}");
+            }
+        }
+    }
+
+    #[test]
     fn definitions() {
         let d =
             parse_definition(b"cluster: web\nimage: repo/img:tag\nports:\n  - 8080\n  - 9000\n")
@@ -561,6 +666,27 @@ mod tests {
             .contains("cluster"));
         assert!(parse_definition(b"cluster: [").is_err());
         assert!(parse_definition(b"cluster: w\nports:\n  - x\n").is_err());
+    }
+
+    #[test]
+    fn huge_scale_factors_clamp_instead_of_overflowing() {
+        let sim = Sim::new();
+        let up = sim.shell("scale marathon.servo -f +9223372036854775807 -j", &[]);
+        assert_eq!(up["ok"], true, "{up}");
+        assert_eq!(
+            out(&sim.shell("ls -j", &[]))["marathon.servo"]["total"],
+            100
+        );
+        // Minus i64::MIN: saturates up.
+        let same = sim.shell("scale marathon.servo -f --9223372036854775808 -j", &[]);
+        assert_eq!(same["ok"], true, "{same}");
+        assert_eq!(
+            out(&sim.shell("ls -j", &[]))["marathon.servo"]["total"],
+            100
+        );
+        let down = sim.shell("scale marathon.servo -f -9223372036854775807 -j", &[]);
+        assert_eq!(down["ok"], true, "{down}");
+        assert_eq!(out(&sim.shell("ls -j", &[]))["marathon.servo"]["total"], 0);
     }
 
     #[test]

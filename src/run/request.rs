@@ -55,7 +55,9 @@ pub fn check_relative_name(name: &str) -> Result<(), String> {
         return Err("empty name".into());
     }
     if name.len() > 4096 {
-        return Err(format!("{}…: name too long", &name[..32]));
+        // Cut by characters: a byte index could fall inside a multibyte one.
+        let head: String = name.chars().take(32).collect();
+        return Err(format!("{head}…: name too long"));
     }
     if let Some(c) = name
         .chars()
@@ -203,6 +205,15 @@ mod tests {
         let many = vec!["a.py"; 33].join("+");
         assert!(parse_scripts(&many).is_err());
         assert!(parse_scripts(&vec!["a.py"; 32].join("+")).is_ok());
+    }
+
+    #[test]
+    fn too_long_names_with_multibyte_characters_are_refused_not_a_panic() {
+        // The error message once cut the name at byte 32, inside `é`: a panic.
+        let raw = format!("{}%C3%A9{}.py", "a".repeat(31), "b".repeat(4090));
+        let err = parse_scripts(&raw).unwrap_err().to_string();
+        assert!(err.contains("name too long"), "{err}");
+        assert!(err.contains(&format!("{}é…", "a".repeat(31))), "{err}");
     }
 
     #[test]

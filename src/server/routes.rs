@@ -304,6 +304,7 @@ fn upload_rejection(e: UploadError) -> Rejection {
             format!("upload larger than {max} bytes"),
         ),
         UploadError::Body(m) => bad_request(format!("the request body could not be read: {m}")),
+        e @ (UploadError::Multipart(_) | UploadError::NoArchiveField) => bad_request(e.to_string()),
         UploadError::Io(e) => storage_rejection("store the upload", &e),
     }
 }
@@ -337,33 +338,9 @@ async fn receive_archive(
             .await
             .map_err(upload_rejection),
         BodyKind::Multipart(boundary) => {
-            // Other fields count against the limit too: the whole stream is capped.
-            let constraints = multer::Constraints::new()
-                .size_limit(multer::SizeLimit::new().whole_stream(max.saturating_add(64 * 1024)));
-            let mut multipart = multer::Multipart::with_constraints(stream, boundary, constraints);
-            loop {
-                let field = multipart.next_field().await.map_err(|e| match e {
-                    multer::Error::StreamSizeExceeded { .. } => {
-                        upload_rejection(UploadError::TooLarge(max))
-                    }
-                    e => bad_request(format!("bad multipart body: {e}")),
-                })?;
-                let Some(field) = field else {
-                    return Err(bad_request(
-                        "no tgz field in the multipart body (curl -F tgz=@upload.tgz)",
-                    ));
-                };
-                if field.name() == Some("tgz") {
-                    return upload::save(field, dest, max, digest)
-                        .await
-                        .map_err(|e| match e {
-                            UploadError::Body(m) if m.contains("size limit") => {
-                                upload_rejection(UploadError::TooLarge(max))
-                            }
-                            e => upload_rejection(e),
-                        });
-                }
-            }
+            upload::save_multipart(stream, boundary, dest, max, digest)
+                .await
+                .map_err(upload_rejection)
         }
     }
 }
@@ -416,7 +393,7 @@ async fn start_run(
     let declared = header_str(headers, CONTENT_LENGTH.as_str()).and_then(|v| v.parse::<u64>().ok());
     // A multipart body carries some framing around the archive.
     let framing = if matches!(kind, BodyKind::Multipart(_)) {
-        64 * 1024
+        upload::MULTIPART_FRAMING
     } else {
         0
     };
