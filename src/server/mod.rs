@@ -110,17 +110,20 @@ impl Server {
             .map_err(|e| ServeError::Sandbox(format!("the sandbox self-test failed: {e}")))?;
         let audit = Arc::new(Audit::open(&config.audit)?);
         let max_runs = config.max_runs;
+        let metrics = Arc::new(crate::metrics::Metrics::default());
+        let mut relay = crate::relay::Relay::new(
+            config.portal.clone(),
+            config.portal_token.clone(),
+            Arc::clone(&audit),
+        );
+        relay.metrics = Arc::clone(&metrics);
         Ok(Arc::new(Server {
             ctx: Arc::new(RunContext {
-                relay: Arc::new(crate::relay::Relay::new(
-                    config.portal.clone(),
-                    config.portal_token.clone(),
-                    Arc::clone(&audit),
-                )),
+                relay: Arc::new(relay),
                 config: Arc::new(config),
                 sandbox: Arc::new(sandbox),
                 audit,
-                metrics: Arc::new(crate::metrics::Metrics::default()),
+                metrics,
             }),
             started: Instant::now(),
             runs_dir,

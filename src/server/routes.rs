@@ -41,6 +41,14 @@ pub async fn handle(
         (&Method::GET, "/metrics") => metrics(&server),
         (&Method::POST, p) if p.starts_with("/run/") => {
             let form = negotiate(req.headers().get(ACCEPT).and_then(|v| v.to_str().ok()));
+            // The tenant the request claims, for the audit record of a refusal.
+            let claimed = match req.headers().get("x-tenant") {
+                Some(v) => String::from_utf8_lossy(v.as_bytes())
+                    .chars()
+                    .take(64)
+                    .collect(),
+                None => "default".to_string(),
+            };
             match start_run(&server, req, remote, form).await {
                 Ok(resp) => resp,
                 Err(rejection) => {
@@ -56,7 +64,7 @@ pub async fn handle(
                     let _ = server.ctx.audit.record(
                         "request.rejected",
                         "",
-                        "",
+                        &claimed,
                         json!({"remote": remote.to_string(), "status": status.as_u16(), "reason": reason}),
                     );
                     let mut resp = reject(status, form, &reason);
@@ -95,7 +103,8 @@ fn health(server: &Server) -> Response<ResponseBody> {
     let info = server.ctx.sandbox.info();
     let in_flight = server.in_flight.load(Ordering::SeqCst);
     let admitted = server.admitted.load(Ordering::SeqCst);
-    let audit_ok = !server.ctx.audit.is_failing();
+    // While failing, asking is also the attempt that ends the outage.
+    let audit_ok = server.ctx.audit.probe().is_ok();
     let body = json!({
         "version": env!("CARGO_PKG_VERSION"),
         "uptime_s": server.started.elapsed().as_secs(),
@@ -411,7 +420,7 @@ async fn start_run(
     if declared.is_some_and(|n| n > config.max_upload + framing) {
         return Err(upload_rejection(UploadError::TooLarge(config.max_upload)));
     }
-    if server.ctx.audit.is_failing() {
+    if server.ctx.audit.probe().is_err() {
         return Err(Rejection(
             StatusCode::SERVICE_UNAVAILABLE,
             "the audit log cannot be written; runs are refused until it can".into(),
@@ -507,7 +516,8 @@ async fn start_run(
         server.callbacks.register(
             secret,
             super::callback::Target {
-                workdir: run_dir.join("work"),
+                // The run's volume (`RunVolume` at run_dir/box) holds the workdir.
+                workdir: run_dir.join("box").join("work"),
                 uid: lease.uid,
                 gid: lease.gid,
             },
