@@ -408,6 +408,16 @@ fn v2_signatures_bind_the_request_and_cannot_be_replayed() {
     );
     assert_eq!(r.status, 403, "{}", r.body);
     assert!(r.body.contains("requires v2"), "{}", r.body);
+    // Without the token, the answer does not tell that the tenant exists.
+    let r = post_signed(
+        &servo,
+        &b.tgz,
+        "other.py",
+        &openssl_sign(&b.tgz, "a-guess"),
+        &["-H", "X-Tenant: a"],
+    );
+    assert_eq!(r.status, 403, "{}", r.body);
+    assert_eq!(r.body.trim(), "invalid signature or unknown tenant");
     let r = post_bundle(&servo, &b.tgz, "other.py", &[]);
     assert_eq!(r.status, 200, "{}", r.body);
 
@@ -434,7 +444,7 @@ fn v2_signatures_bind_the_request_and_cannot_be_replayed() {
         .into_iter()
         .filter(|e| e["event"] == "request.rejected")
         .collect();
-    assert!(rejected.len() >= 8, "{rejected:?}");
+    assert!(rejected.len() >= 9, "{rejected:?}");
     assert!(rejected.iter().all(|e| e["status"] == 403));
     assert!(rejected.iter().any(|e| e["tenant"] == "b"));
 }

@@ -390,12 +390,9 @@ async fn start_run(
     let tenant: Tenant = config.tenant(&tenant_name).cloned().ok_or_else(forbidden)?;
     let sig_text = header_str(headers, "x-signature").ok_or_else(forbidden)?;
     let sig = Signature::parse(sig_text).map_err(|_| forbidden())?;
-    if tenant.require_v2 && sig.scheme != Scheme::V2 {
-        return Err(Rejection(
-            StatusCode::FORBIDDEN,
-            SignatureError::SchemeRefused.to_string(),
-        ));
-    }
+    // Said only to whoever proves the token (after verifying): otherwise it
+    // would tell a stranger that the tenant exists (§2.1).
+    let scheme_refused = tenant.require_v2 && sig.scheme != Scheme::V2;
     let timestamp = header_str(headers, "x-servo-timestamp").map(str::to_string);
     let now = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
@@ -463,6 +460,12 @@ async fn start_run(
     digest
         .verify(&sig, tenant.token.as_bytes(), v2.as_ref())
         .map_err(|_| forbidden())?;
+    if scheme_refused {
+        return Err(Rejection(
+            StatusCode::FORBIDDEN,
+            SignatureError::SchemeRefused.to_string(),
+        ));
+    }
     if let Some(ts) = v2_time {
         remember_v2(server, &sig.mac, ts, now)?;
     }
