@@ -1013,3 +1013,127 @@ fn policy_check_names_the_tenant_and_field() {
         assert!(stderr.contains("bad.json"), "{stderr}");
     }
 }
+
+// ------------------------------------------------------------ relay order
+
+/// `curl --unix-socket SOCKET -X POST -H 'X-Shell: LINE' http://portal/shell`.
+async fn shell(socket: &Path, line: &str) -> Reply {
+    let (socket, header) = (socket.to_path_buf(), format!("X-Shell: {line}"));
+    tokio::task::spawn_blocking(move || {
+        let socket = socket.to_str().expect("utf-8").to_string();
+        curl(
+            "http://portal/shell",
+            &["--unix-socket", &socket, "-X", "POST", "-H", &header],
+        )
+    })
+    .await
+    .expect("curl task")
+}
+
+/// A relay for one run of tenant `a` (namespaces ["a"]) against a real HTTP portal.
+async fn relay_run(
+    audit: servo::config::AuditTarget,
+    portal: &support::fake_portal::FakePortal,
+    root: &Path,
+) -> servo::relay::RunRelay {
+    use servo::config::{Portal, Tenant};
+    let audit = std::sync::Arc::new(servo::audit::Audit::open(&audit).expect("audit"));
+    let relay = std::sync::Arc::new(servo::relay::Relay::new(
+        Portal::Url(portal.url.clone()),
+        None,
+        audit,
+    ));
+    let mut tenant = Tenant::default_tenant(TOKEN_A.into(), servo::limits::Limits::default());
+    tenant.name = "a".into();
+    tenant.namespaces = Some(vec!["a".into()]);
+    let dir = root.join("relay");
+    std::fs::create_dir(&dir).expect("mkdir");
+    let run = relay
+        .open_run(
+            "run-1",
+            std::sync::Arc::new(tenant),
+            root.join("work"),
+            dir,
+            nix::unistd::geteuid().as_raw(),
+            nix::unistd::getegid().as_raw(),
+        )
+        .await
+        .expect("open_run");
+    run.set_script("deploy.py");
+    run
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_command_is_on_record_before_it_reaches_the_portal() {
+    let portal = support::fake_portal::FakePortal::start(None).await;
+    let root = tempfile::tempdir().expect("tempdir");
+
+    // An audit log that cannot be written: nothing reaches the portal, not
+    // even a command the policy allows.
+    let run = relay_run(
+        servo::config::AuditTarget::File("/dev/full".into()),
+        &portal,
+        root.path(),
+    )
+    .await;
+    for line in ["ls a.* -j", "kill a.web -j"] {
+        let r = shell(run.socket_path(), line).await;
+        assert_eq!(r.status, 503, "{}", r.body);
+        assert!(
+            r.json()["out"]
+                .as_str()
+                .unwrap_or("")
+                .ends_with("the command was not relayed"),
+            "{}",
+            r.body
+        );
+    }
+    assert!(portal.requests().is_empty(), "a command reached the portal");
+    run.close().await;
+
+    // A working log: the verdict, then the outcome, joined by `cmd`.
+    let other = tempfile::tempdir().expect("tempdir");
+    let path = other.path().join("audit.log");
+    let run = relay_run(
+        servo::config::AuditTarget::File(path.clone()),
+        &portal,
+        other.path(),
+    )
+    .await;
+    let r = shell(run.socket_path(), "ls -j").await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    let r = shell(run.socket_path(), "kill b.web -j").await;
+    assert_eq!(r.status, 403, "{}", r.body);
+    let sent: Vec<String> = portal.requests().iter().map(|q| q.line.clone()).collect();
+    assert_eq!(sent, ["ls a.* -j"]);
+    let events = audit_lines(&path);
+    let got: Vec<(&str, &str, u64)> = events
+        .iter()
+        .map(|e| {
+            (
+                e["event"].as_str().unwrap(),
+                e["line"].as_str().unwrap(),
+                e["cmd"].as_u64().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        got,
+        [
+            ("portal.command", "ls a.* -j", 1),
+            ("portal.answered", "ls a.* -j", 1),
+            ("portal.command", "kill b.web -j", 2),
+        ]
+    );
+    assert_eq!(events[0]["verdict"], "allowed");
+    assert!(
+        events[0].get("ok").is_none(),
+        "the outcome is not known yet"
+    );
+    assert_eq!(events[1]["ok"], true);
+    assert_eq!(
+        (events[2]["verdict"].as_str(), events[2]["ok"].as_bool()),
+        (Some("denied"), Some(false))
+    );
+    run.close().await;
+}
