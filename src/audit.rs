@@ -1,11 +1,17 @@
 //! The audit log (SPEC §8): append-only JSON lines, each written and flushed
 //! to disk (fsync) before the step it records goes ahead. Never a token, a
 //! redacted value or file contents: callers pass names and digests only.
+//!
+//! A write that fails (disk full, I/O error) leaves no partial line behind:
+//! the file is cut back to where it was, so every line stays parseable. From
+//! then on the log is *failing* and servo fails closed (§8) until a write
+//! succeeds again; the first record after the outage is `audit.resumed`,
+//! saying how many records could not be written meanwhile.
 
 use std::fs::File;
 use std::io::Write;
 use std::path::Path;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Mutex;
 
 use serde_json::{Map, Value};
@@ -15,6 +21,8 @@ use crate::config::AuditTarget;
 pub struct Audit {
     sink: Mutex<Sink>,
     failing: AtomicBool,
+    /// Records that could not be written since the log started failing.
+    lost: AtomicU64,
 }
 
 enum Sink {
@@ -33,18 +41,6 @@ fn open_file(path: &Path) -> std::io::Result<File> {
         .create(true)
         .mode(0o600)
         .open(path)
-}
-
-/// Appends `line` and syncs it, or leaves the file as it was: a write that
-/// fails part-way (a full disk) is cut off again, so that the log stays
-/// parseable line by line once it can be written again.
-fn append_whole(f: &mut File, line: &[u8]) -> std::io::Result<()> {
-    let before = f.metadata()?.len();
-    let result = f.write_all(line).and_then(|_| f.sync_data());
-    if result.is_err() {
-        let _ = f.set_len(before);
-    }
-    result
 }
 
 /// RFC 3339 UTC timestamp with milliseconds, from the system clock.
@@ -82,12 +78,22 @@ impl Audit {
         Ok(Audit {
             sink: Mutex::new(sink),
             failing: AtomicBool::new(false),
+            lost: AtomicU64::new(0),
         })
     }
 
     /// Whether the last write failed (new runs are refused meanwhile).
     pub fn is_failing(&self) -> bool {
         self.failing.load(Ordering::Relaxed)
+    }
+
+    /// While failing: tries to write the `audit.resumed` record, which ends
+    /// the outage when it succeeds. Ok when the log can be written.
+    pub fn probe(&self) -> Result<(), AuditError> {
+        if !self.is_failing() {
+            return Ok(());
+        }
+        self.write(String::new())
     }
 
     /// Writes one event and flushes it to disk.
@@ -98,36 +104,121 @@ impl Audit {
         tenant: &str,
         fields: Value,
     ) -> Result<(), AuditError> {
-        let mut obj = Map::new();
-        obj.insert("ts".into(), Value::String(rfc3339_now()));
-        obj.insert("event".into(), event.into());
-        obj.insert("run".into(), run.into());
-        obj.insert("tenant".into(), tenant.into());
-        if let Value::Object(extra) = fields {
-            obj.extend(extra);
-        }
-        let mut line = Value::Object(obj).to_string();
-        line.push('\n');
-        let result = {
-            let mut sink = self.sink.lock().unwrap_or_else(|p| p.into_inner());
-            match &mut *sink {
-                Sink::Stdout => {
-                    let mut out = std::io::stdout().lock();
-                    out.write_all(line.as_bytes()).and_then(|_| out.flush())
-                }
-                Sink::File(f) => append_whole(f, line.as_bytes()),
-            }
+        self.write(line(event, run, tenant, fields))
+    }
+
+    /// Appends `text` (whole lines), preceded by `audit.resumed` when the log
+    /// was failing, in one write; fsyncs. On failure the file is cut back.
+    fn write(&self, text: String) -> Result<(), AuditError> {
+        let mut sink = self.sink.lock().unwrap_or_else(|p| p.into_inner());
+        let lost = self.lost.load(Ordering::Relaxed);
+        let text = if self.is_failing() {
+            let resumed = line(
+                "audit.resumed",
+                "",
+                "",
+                serde_json::json!({ "lost_records": lost }),
+            );
+            resumed + &text
+        } else {
+            text
         };
-        self.failing.store(result.is_err(), Ordering::Relaxed);
+        let result = match &mut *sink {
+            Sink::Stdout => {
+                let mut out = std::io::stdout().lock();
+                out.write_all(text.as_bytes()).and_then(|_| out.flush())
+            }
+            Sink::File(f) => append_synced(f, text.as_bytes()),
+        };
+        match &result {
+            Ok(()) => {
+                self.lost.store(0, Ordering::Relaxed);
+                self.failing.store(false, Ordering::Relaxed);
+            }
+            Err(e) => {
+                if !text.is_empty() && !self.is_failing() {
+                    tracing::error!("the audit log cannot be written ({e}): refusing runs and commands until it can");
+                }
+                // The resumed line is not a record of its own.
+                let records = text.matches('\n').count() as u64 - u64::from(self.is_failing());
+                self.lost.store(lost + records, Ordering::Relaxed);
+                self.failing.store(true, Ordering::Relaxed);
+            }
+        }
         result.map_err(AuditError)
     }
 }
 
+/// One JSON line: `ts`, `event`, `run`, `tenant`, then `fields`.
+fn line(event: &str, run: &str, tenant: &str, fields: Value) -> String {
+    let mut obj = Map::new();
+    obj.insert("ts".into(), Value::String(rfc3339_now()));
+    obj.insert("event".into(), event.into());
+    obj.insert("run".into(), run.into());
+    obj.insert("tenant".into(), tenant.into());
+    if let Value::Object(extra) = fields {
+        obj.extend(extra);
+    }
+    let mut line = Value::Object(obj).to_string();
+    line.push('\n');
+    line
+}
+
+/// Appends and fsyncs; when that fails, cuts the file back to its old
+/// length so no partial line stays (a full disk may take half a line).
+fn append_synced(f: &mut File, bytes: &[u8]) -> std::io::Result<()> {
+    let before = f.metadata()?.len();
+    let result = f.write_all(bytes).and_then(|_| f.sync_data());
+    if result.is_err() {
+        let _ = f.set_len(before);
+    }
+    result
+}
+
 #[cfg(test)]
 mod tests {
+    use super::*;
+
+    #[test]
+    fn a_failed_write_leaves_no_partial_line_and_recovery_is_recorded() {
+        // /dev/full fails every write: the log is failing and records are counted.
+        let audit = Audit::open(&AuditTarget::File("/dev/full".into())).unwrap();
+        assert!(audit.probe().is_ok(), "not failing yet");
+        assert!(audit.record("x", "r", "t", serde_json::json!({})).is_err());
+        assert!(audit.is_failing());
+        assert!(audit.probe().is_err());
+        assert!(audit.record("y", "r", "t", serde_json::json!({})).is_err());
+        assert_eq!(audit.lost.load(Ordering::Relaxed), 2);
+
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("audit.log");
+        let audit = Audit::open(&AuditTarget::File(path.clone())).unwrap();
+        audit
+            .record("a", "r", "t", serde_json::json!({"n": 1}))
+            .unwrap();
+        // Pretend two records were lost; the next write says so first.
+        audit.failing.store(true, Ordering::Relaxed);
+        audit.lost.store(2, Ordering::Relaxed);
+        audit.probe().unwrap();
+        assert!(!audit.is_failing());
+        audit.record("b", "r", "t", serde_json::json!({})).unwrap();
+        let text = std::fs::read_to_string(&path).unwrap();
+        let events: Vec<serde_json::Value> = text
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect();
+        let names: Vec<&str> = events
+            .iter()
+            .map(|e| e["event"].as_str().unwrap())
+            .collect();
+        assert_eq!(names, ["a", "audit.resumed", "b"]);
+        assert_eq!(events[1]["lost_records"], 2);
+        assert_eq!(events[0]["n"], 1);
+    }
+
     #[test]
     fn timestamps_look_right() {
-        let ts = super::rfc3339_now();
+        let ts = rfc3339_now();
         assert_eq!(ts.len(), 24, "{ts}");
         assert!(ts.starts_with("20") && ts.ends_with('Z'));
     }

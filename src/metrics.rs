@@ -105,10 +105,11 @@ impl Metrics {
             .or_default() += 1;
     }
 
-    /// A command relayed to the portal (or denied), by verb.
+    /// A command relayed to the portal (or denied), by verb; `/http`
+    /// requests (§6.6) count as the verb `http`.
     pub fn portal_command(&self, verb: &str, allowed: bool) {
         // Only known verbs get their own series, so a script cannot grow the map.
-        let verb = if crate::tenants::VERBS.contains(&verb) {
+        let verb = if verb == "http" || crate::tenants::VERBS.contains(&verb) {
             verb
         } else {
             "other"

@@ -207,11 +207,14 @@ fn portal_failure_is_clean(portal: &str, extra: &[&str], why: &str) {
     assert_eq!(health(&servo).status, 200);
     assert_eq!(post_bundle(&servo, &b.tgz, "hi.py", &[]).status, 200);
     let events = audit_events(servo.state.path());
-    let cmd = events
+    // The command is on record before it is relayed (portal.command), and
+    // its outcome after (portal.answered).
+    assert!(events.iter().any(|e| e["event"] == "portal.command"));
+    let answer = events
         .iter()
-        .find(|e| e["event"] == "portal.command")
-        .expect("the command is audited");
-    assert_eq!(cmd["ok"], false, "{cmd}");
+        .find(|e| e["event"] == "portal.answered")
+        .expect("the outcome is audited");
+    assert_eq!(answer["ok"], false, "{answer}");
     assert_eq!(
         count(&events, "run.started"),
         count(&events, "run.finished")

@@ -86,14 +86,28 @@ impl Harness {
         self.run.socket_path().to_path_buf()
     }
 
-    /// `portal.command` records of the audit log.
+    /// `portal.command` records of the audit log, each completed with the
+    /// `ok` and `ms` of its `portal.answered` record (same `cmd`), if any.
     fn commands(&self) -> Vec<Value> {
-        std::fs::read_to_string(&self.audit_path)
+        let events: Vec<Value> = std::fs::read_to_string(&self.audit_path)
             .unwrap_or_default()
             .lines()
             .map(|l| serde_json::from_str::<Value>(l).unwrap())
+            .collect();
+        let mut commands: Vec<Value> = events
+            .iter()
             .filter(|v| v["event"] == "portal.command")
-            .collect()
+            .cloned()
+            .collect();
+        for answered in events.iter().filter(|v| v["event"] == "portal.answered") {
+            let cmd = commands
+                .iter_mut()
+                .find(|c| c["cmd"] == answered["cmd"])
+                .expect("portal.answered follows its portal.command");
+            cmd["ok"] = answered["ok"].clone();
+            cmd["ms"] = answered["ms"].clone();
+        }
+        commands
     }
 
     /// A work dir for python scripts, with `files` in it.

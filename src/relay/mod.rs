@@ -15,6 +15,7 @@ use std::collections::BTreeMap;
 use std::convert::Infallible;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::AtomicU64;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -58,6 +59,8 @@ pub struct Relay {
     client: portal::HttpClient,
     /// How long the portal has to answer one command.
     pub portal_timeout: Duration,
+    /// Where relayed commands are counted (§2.4); the server shares its own.
+    pub metrics: Arc<crate::metrics::Metrics>,
 }
 
 /// The relay of one run: dropping it (or `close`) stops the listener and
@@ -73,6 +76,8 @@ struct RunState {
     run_id: String,
     tenant: Arc<Tenant>,
     script: Mutex<String>,
+    /// Commands seen so far: numbers the audit records of one command.
+    commands: AtomicU64,
     in_flight: Semaphore,
     /// `ip:port` the portal reported to this run (`port`/`grep`), for `/http`.
     endpoints: Mutex<egress::Endpoints>,
@@ -90,6 +95,14 @@ fn reply(status: StatusCode, body: &Value) -> Answer {
     resp
 }
 
+/// The answer when the audit record of an allowed command cannot be written.
+fn not_relayed(e: crate::audit::AuditError) -> Answer {
+    fail(
+        StatusCode::SERVICE_UNAVAILABLE,
+        format!("audit log unavailable: {e}; the command was not relayed"),
+    )
+}
+
 fn fail(status: StatusCode, out: impl Into<String>) -> Answer {
     reply(status, &json!({"ok": false, "ms": 0, "out": out.into()}))
 }
@@ -103,6 +116,7 @@ impl Relay {
             sim: sim::Sim::new(),
             client: portal::client(),
             portal_timeout: DEFAULT_PORTAL_TIMEOUT,
+            metrics: Arc::default(),
         }
     }
 
@@ -140,6 +154,7 @@ impl Relay {
             run_id: run_id.to_string(),
             tenant,
             script: Mutex::new(String::new()),
+            commands: AtomicU64::new(0),
             in_flight: Semaphore::new(MAX_IN_FLIGHT),
             endpoints: Mutex::new(Default::default()),
         });
@@ -328,7 +343,8 @@ async fn read_files(
     Ok(files)
 }
 
-/// One `portal.command` audit record (§8): names and digests, never contents.
+/// The `portal.command` audit record (§8), written before anything is
+/// relayed: names and digests, never contents.
 #[derive(Default)]
 struct Record<'a> {
     /// The line relayed (after any policy rewrite).
@@ -336,10 +352,14 @@ struct Record<'a> {
     /// The line the script sent, when the policy rewrote it.
     requested: Option<&'a str>,
     files: &'a [(String, Bytes)],
-    allowed: bool,
-    reason: &'a str,
-    ok: bool,
-    ms: u64,
+}
+
+/// A command that passed the policy and whose `portal.command` record is
+/// on disk: it may now reach the portal.
+struct Admitted {
+    cmd: u64,
+    verb: String,
+    started: Instant,
 }
 
 impl RunState {
@@ -350,7 +370,14 @@ impl RunState {
             .clone()
     }
 
-    fn audit(&self, r: Record<'_>) -> Result<(), crate::audit::AuditError> {
+    /// Writes the `portal.command` record of a verdict (fsync'd). `denied`
+    /// carries the reason; a denial is complete in itself (ok false).
+    fn record_verdict(
+        &self,
+        cmd: u64,
+        r: &Record<'_>,
+        denied: Option<&str>,
+    ) -> Result<(), crate::audit::AuditError> {
         let files: Vec<Value> = r
             .files
             .iter()
@@ -358,51 +385,46 @@ impl RunState {
             .collect();
         let mut fields = json!({
             "script": self.script(),
+            "cmd": cmd,
             "line": r.line,
             "files": files,
-            "verdict": if r.allowed { "allowed" } else { "denied" },
-            "reason": r.reason,
-            "ok": r.ok,
-            "ms": r.ms,
+            "verdict": if denied.is_some() { "denied" } else { "allowed" },
         });
         if let Some(requested) = r.requested {
             fields["requested"] = json!(requested);
+        }
+        if let Some(why) = denied {
+            fields["reason"] = json!(why);
+            fields["ok"] = json!(false);
         }
         self.relay
             .audit
             .record("portal.command", &self.run_id, &self.tenant.name, fields)
     }
 
-    /// Refuses when the audit log is failing (fail closed, §8); the attempt
-    /// to record the refusal doubles as the probe that ends the outage.
-    fn audit_down(&self, line: &str, files: &[(String, Bytes)]) -> Option<Answer> {
-        if !self.relay.audit.is_failing() {
-            return None;
-        }
-        let reason = "audit log unavailable";
-        let probe = self.audit(Record {
-            line,
-            files,
-            reason,
-            ..Default::default()
-        });
-        let why = match probe {
-            Err(e) => e.to_string(),
-            Ok(()) => "it failed a moment ago; try again".to_string(),
-        };
-        Some(fail(
-            StatusCode::SERVICE_UNAVAILABLE,
-            format!("audit log unavailable: {why}"),
-        ))
+    fn next_cmd(&self) -> u64 {
+        self.commands
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+            + 1
     }
 
-    fn deny(&self, line: &str, files: &[(String, Bytes)], why: &str) -> Answer {
-        match self.audit(Record {
-            line,
-            files,
-            reason: why,
-            ..Default::default()
-        }) {
+    /// Audits an allowed command before it goes anywhere (fail closed, §8):
+    /// when the record cannot be written, the command is refused.
+    fn admit(&self, verb: &str, r: Record<'_>) -> Result<Admitted, crate::audit::AuditError> {
+        let cmd = self.next_cmd();
+        self.relay.metrics.portal_command(verb, true);
+        self.record_verdict(cmd, &r, None)?;
+        Ok(Admitted {
+            cmd,
+            verb: verb.to_string(),
+            started: Instant::now(),
+        })
+    }
+
+    fn deny(&self, verb: &str, r: Record<'_>, why: &str) -> Answer {
+        let cmd = self.next_cmd();
+        self.relay.metrics.portal_command(verb, false);
+        match self.record_verdict(cmd, &r, Some(why)) {
             Ok(()) => fail(StatusCode::FORBIDDEN, format!("denied by policy: {why}")),
             Err(e) => fail(
                 StatusCode::SERVICE_UNAVAILABLE,
@@ -411,20 +433,30 @@ impl RunState {
         }
     }
 
-    /// Records an allowed request once its outcome is known, before the
-    /// script sees it; a failed write withholds the answer.
+    /// Records the outcome (`portal.answered`) before the script sees it; a
+    /// failed write withholds the answer.
     fn finish(
         &self,
-        record: Record<'_>,
-        started: Instant,
+        admitted: Admitted,
+        line: &str,
+        ok: bool,
         status: StatusCode,
         body: Value,
     ) -> Answer {
-        match self.audit(Record {
-            allowed: true,
-            ms: started.elapsed().as_millis() as u64,
-            ..record
-        }) {
+        let ms = admitted.started.elapsed().as_millis() as u64;
+        let fields = json!({
+            "script": self.script(),
+            "cmd": admitted.cmd,
+            "verb": admitted.verb,
+            "line": line,
+            "ok": ok,
+            "ms": ms,
+        });
+        match self
+            .relay
+            .audit
+            .record("portal.answered", &self.run_id, &self.tenant.name, fields)
+        {
             Ok(()) => reply(status, &body),
             Err(e) => fail(
                 StatusCode::SERVICE_UNAVAILABLE,
@@ -454,15 +486,29 @@ async fn shell(state: &RunState, parts: &hyper::http::request::Parts, body: Byte
         Ok(f) => f,
         Err(why) => return fail(StatusCode::BAD_REQUEST, why),
     };
-    if let Some(refusal) = state.audit_down(&line, &files) {
-        return refusal;
-    }
     let requested = line;
+    let verb = policy::verb_of(&requested).to_string();
     let line = match check_command(&state.tenant, &requested) {
         Verdict::Allow(line) => line,
-        Verdict::Deny(why) => return state.deny(&requested, &files, &why),
+        Verdict::Deny(why) => {
+            let record = Record {
+                line: &requested,
+                files: &files,
+                ..Default::default()
+            };
+            return state.deny(&verb, record, &why);
+        }
     };
-    let started = Instant::now();
+    let record = Record {
+        line: &line,
+        requested: (requested != line).then_some(requested.as_str()),
+        files: &files,
+    };
+    let admitted = match state.admit(&verb, record) {
+        Ok(a) => a,
+        Err(e) => return not_relayed(e),
+    };
+    let started = admitted.started;
     let relay = &state.relay;
     let mut answer = match &relay.portal {
         Portal::Sim => relay.sim.shell(&line, &files),
@@ -500,14 +546,7 @@ async fn shell(state: &RunState, parts: &hyper::http::request::Parts, body: Byte
     if answer.get("ms").is_none() || matches!(relay.portal, Portal::Sim) {
         answer["ms"] = json!(started.elapsed().as_millis() as u64);
     }
-    let record = Record {
-        line: &line,
-        requested: (requested != line).then_some(requested.as_str()),
-        files: &files,
-        ok,
-        ..Default::default()
-    };
-    state.finish(record, started, StatusCode::OK, answer)
+    state.finish(admitted, &line, ok, StatusCode::OK, answer)
 }
 
 #[derive(serde::Deserialize)]
@@ -541,9 +580,6 @@ async fn http(state: &RunState, body: Bytes) -> Answer {
     };
     let method = req.method.to_ascii_uppercase();
     let line = format!("{method} {}", req.url);
-    if let Some(refusal) = state.audit_down(&line, &[]) {
-        return refusal;
-    }
     let (uri, host, port) = match parse_url(&req.url) {
         Ok(v) => v,
         Err(why) => return fail(StatusCode::BAD_REQUEST, why),
@@ -555,10 +591,17 @@ async fn http(state: &RunState, body: Bytes) -> Answer {
         let reported = state.endpoints.lock().unwrap_or_else(|p| p.into_inner());
         egress::check(&state.tenant.egress, &reported, &host, port)
     };
+    let record = Record {
+        line: &line,
+        ..Default::default()
+    };
     if let Err(why) = allowed {
-        return state.deny(&line, &[], &why);
+        return state.deny("http", record, &why);
     }
-    let started = Instant::now();
+    let admitted = match state.admit("http", record) {
+        Ok(a) => a,
+        Err(e) => return not_relayed(e),
+    };
     let relay = &state.relay;
     let path = uri.path_and_query().map(|p| p.as_str()).unwrap_or("/");
     let stub = match relay.portal {
@@ -591,21 +634,10 @@ async fn http(state: &RunState, body: Bytes) -> Answer {
         }
     };
     match result {
-        Ok(answer) => {
-            let record = Record {
-                line: &line,
-                ok: true,
-                ..Default::default()
-            };
-            state.finish(record, started, StatusCode::OK, answer)
-        }
+        Ok(answer) => state.finish(admitted, &line, true, StatusCode::OK, answer),
         Err(why) => {
-            let record = Record {
-                line: &line,
-                ..Default::default()
-            };
             let body = json!({"ok": false, "out": why});
-            state.finish(record, started, StatusCode::BAD_GATEWAY, body)
+            state.finish(admitted, &line, false, StatusCode::BAD_GATEWAY, body)
         }
     }
 }

@@ -177,30 +177,39 @@ pub fn check_command(tenant: &Tenant, line: &str) -> Verdict {
         }
         Shape::OptionalGlobs { skip } => {
             let globs = p.positionals.get(skip..).unwrap_or_default();
-            for &i in globs {
+            // A bare `*` means what no glob means: every cluster.
+            let (stars, named): (Vec<usize>, Vec<usize>) =
+                globs.iter().partition(|&&i| p.tokens[i] == "*");
+            for &i in &named {
                 if !glob_in_namespaces(p.tokens[i], namespaces) {
                     return outside(p.tokens[i]);
                 }
             }
-            if !globs.is_empty() {
+            if !globs.is_empty() && stars.is_empty() {
                 return Verdict::Allow(line.to_string());
             }
             // The toolset would mean `*`: narrow it to the one namespace.
             let [ns] = namespaces.as_slice() else {
                 return Verdict::Deny(format!(
-                    "`{verb}` without a cluster glob means every namespace; name one of {}",
+                    "`{verb}` without a cluster glob (or with `*`) means every namespace; name one of {}",
                     ns_list(namespaces)
                 ));
             };
-            let at = p
-                .positionals
-                .last()
-                .map(|&i| i + 1)
-                .unwrap_or(1)
-                .min(p.tokens.len());
             let glob = format!("{ns}.*");
             let mut tokens = p.tokens.clone();
-            tokens.insert(at, &glob);
+            if stars.is_empty() {
+                let at = p
+                    .positionals
+                    .last()
+                    .map(|&i| i + 1)
+                    .unwrap_or(1)
+                    .min(p.tokens.len());
+                tokens.insert(at, &glob);
+            } else {
+                for i in stars {
+                    tokens[i] = &glob;
+                }
+            }
             Verdict::Allow(tokens.join(" "))
         }
         Shape::Deploy => check_deploy(tenant, namespaces, &p, line),
@@ -372,8 +381,14 @@ mod tests {
         assert_eq!(allow(&one, "ls"), "ls pay.*");
         assert_eq!(allow(&one, "port 80 -j"), "port 80 pay.* -j");
         assert_eq!(allow(&one, "port 80 pay.web -j"), "port 80 pay.web -j");
+        // A bare `*` is the default spelled out: narrowed the same way.
+        assert_eq!(allow(&one, "grep * -j"), "grep pay.* -j");
+        assert_eq!(allow(&one, "port 80 * -j"), "port 80 pay.* -j");
+        assert_eq!(allow(&one, "ls pay.web * -j"), "ls pay.web pay.* -j");
+        assert!(deny(&one, "grep *.web -j").contains("outside tenant `pay`"));
         let two = tenant(Some(&["pay", "web"]), None);
         assert!(deny(&two, "ls -j").contains("means every namespace"));
+        assert!(deny(&two, "grep * -j").contains("means every namespace"));
         assert_eq!(allow(&two, "ls web.* -j"), "ls web.* -j");
         assert_eq!(allow(&two, "help"), "help");
     }

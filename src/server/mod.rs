@@ -147,21 +147,21 @@ impl Server {
             )?;
         }
         let max_runs = config.max_runs;
+        let metrics = Arc::new(crate::metrics::Metrics::default());
+        let mut relay = crate::relay::Relay::new(
+            config.portal.clone(),
+            config.portal_token.clone(),
+            Arc::clone(&audit),
+        );
+        relay.metrics = Arc::clone(&metrics);
+        relay.portal_timeout = Duration::from_secs(config.portal_timeout_s);
         Ok(Arc::new(Server {
             ctx: Arc::new(RunContext {
-                relay: Arc::new({
-                    let mut relay = crate::relay::Relay::new(
-                        config.portal.clone(),
-                        config.portal_token.clone(),
-                        Arc::clone(&audit),
-                    );
-                    relay.portal_timeout = Duration::from_secs(config.portal_timeout_s);
-                    relay
-                }),
+                relay: Arc::new(relay),
                 config: Arc::new(config),
                 sandbox: Arc::new(sandbox),
                 audit,
-                metrics: Arc::new(crate::metrics::Metrics::default()),
+                metrics,
             }),
             started: Instant::now(),
             runs_dir,

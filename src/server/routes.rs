@@ -41,7 +41,24 @@ pub async fn handle(
         (&Method::GET, "/metrics") => metrics(&server),
         (&Method::POST, p) if p.starts_with("/run/") => {
             let form = negotiate(req.headers().get(ACCEPT).and_then(|v| v.to_str().ok()));
-            match start_run(&server, req, remote, form).await {
+            // The tenant the request claims, for the audit record of a refusal.
+            let claimed = match req.headers().get("x-tenant") {
+                Some(v) => String::from_utf8_lossy(v.as_bytes())
+                    .chars()
+                    .take(64)
+                    .collect(),
+                None => "default".to_string(),
+            };
+            let (parts, body) = req.into_parts();
+            let mut body = Some(body);
+            let result = start_run(&server, &parts, &mut body, remote, form).await;
+            if let Some(unread) = body {
+                // Refused before its body was read (403, 413, 415...): read
+                // and drop a bounded part of it while the answer goes out, so
+                // that a client still sending gets the answer, not a reset.
+                linger(unread);
+            }
+            match result {
                 Ok(resp) => resp,
                 Err(rejection) => {
                     let Rejection(status, reason) = rejection;
@@ -56,7 +73,7 @@ pub async fn handle(
                     let _ = server.ctx.audit.record(
                         "request.rejected",
                         "",
-                        "",
+                        &claimed,
                         json!({"remote": remote.to_string(), "status": status.as_u16(), "reason": reason}),
                     );
                     let mut resp = reject(status, form, &reason);
@@ -95,7 +112,8 @@ fn health(server: &Server) -> Response<ResponseBody> {
     let info = server.ctx.sandbox.info();
     let in_flight = server.in_flight.load(Ordering::SeqCst);
     let admitted = server.admitted.load(Ordering::SeqCst);
-    let audit_ok = !server.ctx.audit.is_failing();
+    // While failing, asking is also the attempt that ends the outage.
+    let audit_ok = server.ctx.audit.probe().is_ok();
     let body = json!({
         "version": env!("CARGO_PKG_VERSION"),
         "uptime_s": server.started.elapsed().as_secs(),
@@ -345,17 +363,37 @@ async fn receive_archive(
     }
 }
 
+/// Reads and drops what is left of a refused request's body, for at most
+/// 2 s and 16 MiB (a lingering close, as web servers do).
+fn linger(mut body: Incoming) {
+    tokio::spawn(async move {
+        let deadline = tokio::time::sleep(std::time::Duration::from_secs(2));
+        tokio::pin!(deadline);
+        let mut seen: usize = 0;
+        while seen < 16 << 20 {
+            tokio::select! {
+                _ = &mut deadline => break,
+                frame = body.frame() => match frame {
+                    Some(Ok(f)) => seen += f.data_ref().map_or(0, |d| d.len()),
+                    _ => break,
+                },
+            }
+        }
+    });
+}
+
 async fn start_run(
     server: &Arc<Server>,
-    req: Request<Incoming>,
+    req: &hyper::http::request::Parts,
+    body: &mut Option<Incoming>,
     remote: SocketAddr,
     form: Form,
 ) -> Result<Response<ResponseBody>, Rejection> {
     let config = server.config();
-    let raw_path = req.uri().path().to_string();
+    let raw_path = req.uri.path().to_string();
     let scripts = request::parse_scripts(&raw_path["/run/".len()..])
         .map_err(|e| bad_request(e.to_string()))?;
-    let headers = req.headers();
+    let headers = &req.headers;
     let var_headers = headers.iter().filter_map(|(name, value)| {
         name.as_str()
             .strip_prefix("x-var-")
@@ -370,12 +408,9 @@ async fn start_run(
     let tenant: Tenant = config.tenant(&tenant_name).cloned().ok_or_else(forbidden)?;
     let sig_text = header_str(headers, "x-signature").ok_or_else(forbidden)?;
     let sig = Signature::parse(sig_text).map_err(|_| forbidden())?;
-    if tenant.require_v2 && sig.scheme != Scheme::V2 {
-        return Err(Rejection(
-            StatusCode::FORBIDDEN,
-            SignatureError::SchemeRefused.to_string(),
-        ));
-    }
+    // Said only to whoever proves the token (after verifying): otherwise it
+    // would tell a stranger that the tenant exists (§2.1).
+    let scheme_refused = tenant.require_v2 && sig.scheme != Scheme::V2;
     let timestamp = header_str(headers, "x-servo-timestamp").map(str::to_string);
     let now = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
@@ -400,7 +435,7 @@ async fn start_run(
     if declared.is_some_and(|n| n > config.max_upload + framing) {
         return Err(upload_rejection(UploadError::TooLarge(config.max_upload)));
     }
-    if server.ctx.audit.is_failing() {
+    if server.ctx.audit.probe().is_err() {
         return Err(Rejection(
             StatusCode::SERVICE_UNAVAILABLE,
             "the audit log cannot be written; runs are refused until it can".into(),
@@ -415,7 +450,7 @@ async fn start_run(
     let archive = run_dir.join("upload.tgz");
     let mut digest = ArchiveDigest::new(sig.scheme, tenant.token.as_bytes());
     receive_archive(
-        req.into_body(),
+        body.take().ok_or_else(|| bad_request("no request body"))?,
         kind,
         &archive,
         config.max_upload,
@@ -438,6 +473,12 @@ async fn start_run(
     digest
         .verify(&sig, tenant.token.as_bytes(), v2.as_ref())
         .map_err(|_| forbidden())?;
+    if scheme_refused {
+        return Err(Rejection(
+            StatusCode::FORBIDDEN,
+            SignatureError::SchemeRefused.to_string(),
+        ));
+    }
     if let Some(ts) = v2_time {
         remember_v2(server, &sig.mac, ts, now)?;
     }
