@@ -78,6 +78,12 @@ fn serve(args: servo::config::ServeArgs) -> ExitCode {
             return ExitCode::from(2);
         }
     };
+    // Few malloc arenas: the runtime's worker and blocking threads would
+    // otherwise each grow one, and servo's memory with them (SPEC §9).
+    #[cfg(target_env = "gnu")]
+    unsafe {
+        libc::mallopt(libc::M_ARENA_MAX, 2);
+    }
     // Everything that can fail before listening (sandbox self-test included)
     // runs before the runtime's threads exist.
     let server = match servo::server::Server::start(config) {

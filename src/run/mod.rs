@@ -140,17 +140,25 @@ pub async fn execute(
     }
     remove_run_dir(&spec.run_dir).await;
     drop(lease);
-    let _ = ctx.audit.record(
-        "run.finished",
-        &spec.id,
-        &spec.tenant.name,
-        json!({"ok": reason.is_none(), "reason": reason, "ms": ms}),
-    );
+    let _ = ctx
+        .audit
+        .commit(
+            "run.finished",
+            &spec.id,
+            &spec.tenant.name,
+            json!({"ok": reason.is_none(), "reason": reason, "ms": ms}),
+        )
+        .await;
     let _ = reporter.events.send(RunEvent::Done(Outcome {
         ok: reason.is_none(),
         reason,
         ms,
     }));
+    // Give the memory of the run's buffers back to the system (idle RSS, §9).
+    #[cfg(target_env = "gnu")]
+    unsafe {
+        libc::malloc_trim(0);
+    }
 }
 
 fn page_size() -> u64 {
@@ -233,12 +241,15 @@ async fn run_steps(
     match decrypted {
         Ok(files) => {
             for file in files {
-                let _ = ctx.audit.record(
-                    "bundle.decrypted",
-                    &spec.id,
-                    &spec.tenant.name,
-                    json!({"file": file}),
-                );
+                ctx.audit
+                    .commit(
+                        "bundle.decrypted",
+                        &spec.id,
+                        &spec.tenant.name,
+                        json!({"file": file}),
+                    )
+                    .await
+                    .map_err(|e| Failure::Internal(e.to_string()))?;
                 out.line(format!("decrypted {file}"));
             }
         }
@@ -294,12 +305,16 @@ async fn run_scripts(
         }
         let script_started = Instant::now();
         relay.set_script(script);
-        let _ = ctx.audit.record(
-            "script.started",
-            &spec.id,
-            &spec.tenant.name,
-            json!({"script": script}),
-        );
+        // On record before it starts (§8): no record, no script.
+        ctx.audit
+            .commit(
+                "script.started",
+                &spec.id,
+                &spec.tenant.name,
+                json!({"script": script}),
+            )
+            .await
+            .map_err(|e| Failure::Internal(e.to_string()))?;
         let result = run_script(ctx, spec, lease, volume, script, out, run_deadline).await;
         let secs = script_started.elapsed().as_secs();
         ctx.metrics
@@ -309,7 +324,7 @@ async fn run_scripts(
             Ok(r) => (Some(r.exit), r.bytes),
             Err(_) => (None, 0),
         };
-        let _ = ctx.audit.record(
+        let _ = ctx.audit.note(
             "script.finished",
             &spec.id,
             &spec.tenant.name,

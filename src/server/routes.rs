@@ -515,7 +515,7 @@ async fn start_run(
     server
         .ctx
         .audit
-        .record(
+        .commit(
             "run.started",
             &id,
             &tenant.name,
@@ -528,6 +528,7 @@ async fn start_run(
                 "signature": sig.scheme.as_str(),
             }),
         )
+        .await
         .map_err(|e| Rejection(StatusCode::SERVICE_UNAVAILABLE, e.to_string()))?;
     // Lets a restart after a crash close this run's record (best effort).
     if let Err(e) = std::fs::write(run_dir.join(super::STARTED_MARK), &tenant.name) {
