@@ -161,7 +161,11 @@ pub fn policy_check_main(file: Option<PathBuf>) -> ExitCode {
         .is_some_and(|v| v.get("tenants").is_some());
     let result = if is_tenants {
         crate::tenants::parse(&file, &text, Some("(checking)".into()), &Limits::default())
-            .map(|t| format!("{}: {} tenants, valid", file.display(), t.len()))
+            .map(|t| {
+                let n = t.len();
+                let s = if n == 1 { "" } else { "s" };
+                format!("{}: {n} tenant{s}, valid", file.display())
+            })
             .map_err(|e| e.to_string())
     } else {
         super::seccomp::compile(&text, &file.display().to_string())
