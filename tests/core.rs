@@ -604,21 +604,8 @@ fn busy_server_answers_503_with_retry_after() {
         ("slow.py", "import time\ntime.sleep(3)\nprint('done')"),
         ("a.py", "print(1)"),
     ]);
-    let sig = openssl_sign(&b.tgz, TOKEN);
-    let first = Command::new("curl")
-        .args(["-sS", "-X", "POST", "-F"])
-        .arg(format!("tgz=@{}", b.tgz.display()))
-        .args(["-H", &format!("X-Signature:{sig}")])
-        .arg(format!("{}/run/slow.py", servo.url))
-        .stdout(Stdio::piped())
-        .spawn()
-        .expect("curl");
-    // Wait until the first run is in flight.
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while curl(&format!("{}/health", servo.url), &[]).json()["runs_in_flight"] != 1 {
-        assert!(Instant::now() < deadline, "the first run never started");
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    let first = spawn_post(&servo, &b.tgz, "slow.py", &[]);
+    wait_in_flight(&servo, 1);
     let r = post_bundle(&servo, &b.tgz, "a.py", &[]);
     assert_eq!(r.status, 503, "{}", r.body);
     assert_eq!(r.header("retry-after").as_deref(), Some("5"));
@@ -679,20 +666,8 @@ fn sigterm_lets_running_runs_finish() {
     }
     let mut servo = Servo::start(&[]);
     let b = bundle(&[("slow.py", "import time\ntime.sleep(2)\nprint('drained')")]);
-    let sig = openssl_sign(&b.tgz, TOKEN);
-    let client = Command::new("curl")
-        .args(["-sS", "-X", "POST", "-F"])
-        .arg(format!("tgz=@{}", b.tgz.display()))
-        .args(["-H", &format!("X-Signature:{sig}")])
-        .arg(format!("{}/run/slow.py", servo.url))
-        .stdout(Stdio::piped())
-        .spawn()
-        .expect("curl");
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while curl(&format!("{}/health", servo.url), &[]).json()["runs_in_flight"] != 1 {
-        assert!(Instant::now() < deadline, "the run never started");
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    let client = spawn_post(&servo, &b.tgz, "slow.py", &[]);
+    wait_in_flight(&servo, 1);
     let status = servo.terminate();
     assert!(status.success(), "servo exited with {status}");
     let out = client.wait_with_output().expect("curl");

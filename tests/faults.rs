@@ -8,7 +8,7 @@ mod support;
 use std::io::Write;
 use std::net::TcpStream;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
@@ -150,32 +150,6 @@ fn audit_events(state: &Path) -> Vec<serde_json::Value> {
 
 fn count(events: &[serde_json::Value], event: &str) -> usize {
     events.iter().filter(|e| e["event"] == event).count()
-}
-
-fn wait_in_flight(servo: &Servo, n: u64) {
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while health(servo).json()["runs_in_flight"] != n {
-        assert!(
-            Instant::now() < deadline,
-            "runs_in_flight never became {n}:\n{}",
-            servo.stderr()
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
-}
-
-/// curl in the background posting `tgz` to run `scripts`.
-fn spawn_post(servo: &Servo, tgz: &Path, scripts: &str) -> std::process::Child {
-    let sig = openssl_sign(tgz, TOKEN);
-    Command::new("curl")
-        .args(["-sS", "-w", "\n%{http_code}", "-X", "POST", "-F"])
-        .arg(format!("tgz=@{}", tgz.display()))
-        .args(["-H", &format!("X-Signature:{sig}")])
-        .arg(format!("{}/run/{scripts}", servo.url))
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("curl")
 }
 
 // ---------------------------------------------------------------- portal
@@ -487,7 +461,7 @@ fn sigterm_drains_runs_refuses_connections_and_exits_zero() {
     }
     let (mut servo, uid_base) = start(&[]);
     let b = bundle(&[("slow.py", "import time\ntime.sleep(3)\nprint('drained')")]);
-    let client = spawn_post(&servo, &b.tgz, "slow.py");
+    let client = spawn_post(&servo, &b.tgz, "slow.py", &["-w", "\n%{http_code}"]);
     wait_in_flight(&servo, 1);
     let addr = servo.url.trim_start_matches("http://").to_string();
     let pid = nix::unistd::Pid::from_raw(servo.child.id() as i32);
@@ -522,7 +496,7 @@ fn sigkill_mid_run_then_restart_leaves_nothing_behind() {
         "stuck.py",
         "import subprocess, time\nsubprocess.Popen(['sleep', '120'])\nprint('stuck', flush=True)\ntime.sleep(120)\n",
     )]);
-    let mut client = spawn_post(&servo, &b.tgz, "stuck.py");
+    let mut client = spawn_post(&servo, &b.tgz, "stuck.py", &["-w", "\n%{http_code}"]);
     let state = servo.state.path().to_path_buf();
     let deadline = Instant::now() + Duration::from_secs(20);
     while !sandbox_processes(&state, uid_base)

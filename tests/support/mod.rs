@@ -249,6 +249,36 @@ pub fn post_bundle(servo: &Servo, tgz: &Path, scripts: &str, extra: &[&str]) -> 
     curl(&format!("{}/run/{scripts}", servo.url), &args)
 }
 
+/// Waits (bounded) until `n` runs are in flight on `servo`.
+pub fn wait_in_flight(servo: &Servo, n: u64) {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while curl(&format!("{}/health", servo.url), &[]).json()["runs_in_flight"] != n {
+        assert!(
+            Instant::now() < deadline,
+            "runs_in_flight never became {n}:\n{}",
+            servo.stderr()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// curl in the background posting `tgz` (signed, multipart) to run
+/// `scripts`; `extra` goes to curl first. Its stdout is piped.
+pub fn spawn_post(servo: &Servo, tgz: &Path, scripts: &str, extra: &[&str]) -> Child {
+    let sig = openssl_sign(tgz, TOKEN);
+    Command::new("curl")
+        .arg("-sS")
+        .args(extra)
+        .args(["-X", "POST", "-F"])
+        .arg(format!("tgz=@{}", tgz.display()))
+        .args(["-H", &format!("X-Signature:{sig}")])
+        .arg(format!("{}/run/{scripts}", servo.url))
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("curl")
+}
+
 /// Lists the entries of a directory (empty when it does not exist).
 pub fn entries(dir: &Path) -> Vec<String> {
     std::fs::read_dir(dir)
