@@ -122,7 +122,8 @@ fn assert_no_leftovers(state: &Path, uid_base: u32) {
     let deadline = Instant::now() + Duration::from_secs(10);
     loop {
         let runs = entries(&state.join("runs"));
-        let mounts = mounts_under(state);
+        // Runs' mounts; servo's prepared root (sandbox/base) lives while it does.
+        let mounts = mounts_under(&state.join("runs"));
         let cgroups = job_cgroups(state);
         let procs = sandbox_processes(state, uid_base);
         if runs.is_empty() && mounts.is_empty() && cgroups.is_empty() && procs.is_empty() {
@@ -506,7 +507,10 @@ fn sigkill_mid_run_then_restart_leaves_nothing_behind() {
         assert!(Instant::now() < deadline, "the script never started");
         std::thread::sleep(Duration::from_millis(50));
     }
-    assert!(!mounts_under(&state).is_empty(), "the run has its volume");
+    assert!(
+        !mounts_under(&state.join("runs")).is_empty(),
+        "the run has its volume"
+    );
     servo.child.kill().expect("SIGKILL");
     servo.child.wait().expect("reap");
     let _ = client.kill();

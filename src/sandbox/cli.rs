@@ -95,6 +95,7 @@ fn run(args: SandboxArgs) -> Result<Report, String> {
     }
     let spec = HelperSpec {
         root,
+        template: None,
         workdir,
         argv: command,
         env: vec![

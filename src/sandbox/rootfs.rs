@@ -100,13 +100,45 @@ pub fn build(spec: &HelperSpec) -> Result<(), String> {
         None::<&str>,
     )
     .map_err(err("cannot make the mounts private"))?;
-    let root = spec.root.as_path();
+    let root = match &spec.template {
+        // The server's prepared root: this namespace has its own copy of it.
+        Some(template) => template.as_path(),
+        None => {
+            let users = [(spec.uid, spec.gid)];
+            build_static(&spec.root, &users, &spec.ro_binds, spec.rootless.is_some())?;
+            spec.root.as_path()
+        }
+    };
+    mount_job(root, spec)?;
+    enter(root)
+}
+
+/// Builds the parts of a root that are the same for every job of a server,
+/// read-only: system directories, /etc (naming every uid in `users`), /dev,
+/// the servo package, `--ro-bind` paths, and the mount points of the job's
+/// own mounts. The server builds it once (`Template`); `servo sandbox` and
+/// rootless servers build it in each job's namespace.
+pub fn build_static(
+    root: &Path,
+    users: &[(u32, u32)],
+    ro_binds: &[(PathBuf, PathBuf)],
+    rootless: bool,
+) -> Result<(), String> {
     tmpfs(
         root,
-        "size=1m,nr_inodes=4096,mode=0755",
+        "size=2m,nr_inodes=4096,mode=0755",
         MsFlags::MS_NOSUID | MsFlags::MS_NODEV,
     )?;
-
+    // Built in servo's own namespace (the server's template), nothing of it
+    // may propagate to other namespaces.
+    mount(
+        None::<&str>,
+        root,
+        None::<&str>,
+        MsFlags::MS_PRIVATE,
+        None::<&str>,
+    )
+    .map_err(err("cannot make the root private"))?;
     for dir in SYSTEM_DIRS {
         let host = Path::new("/").join(dir);
         match std::fs::symlink_metadata(&host) {
@@ -119,9 +151,34 @@ pub fn build(spec: &HelperSpec) -> Result<(), String> {
             _ => {}
         }
     }
+    build_etc(users, root)?;
+    build_dev(root, rootless)?;
+    for dir in ["work", "tmp", "proc", "run/servo"] {
+        std::fs::create_dir_all(root.join(dir)).map_err(io_err(format!("cannot create /{dir}")))?;
+    }
+    // The package is written, not bound: a bind would show its host path in
+    // /proc/self/mountinfo, and the root is made read-only below.
+    let pkg = under(root, Path::new(PYTHON_PKG_INSIDE)).join("servo");
+    std::fs::create_dir_all(&pkg).map_err(io_err("cannot create the package directory"))?;
+    std::fs::write(pkg.join("__init__.py"), PYTHON_PACKAGE)
+        .map_err(io_err("cannot write the servo package"))?;
+    for (host, inside) in ro_binds {
+        bind(host, &under(root, inside), flags_ro())?;
+    }
+    // The root's own tmpfs holds only mount points and /etc: freeze it.
+    mount(
+        None::<&str>,
+        root,
+        None::<&str>,
+        MsFlags::MS_REMOUNT | flags_ro(),
+        None::<&str>,
+    )
+    .map_err(err("cannot make the root read-only"))
+}
 
-    build_etc(spec, root)?;
-
+/// The job's own mounts on a static root: /work, /tmp, /dev/shm, /proc,
+/// /run/servo.
+fn mount_job(root: &Path, spec: &HelperSpec) -> Result<(), String> {
     bind(
         &spec.workdir,
         &root.join("work"),
@@ -133,52 +190,40 @@ pub fn build(spec: &HelperSpec) -> Result<(), String> {
         &tmp_opts,
         MsFlags::MS_NOSUID | MsFlags::MS_NODEV,
     )?;
-    build_dev(root, spec.rootless.is_some())?;
+    tmpfs(
+        &root.join("dev/shm"),
+        "size=16m,mode=1777",
+        MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC,
+    )?;
     mount_proc(&root.join("proc"))?;
-
-    let run = root.join("run/servo");
-    match &spec.relay_dir {
-        Some(dir) => bind(dir, &run, flags_ro())?,
-        None => std::fs::create_dir_all(&run).map_err(io_err("cannot create /run/servo"))?,
+    if let Some(dir) = &spec.relay_dir {
+        bind(dir, &root.join("run/servo"), flags_ro())?;
     }
-    // The package is written, not bound: a bind would show its host path in
-    // /proc/self/mountinfo, and the root is made read-only below.
-    let pkg = under(root, Path::new(PYTHON_PKG_INSIDE)).join("servo");
-    std::fs::create_dir_all(&pkg).map_err(io_err("cannot create the package directory"))?;
-    std::fs::write(pkg.join("__init__.py"), PYTHON_PACKAGE)
-        .map_err(io_err("cannot write the servo package"))?;
-    for (host, inside) in &spec.ro_binds {
-        bind(host, &under(root, inside), flags_ro())?;
-    }
-
-    // The root's own tmpfs holds only mount points and /etc: freeze it.
-    mount(
-        None::<&str>,
-        root,
-        None::<&str>,
-        MsFlags::MS_REMOUNT | flags_ro(),
-        None::<&str>,
-    )
-    .map_err(err("cannot make the root read-only"))?;
-    enter(root)
+    Ok(())
 }
 
-fn build_etc(spec: &HelperSpec, root: &Path) -> Result<(), String> {
+fn build_etc(users: &[(u32, u32)], root: &Path) -> Result<(), String> {
     let etc = root.join("etc");
     std::fs::create_dir(&etc).map_err(io_err("cannot create /etc"))?;
-    let (uid, gid) = (spec.uid, spec.gid);
+    let passwd_users: String = users
+        .iter()
+        .map(|(uid, gid)| format!("servo:x:{uid}:{gid}:servo:/work:/usr/sbin/nologin\n"))
+        .collect();
+    let group_users: String = users
+        .iter()
+        .map(|(_, gid)| format!("servo:x:{gid}:\n"))
+        .collect();
     let files = [
         (
             "passwd",
             format!(
-                "root:x:0:0:root:/root:/usr/sbin/nologin\n\
-                 servo:x:{uid}:{gid}:servo:/work:/usr/sbin/nologin\n\
+                "root:x:0:0:root:/root:/usr/sbin/nologin\n{passwd_users}\
                  nobody:x:65534:65534:nobody:/nonexistent:/usr/sbin/nologin\n"
             ),
         ),
         (
             "group",
-            format!("root:x:0:\nservo:x:{gid}:\nnogroup:x:65534:\n"),
+            format!("root:x:0:\n{group_users}nogroup:x:65534:\n"),
         ),
         (
             "hosts",
@@ -269,12 +314,9 @@ fn build_dev(root: &Path, rootless: bool) -> Result<(), String> {
     for (name, target) in links {
         symlink(target, dev.join(name)).map_err(io_err(format!("cannot link /dev/{name}")))?;
     }
-    tmpfs(
-        &dev.join("shm"),
-        "size=16m,mode=1777",
-        MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC,
-    )?;
-    // Freeze /dev itself (its nodes and shm keep their own mounts).
+    // The job's own tmpfs goes here (mount_job).
+    std::fs::create_dir(dev.join("shm")).map_err(io_err("cannot create /dev/shm"))?;
+    // Freeze /dev itself.
     mount(
         None::<&str>,
         &dev,
