@@ -376,9 +376,11 @@ fn v2_signatures_bind_the_request_and_cannot_be_replayed() {
     let r = send(&sig, ts, "ok.py", "a", "7");
     assert_eq!(r.status, 200, "{}", r.body);
     assert!(r.lines().contains(&"build 7"), "{}", r.body);
-    // Replayed: refused within the window.
+    // Replayed: refused within the window, and said so (only the holder of
+    // a valid signature gets this answer).
     let r = send(&sig, ts, "ok.py", "a", "7");
     assert_eq!(r.status, 403, "{}", r.body);
+    assert!(r.body.starts_with("replayed signature"), "{}", r.body);
 
     // 301 s old (correctly signed for that time): refused; 299 s: accepted.
     let old = now() - 301;

@@ -243,6 +243,11 @@ pub fn sha256_file(path: &std::path::Path) -> std::io::Result<String> {
     Ok(hex::encode(hasher.finalize()))
 }
 
+/// How a refused replay of a v2 signature is answered (§2.6). Saying so leaks
+/// nothing: only the holder of a valid signature can be told; it lets
+/// `servo run` sign again when it sent the same bundle twice in one second.
+pub const REPLAYED: &str = "replayed signature";
+
 /// HMAC-SHA1 of `data` keyed with `token`, lowercase hex (the portal relay's signature, §6.3).
 pub fn hmac_sha1_hex(token: &[u8], data: &[u8]) -> String {
     let mut mac = match HmacSha1::new_from_slice(token) {

@@ -267,6 +267,105 @@ fn body_from_file(path: &Path, size: u64) -> Result<UploadBody, ClientError> {
     Ok(UploadBody { rx, progress })
 }
 
+/// One signed POST of the archive.
+struct Outgoing<'a> {
+    opts: &'a RunOptions,
+    target: &'a Target,
+    path: &'a str,
+    tenant: &'a str,
+    vars: &'a [(String, String)],
+    archive: &'a Archive,
+}
+
+impl Outgoing<'_> {
+    /// Signs (v2: with the current second), sends, and returns the body of
+    /// a successful answer; a refusal becomes `ClientError::Refused`.
+    async fn send(&self) -> Result<hyper::body::Incoming, ClientError> {
+        let Outgoing {
+            opts,
+            target,
+            path,
+            tenant,
+            vars,
+            archive,
+        } = *self;
+        let path = path.to_string();
+        let tenant = tenant.to_string();
+        let mut req = Request::post(&path)
+            .header("host", format!("{}:{}", target.host, target.port))
+            .header("content-type", "application/gzip")
+            .header("content-length", archive.size)
+            .header("accept", "application/x-ndjson");
+        if opts.legacy_signature {
+            // Streamed: an archive can be large.
+            let sig = crate::client::crypt::sign_file(&archive.path, opts.token.as_bytes(), false)
+                .map_err(|e| ClientError::Usage(e.to_string()))?;
+            req = req.header("x-signature", sig);
+        } else {
+            let now = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map(|d| d.as_secs())
+                .unwrap_or(0)
+                .to_string();
+            let ctx = V2Context {
+                timestamp: &now,
+                path: &path,
+                tenant: &tenant,
+                vars,
+            };
+            let sig = signature::v2_sign(opts.token.as_bytes(), &ctx, &archive.sha256_hex);
+            req = req
+                .header("x-signature", format!("v2={sig}"))
+                .header("x-servo-timestamp", now);
+        }
+        if opts.tenant.is_some() {
+            req = req.header("x-tenant", tenant.as_str());
+        }
+        for (name, value) in vars {
+            req = req.header(format!("x-var-{name}"), value.as_str());
+        }
+        let body = body_from_file(&archive.path, archive.size)?;
+        let req = req
+            .body(body)
+            .map_err(|e| ClientError::Usage(e.to_string()))?;
+
+        let connect_err = |why: String| ClientError::Connect {
+            url: opts.url.clone(),
+            why,
+        };
+        let stream = tokio::net::TcpStream::connect((target.host.as_str(), target.port))
+            .await
+            .map_err(|e| connect_err(e.to_string()))?;
+        let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+            .await
+            .map_err(|e| connect_err(e.to_string()))?;
+        tokio::spawn(conn);
+        let resp = sender
+            .send_request(req)
+            .await
+            .map_err(|e| connect_err(e.to_string()))?;
+        let status = resp.status();
+        let body = resp.into_body();
+        if !status.is_success() {
+            let bytes = body
+                .collect()
+                .await
+                .map(|b| b.to_bytes())
+                .unwrap_or_default();
+            let text = String::from_utf8_lossy(&bytes).trim().to_string();
+            let reason = serde_json::from_str::<serde_json::Value>(&text)
+                .ok()
+                .and_then(|v| v["error"].as_str().map(str::to_string))
+                .unwrap_or(text);
+            return Err(ClientError::Refused {
+                status: status.as_u16(),
+                reason,
+            });
+        }
+        Ok(body)
+    }
+}
+
 /// Sends the bundle and prints the log as it comes.
 pub async fn run(opts: RunOptions) -> Result<RunResult, ClientError> {
     let scripts = opts.scripts.join("+");
@@ -280,77 +379,35 @@ pub async fn run(opts: RunOptions) -> Result<RunResult, ClientError> {
 
     let path = format!("{}/run/{scripts}", target.prefix);
     let tenant = opts.tenant.clone().unwrap_or_else(|| "default".to_string());
-    let mut req = Request::post(&path)
-        .header("host", format!("{}:{}", target.host, target.port))
-        .header("content-type", "application/gzip")
-        .header("content-length", archive.size)
-        .header("accept", "application/x-ndjson");
-    if opts.legacy_signature {
-        // Streamed: an archive can be large.
-        let sig = crate::client::crypt::sign_file(&archive.path, opts.token.as_bytes(), false)
-            .map_err(|e| ClientError::Usage(e.to_string()))?;
-        req = req.header("x-signature", sig);
-    } else {
-        let now = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.as_secs())
-            .unwrap_or(0)
-            .to_string();
-        let ctx = V2Context {
-            timestamp: &now,
-            path: &path,
-            tenant: &tenant,
-            vars: &vars,
-        };
-        let sig = signature::v2_sign(opts.token.as_bytes(), &ctx, &archive.sha256_hex);
-        req = req
-            .header("x-signature", format!("v2={sig}"))
-            .header("x-servo-timestamp", now);
-    }
-    if opts.tenant.is_some() {
-        req = req.header("x-tenant", tenant.as_str());
-    }
-    for (name, value) in &vars {
-        req = req.header(format!("x-var-{name}"), value.as_str());
-    }
-    let body = body_from_file(&archive.path, archive.size)?;
-    let req = req
-        .body(body)
-        .map_err(|e| ClientError::Usage(e.to_string()))?;
-
+    let request = Outgoing {
+        opts: &opts,
+        target: &target,
+        path: &path,
+        tenant: &tenant,
+        vars: &vars,
+        archive: &archive,
+    };
+    let mut body = match request.send().await {
+        // A v2 signature is single-use, and its timestamp counts seconds: the
+        // same bundle sent twice within one second signs the same. Sign
+        // again with the next second's timestamp, once.
+        Err(ClientError::Refused {
+            status: 403,
+            reason,
+        }) if !opts.legacy_signature && reason.starts_with(signature::REPLAYED) => {
+            let now = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .unwrap_or_default();
+            let rest = 1_000_000_000 - u64::from(now.subsec_nanos());
+            tokio::time::sleep(std::time::Duration::from_nanos(rest + 1_000_000)).await;
+            request.send().await?
+        }
+        other => other?,
+    };
     let connect_err = |why: String| ClientError::Connect {
         url: opts.url.clone(),
         why,
     };
-    let stream = tokio::net::TcpStream::connect((target.host.as_str(), target.port))
-        .await
-        .map_err(|e| connect_err(e.to_string()))?;
-    let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
-        .await
-        .map_err(|e| connect_err(e.to_string()))?;
-    tokio::spawn(conn);
-    let resp = sender
-        .send_request(req)
-        .await
-        .map_err(|e| connect_err(e.to_string()))?;
-    let status = resp.status();
-    let mut body = resp.into_body();
-    if !status.is_success() {
-        let bytes = body
-            .collect()
-            .await
-            .map(|b| b.to_bytes())
-            .unwrap_or_default();
-        let text = String::from_utf8_lossy(&bytes).trim().to_string();
-        let reason = serde_json::from_str::<serde_json::Value>(&text)
-            .ok()
-            .and_then(|v| v["error"].as_str().map(str::to_string))
-            .unwrap_or(text);
-        return Err(ClientError::Refused {
-            status: status.as_u16(),
-            reason,
-        });
-    }
 
     let mut pending: Vec<u8> = Vec::new();
     let mut ok = None;

@@ -17,10 +17,43 @@ static INIT_PID: AtomicI32 = AtomicI32::new(0);
 
 /// Entry point of the helper process: job on stdin, report on stderr.
 pub fn helper_main() -> ! {
+    helper_body(Namespaces::ToMake)
+}
+
+/// Whether the helper still has to make its namespaces.
+#[derive(Clone, Copy)]
+pub enum Namespaces {
+    ToMake,
+    /// A warm helper made them before its job arrived (`warm_main`).
+    Made(Result<(), nix::errno::Errno>),
+}
+
+const NAMESPACES: CloneFlags = CloneFlags::CLONE_NEWPID
+    .union(CloneFlags::CLONE_NEWNET)
+    .union(CloneFlags::CLONE_NEWIPC)
+    .union(CloneFlags::CLONE_NEWUTS);
+
+/// A helper forked by the launcher ahead of its job: it makes the PID,
+/// network, IPC and UTS namespaces (which do not depend on the job) while
+/// it waits, then receives the job's stdin, stdout and stderr on `socket`.
+/// Making a network namespace is the costliest step of a sandbox's start;
+/// done here, it is off the job's critical path. Root mode only: rootless
+/// helpers need the job's uid for their user namespace first.
+pub fn warm_main(socket: OwnedFd) -> ! {
+    let _ = nix::sys::prctl::set_pdeathsig(Signal::SIGKILL);
+    let made = nix::sched::unshare(NAMESPACES);
+    if super::launcher::receive_stdio(&socket).is_err() {
+        std::process::exit(0); // the launcher is gone, or shut us down
+    }
+    drop(socket);
+    helper_body(Namespaces::Made(made))
+}
+
+fn helper_body(namespaces: Namespaces) -> ! {
     // If servo dies (even by SIGKILL), so does the helper, then the init
     // (its own parent-death signal), and with it the whole PID namespace.
-    // The signal fires when the spawning *thread* ends: servo spawns from
-    // the runtime's worker threads, which live as long as servo.
+    // The helper's parent is the launcher, whose own parent-death signal is
+    // tied to servo's main thread.
     let _ = nix::sys::prctl::set_pdeathsig(Signal::SIGKILL);
     let report = match read_spec() {
         Ok(spec)
@@ -30,7 +63,7 @@ pub fn helper_main() -> ! {
         {
             Report::Error("servo ended before the sandbox started".into())
         }
-        Ok(spec) => match run_job(&spec) {
+        Ok(spec) => match run_job_with(&spec, namespaces) {
             Ok(r) => r,
             Err(e) => Report::Error(e),
         },
@@ -69,16 +102,22 @@ pub fn user_namespaces_available() -> bool {
 /// Also used in-process by `servo sandbox`, which is single-threaded.
 /// stdout (fd 1) must be where the job's output goes.
 pub fn run_job(spec: &HelperSpec) -> Result<Report, String> {
-    if let Some((outer_uid, outer_gid)) = spec.rootless {
-        enter_user_namespace(spec, outer_uid, outer_gid)?;
-    }
+    run_job_with(spec, Namespaces::ToMake)
+}
+
+fn run_job_with(spec: &HelperSpec, namespaces: Namespaces) -> Result<Report, String> {
     // The mount namespace is the init's own (see init.rs): this process
     // keeps the host's view, so `servo sandbox` can clean up after the job.
-    let flags = CloneFlags::CLONE_NEWPID
-        | CloneFlags::CLONE_NEWNET
-        | CloneFlags::CLONE_NEWIPC
-        | CloneFlags::CLONE_NEWUTS;
-    nix::sched::unshare(flags).map_err(|e| format!("cannot create the namespaces: {e}"))?;
+    let made = match namespaces {
+        Namespaces::Made(made) if spec.rootless.is_none() => made,
+        _ => {
+            if let Some((outer_uid, outer_gid)) = spec.rootless {
+                enter_user_namespace(spec, outer_uid, outer_gid)?;
+            }
+            nix::sched::unshare(NAMESPACES)
+        }
+    };
+    made.map_err(|e| format!("cannot create the namespaces: {e}"))?;
 
     // init -> helper: the script's status, or why set-up failed.
     let (status_r, status_w) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)

@@ -36,7 +36,9 @@ fn io(what: &str) -> impl FnOnce(nix::errno::Errno) -> std::io::Error + '_ {
 
 impl Launcher {
     /// Forks the launcher. Call only while the process is single-threaded.
-    pub fn start() -> std::io::Result<Launcher> {
+    /// With `warm`, it keeps one helper forked ahead of its job
+    /// (`helper::warm_main`).
+    pub fn start(warm: bool) -> std::io::Result<Launcher> {
         let (ours, theirs) = socketpair(
             AddressFamily::Unix,
             SockType::SeqPacket,
@@ -47,7 +49,7 @@ impl Launcher {
         match unsafe { fork() }.map_err(io("cannot fork the launcher"))? {
             ForkResult::Child => {
                 drop(ours);
-                serve(theirs)
+                serve(theirs, warm)
             }
             ForkResult::Parent { child } => Ok(Launcher {
                 socket: Mutex::new(ours),
@@ -79,9 +81,9 @@ impl Launcher {
             None,
         )
         .map_err(io("the sandbox launcher is gone"))?;
-        let mut pid = [0u8; 4];
+        let mut code = [0u8; 4];
         let mut space = nix::cmsg_space!([RawFd; 1]);
-        let mut iov = [IoSliceMut::new(&mut pid)];
+        let mut iov = [IoSliceMut::new(&mut code)];
         let msg = recvmsg::<()>(
             socket.as_raw_fd(),
             &mut iov,
@@ -103,7 +105,7 @@ impl Launcher {
             return Err(std::io::Error::other("the sandbox launcher is gone"));
         }
         pidfd.ok_or_else(|| {
-            let errno = i32::from_le_bytes(pid);
+            let errno = i32::from_le_bytes(code);
             std::io::Error::other(format!(
                 "the launcher could not start a helper: {}",
                 std::io::Error::from_raw_os_error(errno)
@@ -112,12 +114,112 @@ impl Launcher {
     }
 }
 
+/// A helper forked ahead of its job, waiting for its descriptors.
+struct Warm {
+    socket: OwnedFd,
+    pidfd: OwnedFd,
+}
+
+/// Forks a warm helper.
+fn fork_warm(server: &OwnedFd) -> Option<Warm> {
+    let (ours, theirs) = socketpair(
+        AddressFamily::Unix,
+        SockType::SeqPacket,
+        None,
+        SockFlag::SOCK_CLOEXEC,
+    )
+    .ok()?;
+    match unsafe { fork() }.ok()? {
+        ForkResult::Child => {
+            unsafe {
+                libc::close(server.as_raw_fd());
+                libc::signal(libc::SIGCHLD, libc::SIG_DFL);
+            }
+            drop(ours);
+            super::helper::warm_main(theirs)
+        }
+        ForkResult::Parent { child } => {
+            drop(theirs);
+            let pidfd = pidfd_open(child).ok()?;
+            Some(Warm {
+                socket: ours,
+                pidfd,
+            })
+        }
+    }
+}
+
+/// Hands a job's three descriptors to a warm helper.
+fn hand_over(warm: Warm, fds: &[OwnedFd]) -> Result<OwnedFd, i32> {
+    let raw: Vec<RawFd> = fds.iter().map(|f| f.as_raw_fd()).collect();
+    sendmsg::<()>(
+        warm.socket.as_raw_fd(),
+        &[IoSlice::new(b"job")],
+        &[ControlMessage::ScmRights(&raw)],
+        MsgFlags::empty(),
+        None,
+    )
+    .map_err(|e| e as i32)?;
+    Ok(warm.pidfd)
+}
+
+/// In a warm helper: receives its stdin, stdout and stderr.
+pub(super) fn receive_stdio(socket: &OwnedFd) -> Result<(), ()> {
+    let mut buf = [0u8; 16];
+    let mut space = nix::cmsg_space!([RawFd; 3]);
+    let mut iov = [IoSliceMut::new(&mut buf)];
+    let msg = loop {
+        match recvmsg::<()>(
+            socket.as_raw_fd(),
+            &mut iov,
+            Some(&mut space),
+            MsgFlags::MSG_CMSG_CLOEXEC,
+        ) {
+            Ok(m) if m.bytes > 0 => break m,
+            Err(nix::errno::Errno::EINTR) => continue,
+            _ => return Err(()),
+        }
+    };
+    let mut fds: Vec<RawFd> = Vec::new();
+    for cmsg in msg.cmsgs().map_err(|_| ())? {
+        if let ControlMessageOwned::ScmRights(raw) = cmsg {
+            fds.extend(raw);
+        }
+    }
+    if fds.len() != 3 {
+        return Err(());
+    }
+    for (fd, target) in fds.iter().zip([0, 1, 2]) {
+        if unsafe { libc::dup2(*fd, target) } < 0 {
+            return Err(());
+        }
+    }
+    for fd in fds {
+        if fd > 2 {
+            unsafe { libc::close(fd) };
+        }
+    }
+    Ok(())
+}
+
+fn pidfd_open(pid: Pid) -> Result<OwnedFd, i32> {
+    let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid.as_raw(), 0) };
+    if fd < 0 {
+        return Err(std::io::Error::last_os_error()
+            .raw_os_error()
+            .unwrap_or(libc::EIO));
+    }
+    // SAFETY: pidfd_open returned a new descriptor.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd as RawFd) })
+}
+
 /// The launcher's loop; never returns.
-fn serve(socket: OwnedFd) -> ! {
+fn serve(socket: OwnedFd, warm: bool) -> ! {
     let _ = nix::sys::prctl::set_pdeathsig(Signal::SIGKILL);
     // Helpers are reaped by the kernel; the server waits on their pidfds.
     unsafe { libc::signal(libc::SIGCHLD, libc::SIG_IGN) };
     let _ = nix::sys::prctl::set_name(c"servo-launcher");
+    let mut ready = if warm { fork_warm(&socket) } else { None };
     loop {
         let mut buf = [0u8; 16];
         let mut space = nix::cmsg_space!([RawFd; 3]);
@@ -145,14 +247,18 @@ fn serve(socket: OwnedFd) -> ! {
                 }
             }
         }
-        let answer = if fds.len() == 3 {
-            start_helper(&socket, &fds)
-        } else {
+        let answer = if fds.len() != 3 {
             Err(libc::EINVAL)
+        } else {
+            // A warm helper if there is one (it may have died: then cold).
+            match ready.take().map(|w| hand_over(w, &fds)) {
+                Some(Ok(pidfd)) => Ok(pidfd),
+                _ => start_helper(&socket, &fds),
+            }
         };
         drop(fds);
-        let (pid, pidfd) = match answer {
-            Ok((pid, pidfd)) => (pid, Some(pidfd)),
+        let (code, pidfd) = match answer {
+            Ok(pidfd) => (0, Some(pidfd)),
             Err(errno) => (errno, None),
         };
         let raw: Vec<RawFd> = pidfd.iter().map(|f| f.as_raw_fd()).collect();
@@ -161,7 +267,7 @@ fn serve(socket: OwnedFd) -> ! {
         } else {
             vec![ControlMessage::ScmRights(&raw)]
         };
-        let bytes = pid.to_le_bytes();
+        let bytes = code.to_le_bytes();
         if sendmsg::<()>(
             socket.as_raw_fd(),
             &[IoSlice::new(&bytes)],
@@ -173,11 +279,15 @@ fn serve(socket: OwnedFd) -> ! {
         {
             unsafe { libc::_exit(0) }
         }
+        // The next job's helper, made while the server waits for this one.
+        if warm && ready.is_none() {
+            ready = fork_warm(&socket);
+        }
     }
 }
 
-/// Forks one helper; returns its pid and pidfd, or an errno.
-fn start_helper(socket: &OwnedFd, fds: &[OwnedFd]) -> Result<(i32, OwnedFd), i32> {
+/// Forks one helper; returns its pidfd, or an errno.
+fn start_helper(socket: &OwnedFd, fds: &[OwnedFd]) -> Result<OwnedFd, i32> {
     match unsafe { fork() } {
         Err(e) => Err(e as i32),
         Ok(ForkResult::Child) => {
@@ -197,17 +307,8 @@ fn start_helper(socket: &OwnedFd, fds: &[OwnedFd]) -> Result<(i32, OwnedFd), i32
             }
             super::helper_main()
         }
-        Ok(ForkResult::Parent { child }) => {
-            let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, child.as_raw(), 0) };
-            if fd < 0 {
-                let errno = std::io::Error::last_os_error()
-                    .raw_os_error()
-                    .unwrap_or(libc::EIO);
-                let _ = nix::sys::signal::kill(child, Signal::SIGKILL);
-                return Err(errno);
-            }
-            // SAFETY: pidfd_open returned a new descriptor.
-            Ok((child.as_raw(), unsafe { OwnedFd::from_raw_fd(fd as RawFd) }))
-        }
+        Ok(ForkResult::Parent { child }) => pidfd_open(child).inspect_err(|_| {
+            let _ = nix::sys::signal::kill(child, Signal::SIGKILL);
+        }),
     }
 }

@@ -180,7 +180,7 @@ impl Sandbox {
         } else {
             None
         };
-        let launcher = launcher::Launcher::start()
+        let launcher = launcher::Launcher::start(rootless.is_none())
             .map_err(SandboxError::io("cannot start the sandbox launcher"))?;
         let ids = Arc::new(IdPool::new(cfg.uid_base, cfg.uid_count));
         Ok(Sandbox {

@@ -246,7 +246,13 @@ const REPLAY_CAPACITY: usize = 100_000;
 fn remember_v2(server: &Server, mac: &[u8], timestamp: u64, now: u64) -> Result<(), Rejection> {
     let mut seen = server.replay.lock().unwrap_or_else(|p| p.into_inner());
     if seen.get(mac).is_some_and(|&expiry| expiry >= now) {
-        return Err(Rejection(StatusCode::FORBIDDEN, FORBIDDEN.into()));
+        return Err(Rejection(
+            StatusCode::FORBIDDEN,
+            format!(
+                "{}: this v2 signature was already used; sign the request again",
+                signature::REPLAYED
+            ),
+        ));
     }
     if seen.len() >= REPLAY_CAPACITY {
         seen.retain(|_, expiry| *expiry >= now);
