@@ -27,7 +27,7 @@ pub struct HelperSpec {
     pub address_space_limit: bool,
     pub relay_dir: Option<PathBuf>,
     pub ro_binds: Vec<(PathBuf, PathBuf)>,
-    /// `cgroup.procs` files the helper writes itself into before anything else.
+    /// `cgroup.procs` files the init writes itself into before anything else.
     pub cgroup_procs: Vec<PathBuf>,
     /// The server's pid when the helper is a separate process: the helper
     /// dies with it (and so does the job).
