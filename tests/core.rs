@@ -740,3 +740,97 @@ fn generated_token_survives_restarts() {
         .expect("servo token");
     assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), token);
 }
+
+#[test]
+fn eight_concurrent_runs_each_get_their_own_answer() {
+    if !require_root() {
+        return;
+    }
+    let servo = Servo::start(&["--max-runs", "8"]);
+    let b = bundle(&[(
+        "who.py",
+        "import os, time\ntime.sleep(0.5)\nprint('run', os.environ['RUN_NO'], 'uid', os.getuid())\n",
+    )]);
+    let clients: Vec<_> = (0..8)
+        .map(|i| {
+            let var = format!("X-Var-run-no:{i}");
+            spawn_post(&servo, &b.tgz, "who.py", &["-H", &var])
+        })
+        .collect();
+    let mut uids = std::collections::HashSet::new();
+    for (i, c) in clients.into_iter().enumerate() {
+        let out = c.wait_with_output().expect("curl");
+        let text = String::from_utf8_lossy(&out.stdout);
+        let line = text
+            .lines()
+            .find(|l| l.starts_with(&format!("run {i} uid ")))
+            .unwrap_or_else(|| panic!("run {i}: {text}"));
+        uids.insert(line.rsplit(' ').next().unwrap_or_default().to_string());
+    }
+    // Runs that overlapped in time had distinct uids (§5.5).
+    assert!(uids.len() > 1, "{uids:?}");
+    assert_eq!(
+        curl(&format!("{}/health", servo.url), &[]).json()["runs_in_flight"],
+        0
+    );
+    assert!(entries(&servo.state.path().join("runs")).is_empty());
+}
+
+#[test]
+fn aes_symlinks_to_host_files_fail_the_run_without_reading_them() {
+    if !require_root() {
+        return;
+    }
+    let servo = Servo::start(&[]);
+    // servo's own state holds secrets a bundle must never reach.
+    let secret = servo.state.path().join("secret.txt");
+    std::fs::write(&secret, "host secret 42\n").expect("write");
+    for (name, target) in [("token.aes", secret.clone()), ("x.aes", secret.clone())] {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let src = dir.path().join("src");
+        std::fs::create_dir(&src).expect("mkdir");
+        std::fs::write(src.join("a.py"), "print(open('secret.txt').read())").expect("write");
+        std::os::unix::fs::symlink(&target, src.join(name)).expect("symlink");
+        let b = pack(dir, &src);
+        let r = post_bundle(&servo, &b.tgz, "a.py", &[]);
+        assert_eq!(r.status, 412, "{}", r.body);
+        assert!(!r.body.contains("host secret"), "{}", r.body);
+    }
+    // A plaintext name that is a symlink: the decrypted text is not written
+    // through it.
+    let outside = servo.state.path().join("outside.txt");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let src = dir.path().join("src");
+    std::fs::create_dir(&src).expect("mkdir");
+    std::fs::write(src.join("a.py"), "print('ran')").expect("write");
+    let plain = src.join("conf.plain");
+    std::fs::write(&plain, "decrypted text").expect("write");
+    let st = Command::new("openssl")
+        .args([
+            "enc",
+            "-aes-256-cbc",
+            "-pbkdf2",
+            "-a",
+            "-salt",
+            "-k",
+            TOKEN,
+            "-in",
+        ])
+        .arg(&plain)
+        .arg("-out")
+        .arg(src.join("conf.aes"))
+        .status()
+        .expect("openssl");
+    assert!(st.success());
+    std::fs::remove_file(&plain).expect("rm");
+    std::os::unix::fs::symlink(&outside, src.join("conf")).expect("symlink");
+    let b = pack(dir, &src);
+    let r = post_bundle(&servo, &b.tgz, "a.py", &[]);
+    assert_eq!(r.status, 412, "{}", r.body);
+    assert!(
+        !outside.exists(),
+        "servo wrote through the plaintext symlink"
+    );
+    assert!(!r.body.contains("ran\n"));
+    assert_eq!(curl(&format!("{}/health", servo.url), &[]).status, 200);
+}
