@@ -123,13 +123,12 @@ fn crypt(result: Result<(), servo::client::crypt::CryptError>) -> ExitCode {
 }
 
 fn main() -> ExitCode {
-    // The sandbox helper must run before anything else: a fresh,
-    // single-threaded process that sets up and execs the sandboxed command.
-    if std::env::args_os()
-        .nth(1)
-        .is_some_and(|a| a == "__sandbox-exec")
-    {
-        servo::sandbox::helper_main();
+    // The sandbox's own processes run before anything else: fresh,
+    // single-threaded images (the launcher, or a stand-alone helper).
+    match std::env::args_os().nth(1) {
+        Some(a) if a == "__sandbox-exec" => servo::sandbox::helper_main(),
+        Some(a) if a == "__sandbox-launcher" => servo::sandbox::launcher_main(),
+        _ => {}
     }
     match Cli::parse().command {
         Command::Serve(args) => serve(args),

@@ -114,3 +114,103 @@ fn the_servers_sandbox_keeps_every_guarantee() {
         assert_eq!(r.split_whitespace().next(), Some(want), "§5.6 {case}: {r}");
     }
 }
+
+/// The pids of `pid`'s children.
+fn children(pid: u32) -> Vec<u32> {
+    std::fs::read_to_string(format!("/proc/{pid}/task/{pid}/children"))
+        .unwrap_or_default()
+        .split_whitespace()
+        .filter_map(|p| p.parse().ok())
+        .collect()
+}
+
+/// Whether `needle` is anywhere in `pid`'s readable memory (root reads
+/// /proc/PID/mem).
+fn memory_holds(pid: u32, needle: &[u8]) -> bool {
+    use std::io::{Read, Seek, SeekFrom};
+    let maps = std::fs::read_to_string(format!("/proc/{pid}/maps")).unwrap_or_default();
+    let Ok(mut mem) = std::fs::File::open(format!("/proc/{pid}/mem")) else {
+        return false;
+    };
+    for line in maps.lines() {
+        let mut f = line.split_whitespace();
+        let (Some(range), Some(perms)) = (f.next(), f.next()) else {
+            continue;
+        };
+        if !perms.starts_with('r') || line.contains("[vvar") || line.contains("[vsyscall") {
+            continue;
+        }
+        let Some((a, b)) = range.split_once('-') else {
+            continue;
+        };
+        let (Ok(a), Ok(b)) = (u64::from_str_radix(a, 16), u64::from_str_radix(b, 16)) else {
+            continue;
+        };
+        let mut buf = vec![0u8; (b - a) as usize];
+        if mem.seek(SeekFrom::Start(a)).is_ok()
+            && mem.read_exact(&mut buf).is_ok()
+            && buf.windows(needle.len()).any(|w| w == needle)
+        {
+            return true;
+        }
+    }
+    false
+}
+
+#[test]
+fn no_sandbox_process_holds_servos_tokens_or_environment() {
+    if !require_root() {
+        return;
+    }
+    // A token and an environment variable only servo itself has.
+    let token = "tok-7c1e5d0e9a3b4f62a8d1";
+    let canary = "servo-env-canary-51f3";
+    let servo = Servo::start_with_env(&["--token", token], &[("SERVO_CANARY", canary)]);
+    let b = support::bundle(&[("wait.py", "import time\ntime.sleep(3)\n")]);
+    let sig = support::openssl_sign(&b.tgz, token);
+    let client = std::process::Command::new("curl")
+        .args(["-sS", "-X", "POST", "-F"])
+        .arg(format!("tgz=@{}", b.tgz.display()))
+        .args(["-H", &format!("X-Signature:{sig}")])
+        .arg(format!("{}/run/wait.py", servo.url))
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .expect("curl");
+    support::wait_in_flight(&servo, 1);
+    // servo -> launcher -> helper(s) -> init -> script
+    let server = servo.child.id();
+    let mut sandbox_side = Vec::new();
+    let mut todo = children(server);
+    while let Some(p) = todo.pop() {
+        sandbox_side.push(p);
+        todo.extend(children(p));
+    }
+    assert!(
+        sandbox_side.len() >= 4,
+        "launcher, helper, init, script: {sandbox_side:?}"
+    );
+    // Control: the scan finds the token in servo's own memory.
+    assert!(
+        memory_holds(server, token.as_bytes()),
+        "the memory scan finds nothing"
+    );
+    for pid in sandbox_side {
+        let environ = std::fs::read(format!("/proc/{pid}/environ")).unwrap_or_default();
+        assert!(
+            !environ
+                .windows(canary.len())
+                .any(|w| w == canary.as_bytes()),
+            "§5.9: process {pid} has servo's environment"
+        );
+        let is_script = std::fs::read_to_string(format!("/proc/{pid}/cmdline"))
+            .unwrap_or_default()
+            .contains("wait.py");
+        if !is_script {
+            assert!(
+                !memory_holds(pid, token.as_bytes()),
+                "§5.9: process {pid} holds servo's token in its memory"
+            );
+        }
+    }
+    let _ = client.wait_with_output();
+}

@@ -1,7 +1,9 @@
 //! The pre-forked launcher (SPEC §5 fork safety, §9 start-up cost).
 //!
-//! Forked once by `Sandbox::new`, before the runtime's threads exist, so it is
-//! single-threaded and may fork and allocate freely. For each job the server
+//! Started once by `Sandbox::new` as a fresh image of servo
+//! (`servo __sandbox-launcher`, empty environment), so it is single-threaded,
+//! may fork and allocate freely, and holds nothing of the server's memory:
+//! no token or tenant reaches a sandbox process through it (SPEC §5.9). For each job the server
 //! sends it one message on a SOCK_SEQPACKET pair, carrying three descriptors:
 //! the job (a memfd holding the JSON spec), the output pipe and the report
 //! pipe. The launcher forks a helper that takes them as stdin, stdout and
@@ -46,16 +48,20 @@ impl Launcher {
             SockFlag::SOCK_CLOEXEC,
         )
         .map_err(io("cannot create the launcher's socket"))?;
-        match unsafe { fork() }.map_err(io("cannot fork the launcher"))? {
-            ForkResult::Child => {
-                drop(ours);
-                serve(theirs, warm)
-            }
-            ForkResult::Parent { child } => Ok(Launcher {
-                socket: Mutex::new(ours),
-                pid: child,
-            }),
-        }
+        // A fresh executable image, with an empty environment: the launcher
+        // and every sandbox process forked from it hold nothing of servo's
+        // memory (tokens, tenants) or environment (SPEC §5.9).
+        let child = std::process::Command::new("/proc/self/exe")
+            .arg(LAUNCHER_ARG)
+            .arg(if warm { "warm" } else { "cold" })
+            .env_clear()
+            .stdin(std::process::Stdio::from(theirs))
+            .stdout(std::process::Stdio::null())
+            .spawn()?;
+        Ok(Launcher {
+            socket: Mutex::new(ours),
+            pid: Pid::from_raw(child.id() as i32),
+        })
     }
 
     /// The launcher's pid: the parent every helper checks it still has.
@@ -211,6 +217,20 @@ fn pidfd_open(pid: Pid) -> Result<OwnedFd, i32> {
     }
     // SAFETY: pidfd_open returned a new descriptor.
     Ok(unsafe { OwnedFd::from_raw_fd(fd as RawFd) })
+}
+
+/// The argument that makes `servo` the launcher (`main` dispatches it).
+pub const LAUNCHER_ARG: &str = "__sandbox-launcher";
+
+/// Entry point of `servo __sandbox-launcher warm|cold`: the socket is stdin.
+pub fn launcher_main() -> ! {
+    let warm = std::env::args_os().nth(2).is_some_and(|a| a == "warm");
+    // SAFETY: fd 0 is the socket servo gave us, and nothing else owns it.
+    let socket = unsafe { OwnedFd::from_raw_fd(libc::dup(0)) };
+    if let Some(null) = super::helper::dev_null() {
+        unsafe { libc::dup2(null.as_raw_fd(), 0) };
+    }
+    serve(socket, warm)
 }
 
 /// The launcher's loop; never returns.

@@ -3,9 +3,11 @@
 //! seccomp allowlist.
 //!
 //! Fork safety (SPEC §5, last paragraph). The server is multi-threaded, so it
-//! never forks into sandbox set-up code. `Sandbox::new`, which runs before the
-//! runtime's threads exist, forks a single-threaded launcher (`launcher.rs`);
-//! for each job the launcher forks a helper, which may allocate freely. The
+//! never forks into sandbox set-up code. `Sandbox::new` starts a launcher, a
+//! fresh single-threaded image of servo with an empty environment
+//! (`launcher.rs`; no token or tenant in its memory); for each job the
+//! launcher forks a helper (one is kept forked ahead, its namespaces made),
+//! which may allocate freely. The
 //! job reaches the helper on its stdin as JSON (in a memfd, so there is no
 //! size limit and nothing in its environment or argv). `servo __sandbox-exec`
 //! runs the same helper code as a process of its own.
@@ -55,6 +57,7 @@ use crate::limits::Limits;
 
 pub use cgroup::CgroupMode;
 pub use helper::helper_main;
+pub use launcher::launcher_main;
 use spec::{HelperSpec, Report};
 
 /// Where the servo Python package directory (PYTHONPATH) appears inside the sandbox.

@@ -43,8 +43,17 @@ impl Servo {
         Self::start_in(tempfile::tempdir().expect("tempdir"), extra)
     }
 
+    /// Starts servo with extra environment variables.
+    pub fn start_with_env(extra: &[&str], env: &[(&str, &str)]) -> Servo {
+        Self::start_in_env(tempfile::tempdir().expect("tempdir"), extra, env)
+    }
+
     /// Starts servo with `state` as its state dir; waits until it listens.
     pub fn start_in(state: tempfile::TempDir, extra: &[&str]) -> Servo {
+        Self::start_in_env(state, extra, &[])
+    }
+
+    fn start_in_env(state: tempfile::TempDir, extra: &[&str], env: &[(&str, &str)]) -> Servo {
         let stderr_log = state.path().join("servo.stderr");
         let err_file = std::fs::File::create(&stderr_log).expect("stderr log");
         let mut args = vec![
@@ -62,6 +71,7 @@ impl Servo {
             .args(&args)
             .env_remove("SERVO_TOKEN")
             .env("SERVO_LOG", "info")
+            .envs(env.iter().copied())
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(err_file)
