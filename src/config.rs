@@ -239,6 +239,13 @@ fn parse_uid_range(text: &str) -> Result<(u32, u32), ConfigError> {
     if start == 0 || end < start {
         return Err(bad());
     }
+    // One uid per concurrent run: far more than a machine runs. The sandbox's
+    // /etc/passwd names each of them.
+    if end - start >= 65_536 {
+        return Err(invalid(format!(
+            "--uid-range {text}: at most 65536 uids (one per concurrent run)"
+        )));
+    }
     Ok((start, end - start + 1))
 }
 

@@ -124,9 +124,11 @@ pub fn build_static(
     ro_binds: &[(PathBuf, PathBuf)],
     rootless: bool,
 ) -> Result<(), String> {
+    // /etc's small files, and a passwd/group line per uid.
+    let size = (2 << 20) + 128 * users.len();
     tmpfs(
         root,
-        "size=2m,nr_inodes=4096,mode=0755",
+        &format!("size={size},nr_inodes=4096,mode=0755"),
         MsFlags::MS_NOSUID | MsFlags::MS_NODEV,
     )?;
     // Built in servo's own namespace (the server's template), nothing of it
