@@ -214,3 +214,35 @@ fn no_sandbox_process_holds_servos_tokens_or_environment() {
     }
     let _ = client.wait_with_output();
 }
+
+#[test]
+fn a_killed_launcher_is_replaced_and_runs_go_on() {
+    if !require_root() {
+        return;
+    }
+    let servo = Servo::start(&[]);
+    let b = support::bundle(&[("hi.py", "print('hi')")]);
+    assert_eq!(post_bundle(&servo, &b.tgz, "hi.py", &[]).status, 200);
+    let launcher = children(servo.child.id())
+        .into_iter()
+        .find(|p| {
+            std::fs::read(format!("/proc/{p}/cmdline"))
+                .unwrap_or_default()
+                .windows(18)
+                .any(|w| w == b"__sandbox-launcher")
+        })
+        .expect("servo's launcher");
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(launcher as i32),
+        nix::sys::signal::Signal::SIGKILL,
+    )
+    .expect("kill");
+    // Its warm helper dies with it; the next run gets a new launcher.
+    let r = post_bundle(&servo, &b.tgz, "hi.py", &[]);
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert!(r.lines().contains(&"hi"), "{}", r.body);
+    assert!(
+        !std::path::Path::new(&format!("/proc/{launcher}")).exists(),
+        "the old launcher was reaped"
+    );
+}

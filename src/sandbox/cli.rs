@@ -111,7 +111,6 @@ fn run(args: SandboxArgs) -> Result<Report, String> {
         relay_dir: None,
         ro_binds,
         cgroup_procs: cgroup.as_ref().map(|c| c.procs_files()).unwrap_or_default(),
-        parent: None,
         rootless: (!root_user).then(|| {
             (
                 nix::unistd::geteuid().as_raw(),

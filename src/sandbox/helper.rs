@@ -17,7 +17,13 @@ static INIT_PID: AtomicI32 = AtomicI32::new(0);
 
 /// Entry point of the helper process: job on stdin, report on stderr.
 pub fn helper_main() -> ! {
-    helper_body(Namespaces::ToMake)
+    helper_body(Namespaces::ToMake, None)
+}
+
+/// A helper the launcher forked for a job that has arrived; `launcher` is
+/// the launcher's pid (its parent, unless the launcher already died).
+pub fn launched_main(launcher: u32) -> ! {
+    helper_body(Namespaces::ToMake, Some(launcher))
 }
 
 /// Whether the helper still has to make its namespaces.
@@ -39,28 +45,29 @@ const NAMESPACES: CloneFlags = CloneFlags::CLONE_NEWPID
 /// Making a network namespace is the costliest step of a sandbox's start;
 /// done here, it is off the job's critical path. Root mode only: rootless
 /// helpers need the job's uid for their user namespace first.
-pub fn warm_main(socket: OwnedFd) -> ! {
+pub fn warm_main(socket: OwnedFd, launcher: u32) -> ! {
     let _ = nix::sys::prctl::set_pdeathsig(Signal::SIGKILL);
+    if std::os::unix::process::parent_id() != launcher {
+        std::process::exit(0); // the launcher died before the signal was set
+    }
     let made = nix::sched::unshare(NAMESPACES);
     if super::launcher::receive_stdio(&socket).is_err() {
         std::process::exit(0); // the launcher is gone, or shut us down
     }
     drop(socket);
-    helper_body(Namespaces::Made(made))
+    helper_body(Namespaces::Made(made), Some(launcher))
 }
 
-fn helper_body(namespaces: Namespaces) -> ! {
+fn helper_body(namespaces: Namespaces, launcher: Option<u32>) -> ! {
     // If servo dies (even by SIGKILL), so does the helper, then the init
     // (its own parent-death signal), and with it the whole PID namespace.
     // The helper's parent is the launcher, whose own parent-death signal is
     // tied to servo's main thread.
     let _ = nix::sys::prctl::set_pdeathsig(Signal::SIGKILL);
     let report = match read_spec() {
-        Ok(spec)
-            if spec
-                .parent
-                .is_some_and(|p| p != std::os::unix::process::parent_id()) =>
-        {
+        // The launcher died before the parent-death signal was set: nothing
+        // would kill this job if servo went away.
+        Ok(_) if launcher.is_some_and(|p| p != std::os::unix::process::parent_id()) => {
             Report::Error("servo ended before the sandbox started".into())
         }
         Ok(spec) => match run_job_with(&spec, namespaces) {

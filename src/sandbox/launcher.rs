@@ -12,7 +12,8 @@
 //! races). This saves an `execve` of servo and its start-up per script.
 //!
 //! The launcher dies with servo (parent-death signal), and every helper dies
-//! with the launcher, so nothing outlives servo.
+//! with the launcher, so nothing outlives servo. A launcher that dies while
+//! servo lives (killed, crashed) is replaced at the next request.
 
 use std::io::{IoSlice, IoSliceMut};
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
@@ -27,20 +28,36 @@ use nix::unistd::{fork, ForkResult, Pid};
 
 /// The server's end of the launcher.
 pub struct Launcher {
+    warm: bool,
     /// One request and its answer at a time.
-    socket: Mutex<OwnedFd>,
-    pid: Pid,
+    process: Mutex<Process>,
+}
+
+/// A running launcher and the socket to it.
+struct Process {
+    socket: OwnedFd,
+    child: std::process::Child,
 }
 
 fn io(what: &str) -> impl FnOnce(nix::errno::Errno) -> std::io::Error + '_ {
     move |e| std::io::Error::new(std::io::Error::from(e).kind(), format!("{what}: {e}"))
 }
 
-impl Launcher {
-    /// Forks the launcher. Call only while the process is single-threaded.
-    /// With `warm`, it keeps one helper forked ahead of its job
-    /// (`helper::warm_main`).
-    pub fn start(warm: bool) -> std::io::Result<Launcher> {
+/// Why a request to the launcher failed.
+enum LaunchError {
+    /// The launcher is gone (crashed, killed): start another.
+    Gone(std::io::Error),
+    /// The launcher answered: it could not start a helper.
+    Refused(std::io::Error),
+}
+
+impl Process {
+    /// Starts `servo __sandbox-launcher`: a fresh executable image, with an
+    /// empty environment, so that the launcher and every sandbox process
+    /// forked from it hold nothing of servo's memory (tokens, tenants) or
+    /// environment (SPEC §5.9). `std::process::Command` is safe to use from
+    /// the runtime's threads (nothing runs between its fork and its exec).
+    fn spawn(warm: bool) -> std::io::Result<Process> {
         let (ours, theirs) = socketpair(
             AddressFamily::Unix,
             SockType::SeqPacket,
@@ -48,9 +65,6 @@ impl Launcher {
             SockFlag::SOCK_CLOEXEC,
         )
         .map_err(io("cannot create the launcher's socket"))?;
-        // A fresh executable image, with an empty environment: the launcher
-        // and every sandbox process forked from it hold nothing of servo's
-        // memory (tokens, tenants) or environment (SPEC §5.9).
         let child = std::process::Command::new("/proc/self/exe")
             .arg(LAUNCHER_ARG)
             .arg(if warm { "warm" } else { "cold" })
@@ -58,47 +72,34 @@ impl Launcher {
             .stdin(std::process::Stdio::from(theirs))
             .stdout(std::process::Stdio::null())
             .spawn()?;
-        Ok(Launcher {
-            socket: Mutex::new(ours),
-            pid: Pid::from_raw(child.id() as i32),
+        Ok(Process {
+            socket: ours,
+            child,
         })
     }
 
-    /// The launcher's pid: the parent every helper checks it still has.
-    pub fn pid(&self) -> u32 {
-        self.pid.as_raw() as u32
-    }
-
-    /// Starts a helper with `job`, `output` and `report` as its stdin,
-    /// stdout and stderr; returns its pidfd.
-    pub fn launch(
-        &self,
-        job: &OwnedFd,
-        output: &OwnedFd,
-        report: &OwnedFd,
-    ) -> std::io::Result<OwnedFd> {
-        let socket = self.socket.lock().unwrap_or_else(|p| p.into_inner());
-        let fds = [job.as_raw_fd(), output.as_raw_fd(), report.as_raw_fd()];
+    fn request(&self, fds: &[RawFd; 3]) -> Result<OwnedFd, LaunchError> {
+        let gone = |e: nix::errno::Errno| LaunchError::Gone(io("the sandbox launcher is gone")(e));
         sendmsg::<()>(
-            socket.as_raw_fd(),
+            self.socket.as_raw_fd(),
             &[IoSlice::new(b"job")],
-            &[ControlMessage::ScmRights(&fds)],
+            &[ControlMessage::ScmRights(fds)],
             MsgFlags::empty(),
             None,
         )
-        .map_err(io("the sandbox launcher is gone"))?;
+        .map_err(gone)?;
         let mut code = [0u8; 4];
         let mut space = nix::cmsg_space!([RawFd; 1]);
         let mut iov = [IoSliceMut::new(&mut code)];
         let msg = recvmsg::<()>(
-            socket.as_raw_fd(),
+            self.socket.as_raw_fd(),
             &mut iov,
             Some(&mut space),
-            MsgFlags::empty(),
+            MsgFlags::MSG_CMSG_CLOEXEC,
         )
-        .map_err(io("the sandbox launcher is gone"))?;
+        .map_err(gone)?;
         let mut pidfd = None;
-        for cmsg in msg.cmsgs().map_err(io("bad answer from the launcher"))? {
+        for cmsg in msg.cmsgs().map_err(gone)? {
             if let ControlMessageOwned::ScmRights(fds) = cmsg {
                 for fd in fds {
                     // SAFETY: the kernel just gave us this descriptor.
@@ -108,15 +109,53 @@ impl Launcher {
             }
         }
         if msg.bytes != 4 {
-            return Err(std::io::Error::other("the sandbox launcher is gone"));
+            return Err(gone(nix::errno::Errno::EPIPE));
         }
         pidfd.ok_or_else(|| {
             let errno = i32::from_le_bytes(code);
-            std::io::Error::other(format!(
+            LaunchError::Refused(std::io::Error::other(format!(
                 "the launcher could not start a helper: {}",
                 std::io::Error::from_raw_os_error(errno)
-            ))
+            )))
         })
+    }
+}
+
+impl Launcher {
+    /// Starts the launcher. With `warm`, it keeps one helper forked ahead of
+    /// its job (`helper::warm_main`).
+    pub fn start(warm: bool) -> std::io::Result<Launcher> {
+        Ok(Launcher {
+            warm,
+            process: Mutex::new(Process::spawn(warm)?),
+        })
+    }
+
+    /// Starts a helper with `job`, `output` and `report` as its stdin,
+    /// stdout and stderr; returns its pidfd. A launcher that died (killed,
+    /// crashed) is replaced, once per request, so servo keeps serving.
+    pub fn launch(
+        &self,
+        job: &OwnedFd,
+        output: &OwnedFd,
+        report: &OwnedFd,
+    ) -> std::io::Result<OwnedFd> {
+        let mut process = self.process.lock().unwrap_or_else(|p| p.into_inner());
+        let fds = [job.as_raw_fd(), output.as_raw_fd(), report.as_raw_fd()];
+        match process.request(&fds) {
+            Ok(pidfd) => Ok(pidfd),
+            Err(LaunchError::Refused(e)) => Err(e),
+            Err(LaunchError::Gone(e)) => {
+                tracing::warn!("{e}: starting a new sandbox launcher");
+                let _ = process.child.kill();
+                let _ = process.child.wait();
+                *process = Process::spawn(self.warm)?;
+                match process.request(&fds) {
+                    Ok(pidfd) => Ok(pidfd),
+                    Err(LaunchError::Refused(e) | LaunchError::Gone(e)) => Err(e),
+                }
+            }
+        }
     }
 }
 
@@ -128,6 +167,7 @@ struct Warm {
 
 /// Forks a warm helper.
 fn fork_warm(server: &OwnedFd) -> Option<Warm> {
+    let launcher = std::process::id();
     let (ours, theirs) = socketpair(
         AddressFamily::Unix,
         SockType::SeqPacket,
@@ -142,7 +182,7 @@ fn fork_warm(server: &OwnedFd) -> Option<Warm> {
                 libc::signal(libc::SIGCHLD, libc::SIG_DFL);
             }
             drop(ours);
-            super::helper::warm_main(theirs)
+            super::helper::warm_main(theirs, launcher)
         }
         ForkResult::Parent { child } => {
             drop(theirs);
@@ -308,6 +348,7 @@ fn serve(socket: OwnedFd, warm: bool) -> ! {
 
 /// Forks one helper; returns its pidfd, or an errno.
 fn start_helper(socket: &OwnedFd, fds: &[OwnedFd]) -> Result<OwnedFd, i32> {
+    let launcher = std::process::id();
     match unsafe { fork() } {
         Err(e) => Err(e as i32),
         Ok(ForkResult::Child) => {
@@ -325,7 +366,7 @@ fn start_helper(socket: &OwnedFd, fds: &[OwnedFd]) -> Result<OwnedFd, i32> {
                     }
                 }
             }
-            super::helper_main()
+            super::helper::launched_main(launcher)
         }
         Ok(ForkResult::Parent { child }) => pidfd_open(child).inspect_err(|_| {
             let _ = nix::sys::signal::kill(child, Signal::SIGKILL);

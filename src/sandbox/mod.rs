@@ -297,7 +297,6 @@ impl Sandbox {
             relay_dir: job.relay_dir.clone(),
             ro_binds: self.cfg.ro_binds.clone(),
             cgroup_procs: cgroup.map(|c| c.procs_files()).unwrap_or_default(),
-            parent: Some(self.launcher.pid()),
             rootless: self.rootless,
             filters: self.filters.programs.clone(),
         }

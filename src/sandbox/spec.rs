@@ -29,9 +29,6 @@ pub struct HelperSpec {
     pub ro_binds: Vec<(PathBuf, PathBuf)>,
     /// `cgroup.procs` files the init writes itself into before anything else.
     pub cgroup_procs: Vec<PathBuf>,
-    /// The server's pid when the helper is a separate process: the helper
-    /// dies with it (and so does the job).
-    pub parent: Option<u32>,
     /// Rootless mode: servo's own uid/gid outside the user namespace.
     pub rootless: Option<(u32, u32)>,
     pub filters: Vec<Program>,
