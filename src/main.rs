@@ -123,10 +123,9 @@ fn crypt(result: Result<(), servo::client::crypt::CryptError>) -> ExitCode {
 }
 
 fn main() -> ExitCode {
-    // The sandbox's own processes run before anything else: fresh,
-    // single-threaded images (the launcher, or a stand-alone helper).
+    // The sandbox's launcher runs before anything else: a fresh,
+    // single-threaded image of servo.
     match std::env::args_os().nth(1) {
-        Some(a) if a == "__sandbox-exec" => servo::sandbox::helper_main(),
         Some(a) if a == "__sandbox-launcher" => servo::sandbox::launcher_main(),
         _ => {}
     }

@@ -1,5 +1,7 @@
-//! `servo __sandbox-exec`: the single-threaded helper that makes the
-//! namespaces and waits for the job (steps 2 and 5 of the module comment).
+//! The helper, forked by the launcher for each job: the single-threaded
+//! process that makes the namespaces and waits for the job (steps 2 and 5
+//! of the module comment). `run_job` is also what `servo sandbox` runs
+//! in-process.
 
 use std::io::{Read, Write};
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
@@ -15,15 +17,10 @@ use super::spec::{HelperSpec, Report};
 /// The init's pid, for forwarding signals from a handler.
 static INIT_PID: AtomicI32 = AtomicI32::new(0);
 
-/// Entry point of the helper process: job on stdin, report on stderr.
-pub fn helper_main() -> ! {
-    helper_body(Namespaces::ToMake, None)
-}
-
 /// A helper the launcher forked for a job that has arrived; `launcher` is
 /// the launcher's pid (its parent, unless the launcher already died).
 pub fn launched_main(launcher: u32) -> ! {
-    helper_body(Namespaces::ToMake, Some(launcher))
+    helper_body(Namespaces::ToMake, launcher)
 }
 
 /// Whether the helper still has to make its namespaces.
@@ -55,10 +52,11 @@ pub fn warm_main(socket: OwnedFd, launcher: u32) -> ! {
         std::process::exit(0); // the launcher is gone, or shut us down
     }
     drop(socket);
-    helper_body(Namespaces::Made(made), Some(launcher))
+    helper_body(Namespaces::Made(made), launcher)
 }
 
-fn helper_body(namespaces: Namespaces, launcher: Option<u32>) -> ! {
+/// Job on stdin, report on stderr.
+fn helper_body(namespaces: Namespaces, launcher: u32) -> ! {
     // If servo dies (even by SIGKILL), so does the helper, then the init
     // (its own parent-death signal), and with it the whole PID namespace.
     // The helper's parent is the launcher, whose own parent-death signal is
@@ -67,7 +65,7 @@ fn helper_body(namespaces: Namespaces, launcher: Option<u32>) -> ! {
     let report = match read_spec() {
         // The launcher died before the parent-death signal was set: nothing
         // would kill this job if servo went away.
-        Ok(_) if launcher.is_some_and(|p| p != std::os::unix::process::parent_id()) => {
+        Ok(_) if std::os::unix::process::parent_id() != launcher => {
             Report::Error("servo ended before the sandbox started".into())
         }
         Ok(spec) => match run_job_with(&spec, namespaces) {

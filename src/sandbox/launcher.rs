@@ -7,7 +7,7 @@
 //! sends it one message on a SOCK_SEQPACKET pair, carrying three descriptors:
 //! the job (a memfd holding the JSON spec), the output pipe and the report
 //! pipe. The launcher forks a helper that takes them as stdin, stdout and
-//! stderr and runs exactly what `servo __sandbox-exec` runs, and answers with
+//! stderr and runs the job (`helper.rs`), and answers with
 //! the helper's pid and a pidfd (to wait for and kill it without pid reuse
 //! races). This saves an `execve` of servo and its start-up per script.
 //!

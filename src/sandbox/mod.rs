@@ -9,8 +9,7 @@
 //! launcher forks a helper (one is kept forked ahead, its namespaces made),
 //! which may allocate freely. The
 //! job reaches the helper on its stdin as JSON (in a memfd, so there is no
-//! size limit and nothing in its environment or argv). `servo __sandbox-exec`
-//! runs the same helper code as a process of its own.
+//! size limit and nothing in its environment or argv).
 //!
 //! Set-up order, and who does what:
 //! 1. server: creates the job's cgroup (limits written) and has the launcher
@@ -56,7 +55,6 @@ use std::sync::{Arc, Mutex};
 use crate::limits::Limits;
 
 pub use cgroup::CgroupMode;
-pub use helper::helper_main;
 pub use launcher::launcher_main;
 use spec::{HelperSpec, Report};
 
