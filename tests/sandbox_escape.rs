@@ -1326,3 +1326,44 @@ fn cli_policy_check_reports_the_line_of_an_error() {
         out.show()
     );
 }
+
+#[test]
+fn supplementary_groups_of_the_caller_do_not_reach_the_script() {
+    if !require_root() {
+        return;
+    }
+    // servo started with supplementary groups (adm, sudo): the control shows
+    // a process started the same way keeps them; the sandboxed one has none.
+    let groups = |argv: &[&str]| -> String {
+        let out = std::process::Command::new("setpriv")
+            .args(["--groups", "4,27", "--"])
+            .args(argv)
+            .output()
+            .expect("setpriv");
+        String::from_utf8_lossy(&out.stdout).trim().to_string()
+    };
+    let py = "import os; print(sorted(os.getgroups()))";
+    assert_eq!(
+        groups(&["/usr/bin/python3", "-c", py]),
+        "[4, 27]",
+        "control"
+    );
+    let state = tempfile::tempdir().expect("tempdir");
+    let work = tempfile::tempdir().expect("tempdir");
+    let bin = support::servo_bin();
+    let state_arg = state.path().to_string_lossy().into_owned();
+    let work_arg = work.path().to_string_lossy().into_owned();
+    let inside = groups(&[
+        bin,
+        "sandbox",
+        "--state-dir",
+        &state_arg,
+        "--workdir",
+        &work_arg,
+        "--",
+        "/usr/bin/python3",
+        "-c",
+        py,
+    ]);
+    assert_eq!(inside, "[]", "§5.5: no supplementary groups inside");
+}
