@@ -409,23 +409,11 @@ fn encrypted_files_from_real_openssl() {
         "print('from an encrypted script')\n",
     )
     .expect("write");
-    let st = Command::new("openssl")
-        .args([
-            "enc",
-            "-aes-256-cbc",
-            "-pbkdf2",
-            "-a",
-            "-salt",
-            "-k",
-            TOKEN,
-            "-in",
-        ])
-        .arg(src.join("secret.py.plain"))
-        .arg("-out")
-        .arg(src.join("secret.py.aes"))
-        .status()
-        .expect("openssl");
-    assert!(st.success());
+    openssl_encrypt(
+        &src.join("secret.py.plain"),
+        &src.join("secret.py.aes"),
+        TOKEN,
+    );
     std::fs::remove_file(src.join("secret.py.plain")).expect("rm");
     let mut script = String::from("for n in [");
     for n in &expect {
@@ -805,23 +793,7 @@ fn aes_symlinks_to_host_files_fail_the_run_without_reading_them() {
     std::fs::write(src.join("a.py"), "print('ran')").expect("write");
     let plain = src.join("conf.plain");
     std::fs::write(&plain, "decrypted text").expect("write");
-    let st = Command::new("openssl")
-        .args([
-            "enc",
-            "-aes-256-cbc",
-            "-pbkdf2",
-            "-a",
-            "-salt",
-            "-k",
-            TOKEN,
-            "-in",
-        ])
-        .arg(&plain)
-        .arg("-out")
-        .arg(src.join("conf.aes"))
-        .status()
-        .expect("openssl");
-    assert!(st.success());
+    openssl_encrypt(&plain, &src.join("conf.aes"), TOKEN);
     std::fs::remove_file(&plain).expect("rm");
     std::os::unix::fs::symlink(&outside, src.join("conf")).expect("symlink");
     let b = pack(dir, &src);

@@ -453,27 +453,6 @@ fn v2_signatures_bind_the_request_and_cannot_be_replayed() {
 
 // ------------------------------------------------------------ audit
 
-/// `openssl enc -aes-256-cbc -pbkdf2 -a -salt -k TOKEN`.
-fn encrypt(plain: &Path, out: &Path, token: &str) {
-    let st = Command::new("openssl")
-        .args([
-            "enc",
-            "-aes-256-cbc",
-            "-pbkdf2",
-            "-a",
-            "-salt",
-            "-k",
-            token,
-            "-in",
-        ])
-        .arg(plain)
-        .arg("-out")
-        .arg(out)
-        .status()
-        .expect("openssl");
-    assert!(st.success());
-}
-
 #[test]
 fn the_audit_log_tells_the_whole_run_and_keeps_no_secret() {
     if !require_root() {
@@ -496,7 +475,7 @@ fn the_audit_log_tells_the_whole_run_and_keeps_no_secret() {
     );
     let plain = dir.path().join("db.conf");
     std::fs::write(&plain, "pw=s3cret-data\n").expect("write");
-    encrypt(&plain, &src.join("db.conf.aes"), TOKEN_A);
+    openssl_encrypt(&plain, &src.join("db.conf.aes"), TOKEN_A);
     let b = pack(dir, &src);
 
     let tenant = ["-H", "X-Tenant: a", "-H", "X-Var-db-password: hunter2"];

@@ -289,6 +289,28 @@ pub fn spawn_post(servo: &Servo, tgz: &Path, scripts: &str, extra: &[&str]) -> C
         .expect("curl")
 }
 
+/// Encrypts `plain` into `out` with the real
+/// `openssl enc -aes-256-cbc -pbkdf2 -a -salt -k TOKEN` (SPEC §3.3).
+pub fn openssl_encrypt(plain: &Path, out: &Path, token: &str) {
+    let st = Command::new("openssl")
+        .args([
+            "enc",
+            "-aes-256-cbc",
+            "-pbkdf2",
+            "-a",
+            "-salt",
+            "-k",
+            token,
+            "-in",
+        ])
+        .arg(plain)
+        .arg("-out")
+        .arg(out)
+        .status()
+        .expect("openssl");
+    assert!(st.success(), "openssl enc failed");
+}
+
 /// Lists the entries of a directory (empty when it does not exist).
 pub fn entries(dir: &Path) -> Vec<String> {
     std::fs::read_dir(dir)
