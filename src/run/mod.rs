@@ -41,8 +41,11 @@ pub struct RunSpec {
     pub tenant: Tenant,
     pub scripts: Vec<String>,
     pub vars: Vec<(String, String)>,
-    /// The run's directory; holds `upload.tgz`, removed when the run ends.
+    /// The run's directory, removed when the run ends.
     pub run_dir: PathBuf,
+    /// The uploaded archive (in the run's directory, or spooled to disk when
+    /// big); removed once unpacked, or when the run ends.
+    pub archive: PathBuf,
     pub callback: Option<String>,
 }
 
@@ -138,6 +141,7 @@ pub async fn execute(
             .events
             .send(RunEvent::Line(format!("failure ({reason})")));
     }
+    let _ = std::fs::remove_file(&spec.archive);
     remove_run_dir(&spec.run_dir).await;
     drop(lease);
     let _ = ctx
@@ -209,7 +213,7 @@ async fn run_steps(
     )
     .map_err(|e| Failure::Internal(format!("cannot create the run's volume: {e}")))?;
     let work = volume.work();
-    let archive = spec.run_dir.join("upload.tgz");
+    let archive = spec.archive.clone();
     let unpack_limits = unpack::UnpackLimits {
         max_total_bytes: limits.unpacked_bytes(),
         max_entries: limits.entries,

@@ -102,6 +102,34 @@ impl Drop for RunVolume {
     }
 }
 
+/// A size-capped tmpfs servo mounts for itself (the runs directory), unmounted
+/// when dropped.
+pub struct ScratchMount {
+    dir: PathBuf,
+}
+
+impl ScratchMount {
+    pub fn mount(dir: &Path, size: u64) -> std::io::Result<ScratchMount> {
+        let options = format!("size={size},mode=0711");
+        mount(
+            Some("tmpfs"),
+            dir,
+            Some("tmpfs"),
+            MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC,
+            Some(options.as_str()),
+        )?;
+        Ok(ScratchMount {
+            dir: dir.to_path_buf(),
+        })
+    }
+}
+
+impl Drop for ScratchMount {
+    fn drop(&mut self) {
+        let _ = umount2(&self.dir, MntFlags::MNT_DETACH);
+    }
+}
+
 /// Unmounts every mount below `dir` (run volumes a crash left behind),
 /// deepest first.
 pub fn sweep_mounts(dir: &Path) {

@@ -48,6 +48,11 @@ pub struct Server {
     pub ctx: Arc<RunContext>,
     pub started: Instant,
     pub runs_dir: PathBuf,
+    /// Whether `runs_dir` is servo's own tmpfs (root mode): small uploads go
+    /// there; bigger ones to `spool_dir` on the state dir's disk.
+    pub runs_on_tmpfs: bool,
+    pub spool_dir: PathBuf,
+    _runs_mount: Option<sandbox::workdir::ScratchMount>,
     /// Requests holding a place: uploading, queued or running (≤ max_runs + max_queue).
     pub admitted: AtomicUsize,
     pub in_flight: AtomicUsize,
@@ -84,9 +89,13 @@ struct Interrupted {
     tenant: String,
 }
 
-/// Removes run directories a crash left behind, then recreates the runs dir.
-/// Returns the runs among them that had started.
-fn sweep_runs_dir(runs_dir: &Path) -> Result<Vec<Interrupted>, ServeError> {
+/// Uploads up to this size (as declared by Content-Length) are kept on the
+/// runs tmpfs; bigger or undeclared ones are spooled to the state dir's disk.
+pub const SMALL_UPLOAD: u64 = 1 << 20;
+
+/// Removes run directories (and spooled uploads) a crash left behind, then
+/// recreates the runs dir. Returns the runs among them that had started.
+fn sweep_runs_dir(runs_dir: &Path, spool_dir: &Path) -> Result<Vec<Interrupted>, ServeError> {
     let mut interrupted = Vec::new();
     if runs_dir.exists() {
         sandbox::workdir::sweep_mounts(runs_dir);
@@ -98,11 +107,39 @@ fn sweep_runs_dir(runs_dir: &Path) -> Result<Vec<Interrupted>, ServeError> {
                 });
             }
         }
+        // The runs tmpfs of a servo that was killed (EINVAL when it is not a mount).
+        let _ = nix::mount::umount2(runs_dir, nix::mount::MntFlags::MNT_DETACH);
         std::fs::remove_dir_all(runs_dir)
             .map_err(io_err("cannot remove stale run directories in", runs_dir))?;
     }
+    if spool_dir.exists() {
+        std::fs::remove_dir_all(spool_dir)
+            .map_err(io_err("cannot remove stale uploads in", spool_dir))?;
+    }
     std::fs::create_dir_all(runs_dir).map_err(io_err("cannot create", runs_dir))?;
+    std::fs::create_dir_all(spool_dir).map_err(io_err("cannot create", spool_dir))?;
     Ok(interrupted)
+}
+
+/// In root mode, mounts a tmpfs on the runs dir: run directories and small
+/// uploads come and go there instead of on the state dir's disk, where each
+/// run's inodes (directory, upload, start mark, volume mount point) cost
+/// ~1.5 ms of CPU under load (ext4's inode allocator skips recently freed
+/// inodes; measured with perf at 130 runs/s) and throughput rose 13 %
+/// (SPEC §9). Its size bounds what it can hold: every admitted request's
+/// small upload (≤ SMALL_UPLOAD each, at most max_runs + max_queue of them).
+fn mount_runs_tmpfs(
+    config: &Config,
+    runs_dir: &Path,
+) -> Result<Option<sandbox::workdir::ScratchMount>, ServeError> {
+    if !nix::unistd::geteuid().is_root() {
+        return Ok(None);
+    }
+    let uploads = (config.max_runs + config.max_queue) as u64 + 2;
+    let size = uploads * (SMALL_UPLOAD + crate::bundle::upload::MULTIPART_FRAMING) + (4 << 20);
+    sandbox::workdir::ScratchMount::mount(runs_dir, size)
+        .map(Some)
+        .map_err(io_err("cannot mount a tmpfs on", runs_dir))
 }
 
 pub fn sandbox_config(config: &Config) -> SandboxConfig {
@@ -120,7 +157,9 @@ impl Server {
     /// Prepares everything before listening; fails with one clear sentence.
     pub fn start(config: Config) -> Result<Arc<Server>, ServeError> {
         let runs_dir = config.state_dir.join("runs");
-        let interrupted = sweep_runs_dir(&runs_dir)?;
+        let spool_dir = config.state_dir.join("spool");
+        let interrupted = sweep_runs_dir(&runs_dir, &spool_dir)?;
+        let runs_mount = mount_runs_tmpfs(&config, &runs_dir)?;
         let sb_config = sandbox_config(&config);
         std::fs::create_dir_all(&sb_config.scratch_dir)
             .map_err(io_err("cannot create", &sb_config.scratch_dir))?;
@@ -165,6 +204,9 @@ impl Server {
             }),
             started: Instant::now(),
             runs_dir,
+            runs_on_tmpfs: runs_mount.is_some(),
+            spool_dir,
+            _runs_mount: runs_mount,
             admitted: AtomicUsize::new(0),
             in_flight: AtomicUsize::new(0),
             run_slots: Arc::new(Semaphore::new(max_runs)),

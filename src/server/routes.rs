@@ -268,11 +268,13 @@ fn remember_v2(server: &Server, mac: &[u8], timestamp: u64, now: u64) -> Result<
 }
 
 /// Removes a run directory unless the run took it over.
-struct RunDirGuard(Option<PathBuf>);
+/// Removes a refused request's run directory and spooled upload.
+struct RunDirGuard(Option<(PathBuf, PathBuf)>);
 
 impl Drop for RunDirGuard {
     fn drop(&mut self) {
-        if let Some(dir) = self.0.take() {
+        if let Some((dir, archive)) = self.0.take() {
+            let _ = std::fs::remove_file(archive);
             let _ = std::fs::remove_dir_all(dir);
         }
     }
@@ -452,8 +454,14 @@ async fn start_run(
     let id = random_hex(8)?;
     let run_dir = server.runs_dir.join(&id);
     std::fs::create_dir(&run_dir).map_err(|e| storage_rejection("create the run directory", &e))?;
-    let mut guard = RunDirGuard(Some(run_dir.clone()));
-    let archive = run_dir.join("upload.tgz");
+    // Small uploads stay on the runs tmpfs; big ones go to the disk.
+    let small = declared.is_some_and(|n| n <= super::SMALL_UPLOAD);
+    let archive = if server.runs_on_tmpfs && !small {
+        server.spool_dir.join(format!("{id}.tgz"))
+    } else {
+        run_dir.join("upload.tgz")
+    };
+    let mut guard = RunDirGuard(Some((run_dir.clone(), archive.clone())));
     let mut digest = ArchiveDigest::new(sig.scheme, tenant.token.as_bytes());
     receive_archive(
         body.take().ok_or_else(|| bad_request("no request body"))?,
@@ -566,6 +574,7 @@ async fn start_run(
         scripts,
         vars,
         run_dir,
+        archive,
         callback,
     };
     guard.0 = None; // the run removes its directory itself from here on
