@@ -20,6 +20,14 @@ use crate::config::AuditTarget;
 
 pub struct Audit {
     sink: Mutex<Sink>,
+    /// Group commit: records appended so far, and how many of them an
+    /// fdatasync has covered. A writer waits for the disk only when no sync
+    /// that started after its append has finished; under load one fsync
+    /// makes the records of many concurrent runs durable at once.
+    appended: AtomicU64,
+    synced: Mutex<u64>,
+    /// The log file again, to fsync without holding up appends.
+    sync_file: Option<File>,
     failing: AtomicBool,
     /// Records that could not be written since the log started failing.
     lost: AtomicU64,
@@ -71,12 +79,19 @@ pub fn rfc3339_now() -> String {
 
 impl Audit {
     pub fn open(target: &AuditTarget) -> Result<Audit, AuditError> {
-        let sink = match target {
-            AuditTarget::Stdout => Sink::Stdout,
-            AuditTarget::File(p) => Sink::File(open_file(p)?),
+        let (sink, sync_file) = match target {
+            AuditTarget::Stdout => (Sink::Stdout, None),
+            AuditTarget::File(p) => {
+                let f = open_file(p)?;
+                let again = f.try_clone()?;
+                (Sink::File(f), Some(again))
+            }
         };
         Ok(Audit {
             sink: Mutex::new(sink),
+            appended: AtomicU64::new(0),
+            synced: Mutex::new(0),
+            sync_file,
             failing: AtomicBool::new(false),
             lost: AtomicU64::new(0),
         })
@@ -140,9 +155,18 @@ impl Audit {
     }
 
     /// Appends `text` (whole lines), preceded by `audit.resumed` when the log
-    /// was failing, in one write; fsyncs when `sync` (which also makes every
-    /// earlier `note` durable). On failure the file is cut back.
+    /// was failing, in one write; then, when `sync`, makes it durable (which
+    /// also covers every earlier `note`). A failed append is cut back.
     fn write(&self, text: String, sync: bool) -> Result<(), AuditError> {
+        let seq = self.append(text)?;
+        if sync {
+            self.sync_through(seq)?;
+        }
+        Ok(())
+    }
+
+    /// Appends under the lock; returns the record's sequence number.
+    fn append(&self, text: String) -> Result<u64, AuditError> {
         let mut sink = self.sink.lock().unwrap_or_else(|p| p.into_inner());
         let lost = self.lost.load(Ordering::Relaxed);
         let text = if self.is_failing() {
@@ -161,24 +185,56 @@ impl Audit {
                 let mut out = std::io::stdout().lock();
                 out.write_all(text.as_bytes()).and_then(|_| out.flush())
             }
-            Sink::File(f) => append(f, text.as_bytes(), sync),
+            Sink::File(f) => append(f, text.as_bytes()),
         };
-        match &result {
+        match result {
             Ok(()) => {
                 self.lost.store(0, Ordering::Relaxed);
                 self.failing.store(false, Ordering::Relaxed);
+                Ok(self.appended.fetch_add(1, Ordering::SeqCst) + 1)
             }
             Err(e) => {
-                if !text.is_empty() && !self.is_failing() {
-                    tracing::error!("the audit log cannot be written ({e}): refusing runs and commands until it can");
-                }
                 // The resumed line is not a record of its own.
                 let records = text.matches('\n').count() as u64 - u64::from(self.is_failing());
-                self.lost.store(lost + records, Ordering::Relaxed);
-                self.failing.store(true, Ordering::Relaxed);
+                self.fail(&e, lost + records, !text.is_empty());
+                Err(AuditError(e))
             }
         }
-        result.map_err(AuditError)
+    }
+
+    /// Returns once record `seq` is on disk: either a sync that began after
+    /// it was appended has finished, or this call syncs everything appended
+    /// so far.
+    fn sync_through(&self, seq: u64) -> Result<(), AuditError> {
+        let Some(file) = &self.sync_file else {
+            return Ok(());
+        };
+        let mut synced = self.synced.lock().unwrap_or_else(|p| p.into_inner());
+        if *synced >= seq {
+            return Ok(());
+        }
+        let target = self.appended.load(Ordering::SeqCst);
+        match file.sync_data() {
+            Ok(()) => {
+                *synced = target;
+                Ok(())
+            }
+            Err(e) => {
+                let lost = self.lost.load(Ordering::Relaxed);
+                self.fail(&e, lost + 1, true);
+                Err(AuditError(e))
+            }
+        }
+    }
+
+    fn fail(&self, e: &std::io::Error, lost: u64, say: bool) {
+        if say && !self.is_failing() {
+            tracing::error!(
+                "the audit log cannot be written ({e}): refusing runs and commands until it can"
+            );
+        }
+        self.lost.store(lost, Ordering::Relaxed);
+        self.failing.store(true, Ordering::Relaxed);
     }
 }
 
@@ -197,13 +253,11 @@ fn line(event: &str, run: &str, tenant: &str, fields: Value) -> String {
     line
 }
 
-/// Appends (and fsyncs when `sync`); when that fails, cuts the file back to
-/// its old length so no partial line stays (a full disk may take half a line).
-fn append(f: &mut File, bytes: &[u8], sync: bool) -> std::io::Result<()> {
+/// Appends; when that fails, cuts the file back to its old length so no
+/// partial line stays (a full disk may take half a line).
+fn append(f: &mut File, bytes: &[u8]) -> std::io::Result<()> {
     let before = f.metadata()?.len();
-    let result = f
-        .write_all(bytes)
-        .and_then(|_| if sync { f.sync_data() } else { Ok(()) });
+    let result = f.write_all(bytes);
     if result.is_err() {
         let _ = f.set_len(before);
     }
@@ -249,6 +303,39 @@ mod tests {
         assert_eq!(names, ["a", "audit.resumed", "b"]);
         assert_eq!(events[1]["lost_records"], 2);
         assert_eq!(events[0]["n"], 1);
+    }
+
+    #[test]
+    fn concurrent_records_are_whole_lines_and_all_durable() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("audit.log");
+        let audit = Arc::new(Audit::open(&AuditTarget::File(path.clone())).unwrap());
+        let threads: Vec<_> = (0..8)
+            .map(|t| {
+                let audit = Arc::clone(&audit);
+                std::thread::spawn(move || {
+                    for n in 0..50 {
+                        audit
+                            .record("x", "r", "t", serde_json::json!({"t": t, "n": n}))
+                            .unwrap();
+                    }
+                })
+            })
+            .collect();
+        for t in threads {
+            t.join().unwrap();
+        }
+        assert_eq!(*audit.synced.lock().unwrap(), 400, "every record synced");
+        let text = std::fs::read_to_string(&path).unwrap();
+        let mut seen: Vec<(u64, u64)> = text
+            .lines()
+            .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
+            .map(|e| (e["t"].as_u64().unwrap(), e["n"].as_u64().unwrap()))
+            .collect();
+        seen.sort();
+        assert_eq!(seen.len(), 400);
+        seen.dedup();
+        assert_eq!(seen.len(), 400);
     }
 
     #[test]

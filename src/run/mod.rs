@@ -121,6 +121,7 @@ pub async fn execute(
     events: UnboundedSender<RunEvent>,
 ) {
     let started = Instant::now();
+    ACTIVE_RUNS.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
     let mut reporter = Reporter {
         events,
         bytes: 0,
@@ -158,12 +159,20 @@ pub async fn execute(
         reason,
         ms,
     }));
-    // Give the memory of the run's buffers back to the system (idle RSS, §9).
-    #[cfg(target_env = "gnu")]
-    unsafe {
-        libc::malloc_trim(0);
+    // When the last run ends, give the memory of the runs' buffers back to
+    // the system (idle RSS, §9). Not after every run: under load each trim
+    // costs a walk of the heap plus the page faults of taking it back.
+    if ACTIVE_RUNS.fetch_sub(1, std::sync::atomic::Ordering::SeqCst) == 1 {
+        #[cfg(target_env = "gnu")]
+        // SAFETY: malloc_trim only releases free memory of glibc's heaps.
+        unsafe {
+            libc::malloc_trim(0);
+        }
     }
 }
+
+/// Runs executing now (the last one to end trims the heap).
+static ACTIVE_RUNS: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
 
 fn page_size() -> u64 {
     // SAFETY: sysconf only reads a constant of the running system.
