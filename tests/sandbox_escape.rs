@@ -17,8 +17,8 @@ use std::process::Command;
 use std::time::Duration;
 
 use support::escape::{
-    host_processes_with, kill_marked, marker, outside, outside_unshared, remove_leftover_cgroups,
-    run, Jail, Outcome, PROBE_INSIDE, PYTHON,
+    cli_job_cgroups, host_processes_with, kill_marked, marker, outside, outside_unshared,
+    remove_leftover_cgroups, run, Jail, Outcome, PROBE_INSIDE, PYTHON,
 };
 use support::{require_root, servo_bin};
 
@@ -1090,17 +1090,10 @@ fn s5_8_nothing_of_a_run_outlives_it() {
         leaked.is_empty(),
         "SPEC §5.8 clean-up: mounts under the state dir outlived the run: {leaked:?}\n{show}"
     );
-    let job = format!("job-{pid}-cli");
-    let left: Vec<String> = [
-        "/sys/fs/cgroup/memory/servo",
-        "/sys/fs/cgroup/pids/servo",
-        "/sys/fs/cgroup/servo",
-    ]
-    .iter()
-    .map(|base| Path::new(base).join(&job))
-    .filter(|dir| dir.exists())
-    .map(|dir| dir.display().to_string())
-    .collect();
+    let left: Vec<String> = cli_job_cgroups(pid)
+        .iter()
+        .map(|dir| dir.display().to_string())
+        .collect();
     remove_leftover_cgroups(pid);
     assert!(
         left.is_empty(),

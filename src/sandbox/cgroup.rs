@@ -34,8 +34,12 @@ pub enum CgroupMode {
 impl CgroupMode {
     /// Finds a usable hierarchy and prepares servo's parent group in it:
     /// `servo/<instance>`, so that servers with different state directories
-    /// never sweep each other's jobs.
-    pub fn detect(instance: &str) -> CgroupMode {
+    /// never sweep each other's jobs. `scratch_dir` is the state dir's
+    /// `sandbox/` (it names the instance).
+    pub fn detect(scratch_dir: &Path) -> CgroupMode {
+        let instance = instance_name(scratch_dir);
+        let instance = instance.as_str();
+        let marker = scratch_dir.join(FAVOR_MARK);
         let root = Path::new(ROOT);
         if root.join("cgroup.controllers").exists() {
             let servo = root.join(GROUP);
@@ -45,7 +49,7 @@ impl CgroupMode {
                     std::fs::write(d.join("cgroup.subtree_control"), "+memory +pids").is_ok()
                 });
             if ok {
-                favor_dynamic_modifications();
+                favor_dynamic_modifications(&marker);
                 return CgroupMode::V2 { base };
             }
             return CgroupMode::None;
@@ -57,7 +61,7 @@ impl CgroupMode {
             && std::fs::create_dir_all(&memory).is_ok()
             && std::fs::create_dir_all(&pids).is_ok()
         {
-            favor_dynamic_modifications();
+            favor_dynamic_modifications(&marker);
             return CgroupMode::V1 { memory, pids };
         }
         CgroupMode::None
@@ -173,9 +177,28 @@ impl CgroupMode {
 /// without it, 0.15 ms with it (SPEC §9). The option is global and meant for
 /// exactly this pattern, at a small cost to fork/exit; servo sets it on the
 /// cgroup2 mount when there is one, keeping that mount's other options.
-fn favor_dynamic_modifications() {
-    let Ok(info) = std::fs::read_to_string("/proc/self/mountinfo") else {
+///
+/// Finding out means reading /proc/self/mountinfo (0.3 ms with a hundred
+/// mounts: most of what `servo sandbox` spent before its namespaces), so
+/// `marker` remembers for the current boot that it is done.
+fn favor_dynamic_modifications(marker: &Path) {
+    let boot = std::fs::read_to_string("/proc/sys/kernel/random/boot_id").unwrap_or_default();
+    if !boot.is_empty() && std::fs::read_to_string(marker).is_ok_and(|m| m == boot) {
         return;
+    }
+    if set_favordynmods() && !boot.is_empty() {
+        let _ = std::fs::write(marker, boot);
+    }
+}
+
+/// The state dir's file saying favordynmods was seen or set in this boot.
+const FAVOR_MARK: &str = "favordynmods.boot";
+
+/// Sets favordynmods unless it is set; true when it is set now (or there is
+/// no cgroup2 mount to set it on).
+fn set_favordynmods() -> bool {
+    let Ok(info) = std::fs::read_to_string("/proc/self/mountinfo") else {
+        return false;
     };
     for line in info.lines() {
         // id parent dev root mountpoint mount-opts [optional...] - fstype source super-opts
@@ -188,7 +211,7 @@ fn favor_dynamic_modifications() {
         }
         let super_opts = r.nth(1).unwrap_or("");
         if super_opts.split(',').any(|o| o == "favordynmods") {
-            return;
+            return true;
         }
         let fields: Vec<&str> = left.split(' ').collect();
         let (Some(point), Some(mount_opts)) = (fields.get(4), fields.get(5)) else {
@@ -214,16 +237,28 @@ fn favor_dynamic_modifications() {
         data.push("favordynmods");
         let data = data.join(",");
         let point = super::workdir::unescape(point);
-        match mount(None::<&str>, point.as_str(), None::<&str>, flags, Some(data.as_str())) {
-            Ok(()) => tracing::info!(
-                "cgroup: set favordynmods on {point} (cgroup moves no longer wait for an RCU grace period)"
-            ),
-            Err(e) => tracing::warn!(
-                "cgroup: could not set favordynmods on {point} ({e}); each sandbox start may wait a few ms"
-            ),
-        }
-        return;
+        return match mount(
+            None::<&str>,
+            point.as_str(),
+            None::<&str>,
+            flags,
+            Some(data.as_str()),
+        ) {
+            Ok(()) => {
+                tracing::info!(
+                    "cgroup: set favordynmods on {point} (cgroup moves no longer wait for an RCU grace period)"
+                );
+                true
+            }
+            Err(e) => {
+                tracing::warn!(
+                    "cgroup: could not set favordynmods on {point} ({e}); each sandbox start may wait a few ms"
+                );
+                false
+            }
+        };
     }
+    true
 }
 
 /// Writes limit files; on failure removes the half-made group.

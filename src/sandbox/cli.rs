@@ -79,7 +79,7 @@ fn run(args: SandboxArgs) -> Result<Report, String> {
         None => std::env::current_dir().map_err(|e| format!("no current directory: {e}"))?,
     };
     let cgroups = if root_user {
-        CgroupMode::detect(&super::cgroup::instance_name(&state.join("sandbox")))
+        CgroupMode::detect(&state.join("sandbox"))
     } else {
         CgroupMode::None
     };

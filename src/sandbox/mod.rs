@@ -169,7 +169,7 @@ impl Sandbox {
         let cgroups = if rootless.is_some() {
             CgroupMode::None
         } else {
-            CgroupMode::detect(&cgroup::instance_name(&cfg.scratch_dir))
+            CgroupMode::detect(&cfg.scratch_dir)
         };
         let root = cfg.scratch_dir.join("root");
         std::fs::create_dir_all(&root).map_err(SandboxError::io(format!(
@@ -473,7 +473,7 @@ pub fn sweep_leftovers(cfg: &SandboxConfig) {
     if nix::unistd::geteuid().is_root() {
         // A prepared root (Template) a killed servo left mounted.
         workdir::sweep_mounts(&cfg.scratch_dir);
-        CgroupMode::detect(&cgroup::instance_name(&cfg.scratch_dir)).sweep();
+        CgroupMode::detect(&cfg.scratch_dir).sweep();
     }
 }
 

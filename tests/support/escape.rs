@@ -158,14 +158,25 @@ pub fn run(mut cmd: Command) -> Outcome {
 /// that a clean-up bug does not pile up groups on the test machine; the
 /// clean-up guarantee itself is checked by its own test, before this runs.
 pub fn remove_leftover_cgroups(pid: u32) {
+    for dir in cli_job_cgroups(pid) {
+        let _ = std::fs::remove_dir(dir);
+    }
+}
+
+/// The cgroups of the `servo sandbox` process `pid` that exist now:
+/// `servo/<instance>/job-<pid>-cli` in each hierarchy servo may use.
+pub fn cli_job_cgroups(pid: u32) -> Vec<std::path::PathBuf> {
     let job = format!("job-{pid}-cli");
-    for base in [
+    [
         "/sys/fs/cgroup/memory/servo",
         "/sys/fs/cgroup/pids/servo",
         "/sys/fs/cgroup/servo",
-    ] {
-        let _ = std::fs::remove_dir(Path::new(base).join(&job));
-    }
+    ]
+    .iter()
+    .flat_map(|base| std::fs::read_dir(base).into_iter().flatten().flatten())
+    .map(|instance| instance.path().join(&job))
+    .filter(|dir| dir.exists())
+    .collect()
 }
 
 /// One sandbox's host side: a state dir and a workdir holding the probe,
