@@ -12,7 +12,7 @@ use nix::unistd::{fork, ForkResult, Pid};
 use super::spec::{HelperSpec, Report};
 
 /// Never returns: reports on `status` and exits.
-pub fn init_main(spec: &HelperSpec, status: OwnedFd, _helper: Pid) -> ! {
+pub fn init_main(spec: &HelperSpec, status: OwnedFd) -> ! {
     let report = match run(spec) {
         Ok(r) => r,
         Err(e) => Report::Error(e),
@@ -25,8 +25,9 @@ pub fn init_main(spec: &HelperSpec, status: OwnedFd, _helper: Pid) -> ! {
 }
 
 fn run(spec: &HelperSpec) -> Result<Report, String> {
-    // If the helper dies (servo killed it, or servo itself died), so do we,
-    // and with PID 1 gone the kernel kills the rest of the namespace.
+    // If our parent dies (the helper, or the launcher for a warm init: servo
+    // killed it, or servo itself died), so do we, and with PID 1 gone the
+    // kernel kills the rest of the namespace.
     nix::sys::prctl::set_pdeathsig(Signal::SIGKILL)
         .map_err(|e| format!("cannot set the parent-death signal: {e}"))?;
     // Into the job's cgroup first: every process of the job descends from here.

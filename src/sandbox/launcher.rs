@@ -122,8 +122,8 @@ impl Process {
 }
 
 impl Launcher {
-    /// Starts the launcher. With `warm`, it keeps one helper forked ahead of
-    /// its job (`helper::warm_main`).
+    /// Starts the launcher. With `warm`, it keeps one job's init made ahead
+    /// of its job (`helper::warm_init_main`).
     pub fn start(warm: bool) -> std::io::Result<Launcher> {
         Ok(Launcher {
             warm,
@@ -165,9 +165,9 @@ struct Warm {
     pidfd: OwnedFd,
 }
 
-/// Forks a warm helper.
+/// Clones a warm init: PID 1 of a new PID namespace, waiting for its job
+/// (`helper::warm_init_main`).
 fn fork_warm(server: &OwnedFd) -> Option<Warm> {
-    let launcher = std::process::id();
     let (ours, theirs) = socketpair(
         AddressFamily::Unix,
         SockType::SeqPacket,
@@ -175,23 +175,38 @@ fn fork_warm(server: &OwnedFd) -> Option<Warm> {
         SockFlag::SOCK_CLOEXEC,
     )
     .ok()?;
-    match unsafe { fork() }.ok()? {
-        ForkResult::Child => {
+    // A fork into a new PID namespace: libc's fork takes no flags, so the
+    // raw syscall (no new stack: the child runs on a copy of this one, as
+    // after fork). The launcher is single-threaded and holds no lock.
+    // SAFETY: see above; the child only calls warm_init_main.
+    let pid = unsafe {
+        libc::syscall(
+            libc::SYS_clone,
+            libc::CLONE_NEWPID | libc::SIGCHLD,
+            0usize,
+            0usize,
+            0usize,
+            0usize,
+        )
+    };
+    match pid {
+        0 => {
             unsafe {
                 libc::close(server.as_raw_fd());
                 libc::signal(libc::SIGCHLD, libc::SIG_DFL);
             }
             drop(ours);
-            super::helper::warm_main(theirs, launcher)
+            super::helper::warm_init_main(theirs)
         }
-        ForkResult::Parent { child } => {
+        child if child > 0 => {
             drop(theirs);
-            let pidfd = pidfd_open(child).ok()?;
+            let pidfd = pidfd_open(Pid::from_raw(child as i32)).ok()?;
             Some(Warm {
                 socket: ours,
                 pidfd,
             })
         }
+        _ => None,
     }
 }
 

@@ -5,21 +5,25 @@
 //! Fork safety (SPEC §5, last paragraph). The server is multi-threaded, so it
 //! never forks into sandbox set-up code. `Sandbox::new` starts a launcher, a
 //! fresh single-threaded image of servo with an empty environment
-//! (`launcher.rs`; no token or tenant in its memory); for each job the
-//! launcher forks a helper (one is kept forked ahead, its namespaces made),
-//! which may allocate freely. The
-//! job reaches the helper on its stdin as JSON (in a memfd, so there is no
-//! size limit and nothing in its environment or argv).
+//! (`launcher.rs`; no token or tenant in its memory), which may allocate
+//! freely. In root mode it keeps the next job's init made ahead: cloned as
+//! PID 1 of a new PID namespace, it makes its network, IPC and UTS
+//! namespaces while it waits (`helper::warm_init_main`). Otherwise (rootless,
+//! or no init ready) the launcher forks a helper that makes the namespaces
+//! and forks the init. The job reaches the init (or helper) on its stdin as
+//! JSON (in a memfd, so there is no size limit and nothing in its
+//! environment or argv).
 //!
 //! Set-up order, and who does what:
 //! 1. server: creates the job's cgroup (limits written) and has the launcher
-//!    fork a helper with stdin = job, stdout = the output pipe, stderr = the
-//!    report pipe;
-//! 2. helper: (rootless: `unshare(USER)` and id maps); `unshare(PID|NET|IPC|UTS)`;
-//!    forks the init;
-//! 3. init (PID 1 of the new namespace; dies with the helper): joins the
-//!    cgroup; `unshare(NS)` (a mount namespace of its own, so that the
-//!    helper keeps the host's view and can clean up); builds the root
+//!    hand the warm init (or a new helper) stdin = job, stdout = the output
+//!    pipe, stderr = the report pipe;
+//! 2. launcher: `clone(NEWPID)` of the warm init, which `unshare`s NET|IPC|UTS;
+//!    or a helper: (rootless: `unshare(USER)` and id maps);
+//!    `unshare(PID|NET|IPC|UTS)`; forks the init;
+//! 3. init (PID 1 of the new namespace; dies with its parent, the launcher
+//!    or the helper): joins the cgroup; `unshare(NS)` (a mount namespace of
+//!    its own, so that its parent keeps the host's view); builds the root
 //!    on a private tmpfs (`rootfs`), mounts /proc for its PID namespace,
 //!    `pivot_root`s and detaches the old root, sets the hostname, brings up
 //!    loopback, then forks the script;
@@ -29,8 +33,8 @@
 //!    filters last, `execve`;
 //! 5. init reaps everything, forwards SIGTERM/SIGINT/SIGHUP to the script;
 //!    when the script ends it kills every process left in the namespace and
-//!    reports the script's status to the helper, which writes it as one JSON
-//!    line to the report pipe and exits;
+//!    writes the script's status as one JSON line to the report pipe (a
+//!    helper relays it) and exits;
 //! 6. server: reads the report, checks the cgroup for an OOM kill, kills what
 //!    is left in the cgroup and removes it. Mounts only ever exist in the
 //!    job's own mount namespace, so they vanish with its last process.
