@@ -39,6 +39,7 @@
 //!    is left in the cgroup and removes it. Mounts only ever exist in the
 //!    job's own mount namespace, so they vanish with its last process.
 
+mod bpf;
 mod cgroup;
 pub mod cli;
 mod exec;

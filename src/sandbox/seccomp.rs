@@ -58,30 +58,24 @@ pub fn compile(text: &str, origin: &str) -> Result<Filters, PolicyError> {
         origin: origin.to_string(),
         message,
     };
-    let arch = seccompiler::TargetArch::x86_64;
-    let mut map = seccompiler::compile_from_json(text.as_bytes(), arch)
+    // seccompiler validates the policy and words its errors; `bpf` then
+    // builds the programs (seccompiler's are linear in the number of
+    // syscalls, which makes attaching them slow).
+    seccompiler::compile_from_json(text.as_bytes(), seccompiler::TargetArch::x86_64)
         .map_err(|e| invalid(locate(text, &e.to_string())))?;
+    let mut map = super::bpf::compile(text).map_err(invalid)?;
     let main = map.remove(MAIN_FILTER).ok_or_else(|| {
         invalid(format!(
             "no filter named `{MAIN_FILTER}` (the allowlist every script runs under)"
         ))
     })?;
-    let mut names: Vec<String> = map.keys().cloned().collect();
-    names.sort();
-    let mut programs: Vec<Program> = names
-        .iter()
-        .filter_map(|n| map.remove(n))
-        .map(to_program)
-        .collect();
-    programs.push(to_program(main));
+    // The other filters in name order, the allowlist last.
+    let mut programs: Vec<Program> = map.into_values().collect();
+    programs.push(main);
     Ok(Filters {
         programs,
         sha256: hex::encode(Sha256::digest(text.as_bytes())),
     })
-}
-
-fn to_program(bpf: seccompiler::BpfProgram) -> Program {
-    bpf.iter().map(|i| (i.code, i.jt, i.jf, i.k)).collect()
 }
 
 /// Adds the line of the offending syscall name to seccompiler's message
