@@ -40,7 +40,9 @@ impl Filters {
     /// Compiles the given policy file, or the built-in one.
     pub fn load(path: Option<&Path>) -> Result<Filters, PolicyError> {
         match path {
-            None => compile(DEFAULT_POLICY, "(built-in)"),
+            // Checked against seccompiler by the unit tests: no second compile
+            // on every `servo sandbox` call.
+            None => build(DEFAULT_POLICY, "(built-in)"),
             Some(p) => {
                 let text = std::fs::read_to_string(p).map_err(|source| PolicyError::Read {
                     path: p.display().to_string(),
@@ -63,6 +65,15 @@ pub fn compile(text: &str, origin: &str) -> Result<Filters, PolicyError> {
     // syscalls, which makes attaching them slow).
     seccompiler::compile_from_json(text.as_bytes(), seccompiler::TargetArch::x86_64)
         .map_err(|e| invalid(locate(text, &e.to_string())))?;
+    build(text, origin)
+}
+
+/// Builds the programs of a policy seccompiler accepts.
+fn build(text: &str, origin: &str) -> Result<Filters, PolicyError> {
+    let invalid = |message: String| PolicyError::Invalid {
+        origin: origin.to_string(),
+        message,
+    };
     let mut map = super::bpf::compile(text).map_err(invalid)?;
     let main = map.remove(MAIN_FILTER).ok_or_else(|| {
         invalid(format!(
