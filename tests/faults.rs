@@ -485,6 +485,17 @@ fn sigterm_drains_runs_refuses_connections_and_exits_zero() {
     let events = audit_events(servo.state.path());
     assert_eq!(count(&events, "run.finished"), 1);
     assert_no_leftovers(servo.state.path(), uid_base);
+    // Nothing of servo stays mounted once it has exited: not the runs
+    // tmpfs, not the prepared root.
+    let state = std::fs::canonicalize(servo.state.path()).expect("state dir");
+    let mounted: Vec<String> = std::fs::read_to_string("/proc/self/mountinfo")
+        .unwrap_or_default()
+        .lines()
+        .filter_map(|l| l.split(' ').nth(4))
+        .filter(|p| std::path::Path::new(p).starts_with(&state))
+        .map(str::to_string)
+        .collect();
+    assert!(mounted.is_empty(), "still mounted: {mounted:?}");
 }
 
 #[test]
@@ -511,6 +522,15 @@ fn sigkill_mid_run_then_restart_leaves_nothing_behind() {
         !mounts_under(&state.join("runs")).is_empty(),
         "the run has its volume"
     );
+    // The run directories are on servo's own tmpfs, not the state dir's disk.
+    let runs = std::fs::canonicalize(state.join("runs")).expect("runs dir");
+    let runs_fs = std::fs::read_to_string("/proc/self/mountinfo")
+        .unwrap_or_default()
+        .lines()
+        .filter(|l| l.split(' ').nth(4) == runs.to_str())
+        .filter_map(|l| l.split(" - ").nth(1)?.split(' ').next().map(str::to_string))
+        .next_back();
+    assert_eq!(runs_fs.as_deref(), Some("tmpfs"));
     servo.child.kill().expect("SIGKILL");
     servo.child.wait().expect("reap");
     let _ = client.kill();
