@@ -1075,39 +1075,4 @@ mod tests {
         let e = syscall_numbers(&["read", "no_such_call"].into_iter().collect()).unwrap_err();
         assert!(e.contains("no_such_call"), "{e}");
     }
-
-    #[test]
-    #[ignore = "timing; run with --release --ignored --nocapture"]
-    fn timing() {
-        let t = |what: &str, f: &dyn Fn()| {
-            f();
-            let start = std::time::Instant::now();
-            for _ in 0..200 {
-                f();
-            }
-            println!("{what}: {:?}", start.elapsed() / 200);
-        };
-        t("seccompiler::compile_from_json", &|| {
-            reference(DEFAULT_POLICY);
-        });
-        t("bpf::compile", &|| {
-            compile(DEFAULT_POLICY).unwrap();
-        });
-        let policy: Value = serde_json::from_str(DEFAULT_POLICY).unwrap();
-        let names: BTreeSet<&str> = policy["sandbox"]["filter"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|r| r["syscall"].as_str().unwrap())
-            .collect();
-        t("syscall_numbers", &|| {
-            syscall_numbers(&names).unwrap();
-        });
-        t("probe", &|| {
-            probe(&names).unwrap();
-        });
-        t("seccomp::compile", &|| {
-            crate::sandbox::seccomp::compile(DEFAULT_POLICY, "x").unwrap();
-        });
-    }
 }
