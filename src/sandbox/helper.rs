@@ -50,14 +50,19 @@ pub fn warm_init_main(socket: OwnedFd) -> ! {
         std::process::exit(0);
     }
     drop(socket);
+    // The init reports on its own copy of the report pipe (fd 2),
+    // close-on-exec so that the script never holds it.
+    // SAFETY: fcntl on a descriptor this process holds.
+    let report = unsafe { libc::fcntl(2, libc::F_DUPFD_CLOEXEC, 3) };
     let spec = match made {
         Err(e) => Err(format!("cannot create the namespaces: {e}")),
+        Ok(()) if report < 0 => Err("cannot keep the report pipe".into()),
         Ok(()) => read_spec(),
     };
     match spec {
         Ok(spec) => {
-            // SAFETY: fd 2 is the report pipe; the init owns this copy.
-            let report = unsafe { OwnedFd::from_raw_fd(libc::dup(2)) };
+            // SAFETY: `report` is a new descriptor owned by nothing else.
+            let report = unsafe { OwnedFd::from_raw_fd(report) };
             super::init::init_main(&spec, report)
         }
         Err(e) => {
