@@ -1080,15 +1080,37 @@ fn s5_8_nothing_of_a_run_outlives_it() {
         left.is_empty(),
         "SPEC §5.8 clean-up: processes outlived the run: {left:?}\n{show}"
     );
+    // The one mount `servo sandbox` keeps is its prepared root's pin: a
+    // mount namespace, not a mount of the run.
     let state = jail.state_dir();
+    let pin = state.join("sandbox/root.mnt");
     let mounts = std::fs::read_to_string("/proc/self/mountinfo").expect("mountinfo");
     let leaked: Vec<&str> = mounts
         .lines()
         .filter(|l| l.contains(state.to_str().expect("utf-8")))
+        .filter(|l| !(l.contains(pin.to_str().expect("utf-8")) && l.contains(" - nsfs ")))
         .collect();
     assert!(
         leaked.is_empty(),
         "SPEC §5.8 clean-up: mounts under the state dir outlived the run: {leaked:?}\n{show}"
+    );
+    // ... and the run left none of its own mounts in that namespace.
+    let kept = template_mounts(&pin);
+    assert!(
+        kept.contains(" / / ") && kept.contains(" /usr "),
+        "the prepared root's mount table must be readable: {kept}"
+    );
+    let of_the_run: Vec<&str> = kept
+        .lines()
+        .filter(|l| {
+            [" /work ", " /tmp ", " /dev/shm ", " /run/servo "]
+                .iter()
+                .any(|m| l.contains(m))
+        })
+        .collect();
+    assert!(
+        of_the_run.is_empty(),
+        "SPEC §5.8 clean-up: the run's mounts stayed in the prepared root: {of_the_run:?}"
     );
     let left: Vec<String> = cli_job_cgroups(pid)
         .iter()
@@ -1262,6 +1284,28 @@ fn s5_9_mountinfo_does_not_show_the_state_dir() {
     );
 }
 
+/// The mount table of the namespace pinned at `pin`, read from a private
+/// copy of it (with a /proc of its own: the prepared root has none mounted).
+fn template_mounts(pin: &Path) -> String {
+    let out = std::process::Command::new("nsenter")
+        .arg(format!("--mount={}", pin.display()))
+        .args(["unshare", "--mount", "--propagation", "private", "sh", "-c"])
+        .arg("mount -t proc proc /proc && cat /proc/self/mountinfo")
+        .output()
+        .expect("nsenter");
+    assert!(
+        out.status.success(),
+        "cannot read the prepared root's mounts: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // The copy's own /proc is not the template's.
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter(|l| !l.contains(" /proc "))
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
 // --------------------------------------------------------------- the CLI
 
 #[test]
@@ -1276,6 +1320,66 @@ fn cli_bare_command_name_is_looked_up() {
         "`servo sandbox -- python3 -c 'print(1)'` must print 1\n{}",
         out.show()
     );
+}
+
+#[test]
+fn cli_prepared_root_is_made_again_when_its_inputs_change() {
+    if !require_root() {
+        return;
+    }
+    // The root `servo sandbox` keeps across calls names the uid in
+    // /etc/passwd: another --uid must get a root that names it.
+    let mut jail = Jail::new();
+    let whoami = "import os, pwd; print(os.getuid(), pwd.getpwuid(os.getuid()).pw_name)";
+    for _ in 0..2 {
+        let uid = jail.uid;
+        let out = jail.run(&[PYTHON, "-c", whoami]);
+        assert_eq!(out.stdout, format!("{uid} servo\n"), "{}", out.show());
+        jail.uid = support::escape::next_uid();
+    }
+    // Unpinned (a server's start-up sweep, or a reboot): made again.
+    support::escape::unpin(&jail.state_dir());
+    let out = jail.run(&[PYTHON, "-c", whoami]);
+    assert_eq!(
+        out.stdout,
+        format!("{} servo\n", jail.uid),
+        "{}",
+        out.show()
+    );
+}
+
+#[test]
+fn cli_concurrent_calls_share_one_prepared_root() {
+    if !require_root() {
+        return;
+    }
+    // Calls racing to make the first prepared root take turns: all succeed.
+    let jail = Jail::new();
+    let children: Vec<std::process::Child> = (0..6)
+        .map(|i| {
+            jail.command(&[PYTHON, "-c", &format!("print({i})")])
+                .stdout(std::process::Stdio::piped())
+                .stderr(std::process::Stdio::piped())
+                .spawn()
+                .expect("servo sandbox")
+        })
+        .collect();
+    for (i, child) in children.into_iter().enumerate() {
+        let out = child.wait_with_output().expect("wait");
+        assert!(
+            out.status.success() && String::from_utf8_lossy(&out.stdout) == format!("{i}\n"),
+            "call {i}: {:?} {}",
+            out.status,
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    let mounts = std::fs::read_to_string("/proc/self/mountinfo").expect("mountinfo");
+    let pin = jail.state_dir().join("sandbox/root.mnt");
+    let pins = mounts
+        .lines()
+        .filter(|l| l.contains(pin.to_str().expect("utf-8")))
+        .count();
+    assert_eq!(pins, 1, "one pinned root, not one per call:\n{mounts}");
 }
 
 #[test]
@@ -1358,5 +1462,6 @@ fn supplementary_groups_of_the_caller_do_not_reach_the_script() {
         "-c",
         py,
     ]);
+    support::escape::unpin(state.path());
     assert_eq!(inside, "[]", "§5.5: no supplementary groups inside");
 }

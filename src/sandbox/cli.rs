@@ -71,8 +71,21 @@ fn run(args: SandboxArgs) -> Result<Report, String> {
         return Err("not root, and unprivileged user namespaces are not available".into());
     }
     let state = args.state_dir.unwrap_or_else(default_state_dir);
-    let root = state.join("sandbox").join("root");
+    let scratch = state.join("sandbox");
+    let root = scratch.join("root");
     std::fs::create_dir_all(&root).map_err(|e| format!("cannot create {}: {e}", root.display()))?;
+    if root_user {
+        // The prepared root, kept across calls (template.rs); rootless calls
+        // build theirs each time.
+        let users = [(args.uid, args.uid)];
+        let key = super::rootfs::static_key(&users, &ro_binds);
+        let ns = super::template::pinned(&scratch, &key, || {
+            super::rootfs::build_static(&root, &users, &ro_binds, false)?;
+            Ok(root.clone())
+        })
+        .map_err(|e| format!("cannot prepare the sandbox root: {e}"))?;
+        super::template::set_current(ns);
+    }
 
     let workdir = match args.workdir {
         Some(w) => w,
@@ -124,7 +137,8 @@ fn run(args: SandboxArgs) -> Result<Report, String> {
         let oom = cg.oom_killed();
         cg.kill_all();
         cg.remove();
-        cgroups.remove_base();
+        // The parent group `servo/<instance>` stays for the next call (made
+        // and removed on every call it cost two more cgroups each way).
         if oom {
             eprintln!("servo: out of memory");
         }

@@ -35,11 +35,17 @@ fn run(spec: &HelperSpec) -> Result<Report, String> {
         std::fs::write(procs, "0")
             .map_err(|e| format!("cannot join the cgroup {}: {e}", procs.display()))?;
     }
-    // A mount namespace of the init's own: pivot_root moves the root of every
-    // process in the namespace, and the helper must keep the host's.
-    nix::sched::unshare(nix::sched::CloneFlags::CLONE_NEWNS)
-        .map_err(|e| format!("cannot create the mount namespace: {e}"))?;
-    super::rootfs::build(spec)?;
+    // A mount namespace of the init's own (its parent keeps the host's): a
+    // copy of the prepared root's template namespace when there is one,
+    // otherwise of the host's, in which the root is then built and entered.
+    match super::template::current() {
+        Some(ns) => super::rootfs::enter_template(ns, spec)?,
+        None => {
+            nix::sched::unshare(nix::sched::CloneFlags::CLONE_NEWNS)
+                .map_err(|e| format!("cannot create the mount namespace: {e}"))?;
+            super::rootfs::build(spec)?;
+        }
+    }
     nix::unistd::sethostname("servo").map_err(|e| format!("cannot set the hostname: {e}"))?;
     loopback_up()?;
 

@@ -40,6 +40,7 @@
 //!    job's own mount namespace, so they vanish with its last process.
 
 mod bpf;
+mod builtin_filters;
 mod cgroup;
 pub mod cli;
 mod exec;
@@ -49,6 +50,7 @@ mod launcher;
 mod rootfs;
 pub mod seccomp;
 mod spec;
+mod template;
 pub mod workdir;
 
 use std::io::{Read, Seek, Write};

@@ -8,10 +8,12 @@
 //! nodes; `/run/servo` the relay directory; `/opt/servo/python` the package;
 //! the `--ro-bind` paths. The root itself is read-only once built.
 
+use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
 use std::os::unix::fs::symlink;
 use std::path::{Component, Path, PathBuf};
 
 use nix::mount::{mount, umount2, MntFlags, MsFlags};
+use nix::sched::CloneFlags;
 
 use super::spec::HelperSpec;
 use super::{PYTHON_PACKAGE, PYTHON_PKG_INSIDE};
@@ -90,8 +92,9 @@ fn under(root: &Path, inside: &Path) -> PathBuf {
     p
 }
 
-pub fn build(spec: &HelperSpec) -> Result<(), String> {
-    // Nothing we mount may propagate back to the host.
+/// Makes every mount of the calling process's (new) namespace private:
+/// nothing mounted from now on propagates back to the host.
+pub(super) fn make_private() -> Result<(), String> {
     mount(
         None::<&str>,
         "/",
@@ -99,7 +102,14 @@ pub fn build(spec: &HelperSpec) -> Result<(), String> {
         MsFlags::MS_REC | MsFlags::MS_PRIVATE,
         None::<&str>,
     )
-    .map_err(err("cannot make the mounts private"))?;
+    .map_err(err("cannot make the mounts private"))
+}
+
+/// The job's root without a template namespace, in the init's own copy of
+/// the host's mount namespace: the server's prepared root (`spec.template`)
+/// or one built here, then the job's mounts, then `pivot_root`.
+pub fn build(spec: &HelperSpec) -> Result<(), String> {
+    make_private()?;
     let root = match &spec.template {
         // The server's prepared root: this namespace has its own copy of it.
         Some(template) => template.as_path(),
@@ -109,8 +119,103 @@ pub fn build(spec: &HelperSpec) -> Result<(), String> {
             spec.root.as_path()
         }
     };
-    mount_job(root, spec)?;
+    let work = Source::Path(&spec.workdir);
+    let relay = spec.relay_dir.as_deref().map(Source::Path);
+    mount_job(root, work, relay, spec)?;
     enter(root)
+}
+
+/// The job's root from a template namespace (`template.rs`): the host
+/// directories it needs (/work, /run/servo) are cloned while the host's tree
+/// is still in view, then the init joins the template, makes its private
+/// copy and mounts its own parts. Already at `/`: nothing to pivot.
+pub fn enter_template(ns: RawFd, spec: &HelperSpec) -> Result<(), String> {
+    let work = Source::Tree(clone_tree(&spec.workdir)?);
+    let relay = match &spec.relay_dir {
+        Some(dir) => Some(Source::Tree(clone_tree(dir)?)),
+        None => None,
+    };
+    // SAFETY: `ns` is the template's descriptor, open for this process's life.
+    let ns = unsafe { BorrowedFd::borrow_raw(ns) };
+    nix::sched::setns(ns, CloneFlags::CLONE_NEWNS)
+        .map_err(err("cannot join the prepared root's namespace"))?;
+    super::template::forget_current();
+    nix::sched::unshare(CloneFlags::CLONE_NEWNS)
+        .map_err(err("cannot create the mount namespace"))?;
+    nix::unistd::chdir("/").map_err(err("cannot enter /"))?;
+    mount_job(Path::new("/"), work, relay, spec)
+}
+
+/// A detached copy of the mount at `dir` (`open_tree(OPEN_TREE_CLONE)`),
+/// to attach in another mount namespace.
+fn clone_tree(dir: &Path) -> Result<OwnedFd, String> {
+    const OPEN_TREE_CLONE: libc::c_uint = 1;
+    let path = std::ffi::CString::new(dir.as_os_str().as_encoded_bytes())
+        .map_err(|_| format!("NUL byte in {}", dir.display()))?;
+    // SAFETY: a NUL-terminated path; the result is a new descriptor or -1.
+    let fd = unsafe {
+        libc::syscall(
+            libc::SYS_open_tree,
+            libc::AT_FDCWD,
+            path.as_ptr(),
+            OPEN_TREE_CLONE | libc::O_CLOEXEC as libc::c_uint,
+        )
+    };
+    if fd < 0 {
+        return Err(format!(
+            "cannot bind {}: {}",
+            dir.display(),
+            std::io::Error::last_os_error()
+        ));
+    }
+    // SAFETY: open_tree returned a new descriptor that nothing else owns.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd as RawFd) })
+}
+
+/// Where a job's host directory comes from.
+enum Source<'a> {
+    /// A path in the current mount namespace: bound.
+    Path(&'a Path),
+    /// A detached mount (`clone_tree`): attached.
+    Tree(OwnedFd),
+}
+
+/// Mounts `source` on `dst` with `flags` (a bind's flags can only be set by
+/// a remount).
+fn attach(source: Source, dst: &Path, flags: MsFlags) -> Result<(), String> {
+    let tree = match source {
+        Source::Path(src) => return bind(src, dst, flags),
+        Source::Tree(tree) => tree,
+    };
+    const MOVE_MOUNT_F_EMPTY_PATH: libc::c_uint = 4;
+    let to = std::ffi::CString::new(dst.as_os_str().as_encoded_bytes())
+        .map_err(|_| format!("NUL byte in {}", dst.display()))?;
+    // SAFETY: a descriptor we own, an empty and a NUL-terminated path.
+    let rc = unsafe {
+        libc::syscall(
+            libc::SYS_move_mount,
+            tree.as_raw_fd(),
+            c"".as_ptr(),
+            libc::AT_FDCWD,
+            to.as_ptr(),
+            MOVE_MOUNT_F_EMPTY_PATH,
+        )
+    };
+    if rc != 0 {
+        return Err(format!(
+            "cannot mount {}: {}",
+            dst.display(),
+            std::io::Error::last_os_error()
+        ));
+    }
+    mount(
+        None::<&str>,
+        dst,
+        None::<&str>,
+        MsFlags::MS_BIND | MsFlags::MS_REMOUNT | flags,
+        None::<&str>,
+    )
+    .map_err(err(format!("cannot remount {}", dst.display())))
 }
 
 /// Builds the parts of a root that are the same for every job of a server,
@@ -178,11 +283,65 @@ pub fn build_static(
     .map_err(err("cannot make the root read-only"))
 }
 
+/// What `build_static` would build for `users` and `ro_binds` from this
+/// host, as a string: equal strings, same root. It names every host file
+/// and directory the root copies or binds (device and inode; size and mtime
+/// of copies) and this servo binary (which writes the package and decides
+/// the layout). A stat per entry: far cheaper than building.
+pub fn static_key(users: &[(u32, u32)], ro_binds: &[(PathBuf, PathBuf)]) -> String {
+    use std::fmt::Write;
+    use std::os::unix::fs::MetadataExt;
+    let mut key = format!("servo {} users {users:?}\n", env!("CARGO_PKG_VERSION"));
+    let add = |key: &mut String, what: &Path, meta: std::io::Result<std::fs::Metadata>| {
+        let _ = match meta {
+            Ok(m) => writeln!(
+                key,
+                "{} {} {} {} {}.{}",
+                what.display(),
+                m.dev(),
+                m.ino(),
+                m.size(),
+                m.mtime(),
+                m.mtime_nsec()
+            ),
+            Err(e) => writeln!(key, "{} {:?}", what.display(), e.kind()),
+        };
+    };
+    let exe = Path::new("/proc/self/exe");
+    add(&mut key, exe, std::fs::metadata(exe));
+    for dir in SYSTEM_DIRS {
+        let host = Path::new("/").join(dir);
+        add(&mut key, &host, std::fs::symlink_metadata(&host));
+    }
+    for name in ETC_ALLOWED {
+        let host = Path::new("/etc").join(name);
+        add(&mut key, &host, std::fs::metadata(&host));
+    }
+    // The /etc/python3* directories are bound (a live view); which of them
+    // exist changes /etc's own mtime: no listing of /etc on every call.
+    add(&mut key, Path::new("/etc"), std::fs::metadata("/etc"));
+    for (host, inside) in ro_binds {
+        add(&mut key, host, std::fs::metadata(host));
+        let _ = writeln!(key, " at {}", inside.display());
+    }
+    // Device nodes by number only: writing to one may touch its mtime.
+    for node in ["null", "zero", "full", "random", "urandom"] {
+        let rdev = std::fs::metadata(Path::new("/dev").join(node)).map(|m| m.rdev());
+        let _ = writeln!(key, "/dev/{node} {rdev:?}");
+    }
+    key
+}
+
 /// The job's own mounts on a static root: /work, /tmp, /dev/shm, /proc,
 /// /run/servo.
-fn mount_job(root: &Path, spec: &HelperSpec) -> Result<(), String> {
-    bind(
-        &spec.workdir,
+fn mount_job(
+    root: &Path,
+    work: Source,
+    relay: Option<Source>,
+    spec: &HelperSpec,
+) -> Result<(), String> {
+    attach(
+        work,
         &root.join("work"),
         MsFlags::MS_NOSUID | MsFlags::MS_NODEV,
     )?;
@@ -198,8 +357,8 @@ fn mount_job(root: &Path, spec: &HelperSpec) -> Result<(), String> {
         MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC,
     )?;
     mount_proc(&root.join("proc"))?;
-    if let Some(dir) = &spec.relay_dir {
-        bind(dir, &root.join("run/servo"), flags_ro())?;
+    if let Some(relay) = relay {
+        attach(relay, &root.join("run/servo"), flags_ro())?;
     }
     Ok(())
 }
@@ -346,7 +505,7 @@ fn mount_proc(dst: &Path) -> Result<(), String> {
 }
 
 /// `pivot_root` into the new root and detach the old one.
-fn enter(root: &Path) -> Result<(), String> {
+pub(super) fn enter(root: &Path) -> Result<(), String> {
     nix::unistd::chdir(root).map_err(err("cannot enter the new root"))?;
     // pivot_root(".", "."): the old root ends up stacked under the new one
     // and is detached at once; no directory for it is needed.

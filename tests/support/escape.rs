@@ -254,6 +254,19 @@ impl Jail {
     }
 }
 
+/// `servo sandbox` keeps its prepared root pinned at `STATE/sandbox/root.mnt`
+/// (a mount); unpinned here so that a temporary state dir can go.
+pub fn unpin(state: &Path) {
+    let pin = state.join("sandbox/root.mnt");
+    let _ = nix::mount::umount2(&pin, nix::mount::MntFlags::MNT_DETACH);
+}
+
+impl Drop for Jail {
+    fn drop(&mut self) {
+        unpin(&self.state_dir());
+    }
+}
+
 /// The probe script in the source tree.
 pub fn probe_host() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/support/probe.py")
