@@ -17,6 +17,7 @@
 
 use std::io::{IoSlice, IoSliceMut};
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
 use nix::sys::signal::Signal;
@@ -28,7 +29,9 @@ use nix::unistd::{fork, ForkResult, Pid};
 
 /// The server's end of the launcher.
 pub struct Launcher {
-    warm: bool,
+    /// Root mode: the server's prepared root, which the launcher keeps as a
+    /// template namespace (template.rs) and makes each next init ahead.
+    template: Option<PathBuf>,
     /// One request and its answer at a time.
     process: Mutex<Process>,
 }
@@ -57,7 +60,7 @@ impl Process {
     /// forked from it hold nothing of servo's memory (tokens, tenants) or
     /// environment (SPEC §5.9). `std::process::Command` is safe to use from
     /// the runtime's threads (nothing runs between its fork and its exec).
-    fn spawn(warm: bool) -> std::io::Result<Process> {
+    fn spawn(template: Option<&Path>) -> std::io::Result<Process> {
         let (ours, theirs) = socketpair(
             AddressFamily::Unix,
             SockType::SeqPacket,
@@ -65,9 +68,13 @@ impl Process {
             SockFlag::SOCK_CLOEXEC,
         )
         .map_err(io("cannot create the launcher's socket"))?;
-        let child = std::process::Command::new("/proc/self/exe")
-            .arg(LAUNCHER_ARG)
-            .arg(if warm { "warm" } else { "cold" })
+        let mut command = std::process::Command::new("/proc/self/exe");
+        command.arg(LAUNCHER_ARG);
+        match template {
+            Some(root) => command.arg("warm").arg(root),
+            None => command.arg("cold"),
+        };
+        let child = command
             .env_clear()
             .stdin(std::process::Stdio::from(theirs))
             .stdout(std::process::Stdio::null())
@@ -122,12 +129,15 @@ impl Process {
 }
 
 impl Launcher {
-    /// Starts the launcher. With `warm`, it keeps one job's init made ahead
-    /// of its job (`helper::warm_init_main`).
-    pub fn start(warm: bool) -> std::io::Result<Launcher> {
+    /// Starts the launcher. With a `template` (root mode: the server's
+    /// prepared root), it keeps one job's init made ahead of its job
+    /// (`helper::warm_init_main`), in whose copy of the template namespace
+    /// the job's root is mounted.
+    pub fn start(template: Option<PathBuf>) -> std::io::Result<Launcher> {
+        let process = Process::spawn(template.as_deref())?;
         Ok(Launcher {
-            warm,
-            process: Mutex::new(Process::spawn(warm)?),
+            template,
+            process: Mutex::new(process),
         })
     }
 
@@ -149,7 +159,7 @@ impl Launcher {
                 tracing::warn!("{e}: starting a new sandbox launcher");
                 let _ = process.child.kill();
                 let _ = process.child.wait();
-                *process = Process::spawn(self.warm)?;
+                *process = Process::spawn(self.template.as_deref())?;
                 match process.request(&fds) {
                     Ok(pidfd) => Ok(pidfd),
                     Err(LaunchError::Refused(e) | LaunchError::Gone(e)) => Err(e),
@@ -277,9 +287,22 @@ fn pidfd_open(pid: Pid) -> Result<OwnedFd, i32> {
 /// The argument that makes `servo` the launcher (`main` dispatches it).
 pub const LAUNCHER_ARG: &str = "__sandbox-launcher";
 
-/// Entry point of `servo __sandbox-launcher warm|cold`: the socket is stdin.
+/// Entry point of `servo __sandbox-launcher warm ROOT|cold`: the socket is
+/// stdin.
 pub fn launcher_main() -> ! {
     let warm = std::env::args_os().nth(2).is_some_and(|a| a == "warm");
+    if let Some(root) = std::env::args_os().nth(3).filter(|_| warm) {
+        // Jobs then mount their root in a copy of this namespace instead of
+        // a copy of the host's (template.rs). Without it they still run, in
+        // the slower way.
+        match super::template::make(|| Ok(PathBuf::from(root))) {
+            Ok(ns) => super::template::set_current(ns),
+            Err(e) => eprintln!(
+                "servo: cannot keep the prepared root as a mount namespace ({e}); \
+                 each script's root is mounted in a copy of the host's mounts"
+            ),
+        }
+    }
     // SAFETY: fd 0 is the socket servo gave us, and nothing else owns it.
     let socket = unsafe { OwnedFd::from_raw_fd(libc::dup(0)) };
     if let Some(null) = super::helper::dev_null() {

@@ -22,11 +22,15 @@
 //!    or a helper: (rootless: `unshare(USER)` and id maps);
 //!    `unshare(PID|NET|IPC|UTS)`; forks the init;
 //! 3. init (PID 1 of the new namespace; dies with its parent, the launcher
-//!    or the helper): joins the cgroup; `unshare(NS)` (a mount namespace of
-//!    its own, so that its parent keeps the host's view); builds the root
-//!    on a private tmpfs (`rootfs`), mounts /proc for its PID namespace,
-//!    `pivot_root`s and detaches the old root, sets the hostname, brings up
-//!    loopback, then forks the script;
+//!    or the helper): joins the cgroup; gets a mount namespace of its own
+//!    (its parent keeps the host's view): in root mode a private copy of
+//!    the template namespace, whose root is the prepared root
+//!    (`template.rs`: `setns` + `unshare(NS)`, /work and /run/servo cloned
+//!    from the host with `open_tree` first), otherwise a copy of the host's
+//!    in which it builds the root on a private tmpfs and `pivot_root`s into
+//!    it, detaching the old root; mounts /work, /tmp, /dev/shm, /proc for
+//!    its PID namespace and /run/servo (`rootfs`), sets the hostname, brings
+//!    up loopback, then forks the script;
 //! 4. script (`exec`): setsid, stdin /dev/null, stdout+stderr = the output
 //!    pipe, other descriptors closed, rlimits, supplementary groups cleared,
 //!    gid/uid set, every capability set emptied, `no_new_privs`, seccomp
@@ -188,7 +192,7 @@ impl Sandbox {
         } else {
             None
         };
-        let launcher = launcher::Launcher::start(rootless.is_none())
+        let launcher = launcher::Launcher::start(template.as_ref().map(|t| t.path.clone()))
             .map_err(SandboxError::io("cannot start the sandbox launcher"))?;
         let ids = Arc::new(IdPool::new(cfg.uid_base, cfg.uid_count));
         Ok(Sandbox {

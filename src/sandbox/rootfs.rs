@@ -1,5 +1,9 @@
-//! The job's root file system (SPEC §5.2), built by the init inside the new
-//! mount namespace on a private tmpfs, then entered with `pivot_root`.
+//! The job's root file system (SPEC §5.2). Its static part (`build_static`)
+//! is prepared once on a read-only tmpfs and kept as a template namespace
+//! (`template.rs`), whose private copy an init enters (`enter_template`);
+//! without one, the init builds it in its copy of the host's mount
+//! namespace and enters it with `pivot_root` (`build`). Either way the job
+//! then gets its own /work, /tmp, /dev/shm, /proc and /run/servo.
 //!
 //! Layout: `/usr /bin /lib* /sbin` read-only binds of the host's (or the same
 //! symlinks on a merged-/usr system); `/etc` an allowlist written or bound
