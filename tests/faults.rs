@@ -499,6 +499,49 @@ fn sigterm_drains_runs_refuses_connections_and_exits_zero() {
 }
 
 #[test]
+fn sigterm_right_after_listening_stops_cleanly() {
+    if !require_root() {
+        return;
+    }
+    // "listening on" is what callers wait for (systemd, scripts, these
+    // tests): SIGTERM at once must already find servo's handler, not the
+    // default action, which left the runs tmpfs and the prepared root
+    // mounted (seen about once per test-suite run before the fix).
+    for round in 0..10 {
+        let state = tempfile::tempdir().expect("tempdir");
+        let mut child = Command::new(servo_bin())
+            .args(["serve", "--listen", "127.0.0.1:0", "--token", TOKEN])
+            .arg("--state-dir")
+            .arg(state.path())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .expect("servo");
+        let stderr = child.stderr.take().expect("stderr");
+        let mut lines = std::io::BufRead::lines(std::io::BufReader::new(stderr));
+        let mut log = String::new();
+        for line in lines.by_ref() {
+            let line = line.expect("stderr");
+            log += &line;
+            log += "\n";
+            if line.contains("listening on") {
+                let pid = nix::unistd::Pid::from_raw(child.id() as i32);
+                nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM).expect("SIGTERM");
+                break;
+            }
+        }
+        log.extend(lines.map_while(Result::ok).map(|l| l + "\n"));
+        let status = child.wait().expect("wait");
+        assert_eq!(status.code(), Some(0), "round {round}: {status:?}\n{log}");
+        let left = mounts_under(state.path());
+        assert!(
+            left.is_empty(),
+            "round {round}: still mounted: {left:?}\n{log}"
+        );
+    }
+}
+
+#[test]
 fn sigkill_mid_run_then_restart_leaves_nothing_behind() {
     if !require_root() {
         return;

@@ -229,6 +229,14 @@ impl Server {
             .await
             .map_err(|source| ServeError::Listen { addr, source })?;
         let local = listener.local_addr().unwrap_or(addr);
+        // Before "listening on", which callers take for "ready": a SIGTERM
+        // or SIGINT right after it must stop servo cleanly (the default
+        // action would leave its mounts behind).
+        let signal = |kind| {
+            tokio::signal::unix::signal(kind).map_err(|source| ServeError::Listen { addr, source })
+        };
+        let mut term = signal(tokio::signal::unix::SignalKind::terminate())?;
+        let mut interrupt = signal(tokio::signal::unix::SignalKind::interrupt())?;
         match &self.config().portal {
             Portal::Sim => tracing::info!("{}", crate::run::SIM_LINE),
             Portal::Url(url) => tracing::info!("portal: {url}"),
@@ -236,8 +244,6 @@ impl Server {
         tracing::info!("servo {} listening on {local}", env!("CARGO_PKG_VERSION"));
 
         let graceful = hyper_util::server::graceful::GracefulShutdown::new();
-        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
-            .map_err(|source| ServeError::Listen { addr, source })?;
         loop {
             tokio::select! {
                 accepted = listener.accept() => {
@@ -266,7 +272,7 @@ impl Server {
                     });
                 }
                 _ = term.recv() => break,
-                _ = tokio::signal::ctrl_c() => break,
+                _ = interrupt.recv() => break,
             }
         }
         drop(listener);
