@@ -18,7 +18,13 @@ COPY Cargo.toml Cargo.lock ./
 COPY src ./src
 COPY policy ./policy
 COPY python ./python
-RUN cargo build --release --locked && strip target/release/servo
+# A static-pie binary: no dynamic loader on each `servo sandbox` and sandbox
+# start (0.6 ms of 4.6, README "Performance"); ASLR is kept.
+SHELL ["/bin/bash", "-o", "pipefail", "-c"]
+RUN host=$(rustc -vV | sed -n 's/^host: //p') \
+ && RUSTFLAGS="-C target-feature=+crt-static" cargo build --release --locked --target "$host" \
+ && mkdir -p target/release \
+ && cp "target/$host/release/servo" target/release/servo
 
 FROM debian:bookworm-slim
 # Unpinned on purpose: bookworm's point releases replace these versions, and

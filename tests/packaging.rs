@@ -176,6 +176,12 @@ fn the_final_image_runs_the_binary_the_build_produces() {
             .any(|i| i.keyword == "RUN" && i.args.contains("cargo build --release --locked")),
         "the build stage runs cargo build --release --locked"
     );
+    assert!(
+        build
+            .iter()
+            .any(|i| i.keyword == "RUN" && i.args.contains("target-feature=+crt-static")),
+        "the build stage links the binary statically (README Performance)"
+    );
     let produced = format!("{workdir}/target/release/servo");
 
     let fin = final_stage(&all);
