@@ -1349,6 +1349,35 @@ fn cli_prepared_root_is_made_again_when_its_inputs_change() {
 }
 
 #[test]
+fn cli_prepared_root_files_are_never_followed_through_symlinks() {
+    if !require_root() {
+        return;
+    }
+    // Symlinks planted where servo sandbox keeps its prepared root's pin
+    // and key must not make root write to, or mount over, their targets.
+    let jail = Jail::new();
+    let scratch = jail.state_dir().join("sandbox");
+    std::fs::create_dir_all(&scratch).expect("mkdir");
+    let victim = jail.dir.path().join("victim");
+    std::fs::write(&victim, "precious\n").expect("victim");
+    for name in ["root.key", "root.mnt"] {
+        std::os::unix::fs::symlink(&victim, scratch.join(name)).expect("symlink");
+    }
+    let out = jail.run(&[PYTHON, "-c", "print('ran')"]);
+    assert_eq!(out.stdout, "ran\n", "{}", out.show());
+    assert_eq!(
+        std::fs::read_to_string(&victim).unwrap_or_else(|e| format!("unreadable: {e}")),
+        "precious\n",
+        "the symlinks' target was written"
+    );
+    let mounts = std::fs::read_to_string("/proc/self/mountinfo").expect("mountinfo");
+    assert!(
+        !mounts.contains(victim.to_str().expect("utf-8")),
+        "something was mounted on the symlinks' target:\n{mounts}"
+    );
+}
+
+#[test]
 fn cli_concurrent_calls_share_one_prepared_root() {
     if !require_root() {
         return;

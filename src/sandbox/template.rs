@@ -18,6 +18,7 @@
 
 use std::io::{Read, Write};
 use std::os::fd::{AsRawFd, FromRawFd, IntoRawFd, OwnedFd, RawFd};
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicI32, Ordering};
 
@@ -116,11 +117,14 @@ pub fn pinned(
         let what = format!("{what} {}", path.display());
         move |e: std::io::Error| format!("{what}: {e}")
     };
+    // No file here is opened through a symlink: root must not be led to
+    // write or mount over some other file.
     let lock_path = dir.join("root.lock");
     let lock = std::fs::OpenOptions::new()
         .create(true)
         .truncate(false)
         .write(true)
+        .custom_flags(libc::O_NOFOLLOW)
         .open(&lock_path)
         .map_err(io("cannot open", &lock_path))?;
     nix::fcntl::Flock::lock(lock, nix::fcntl::FlockArg::LockExclusive)
@@ -128,32 +132,64 @@ pub fn pinned(
         .and_then(|_held| {
             let pin = dir.join("root.mnt");
             let key_path = dir.join("root.key");
-            if std::fs::read_to_string(&key_path).is_ok_and(|k| k == key) {
+            if read_no_follow(&key_path).is_some_and(|k| k == key) {
                 if let Some(ns) = open_pinned(&pin) {
                     return Ok(ns);
                 }
             }
             let _ = std::fs::remove_file(&key_path);
             let _ = umount2(&pin, MntFlags::MNT_DETACH);
-            std::fs::write(&pin, b"").map_err(io("cannot create", &pin))?;
+            let _ = std::fs::remove_file(&pin);
+            // A new empty file, mounted on through its descriptor.
+            let target = std::fs::OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .custom_flags(libc::O_NOFOLLOW)
+                .open(&pin)
+                .map_err(io("cannot create", &pin))?;
             let ns = make(prepare)?;
-            let source = format!("/proc/self/fd/{}", ns.as_raw_fd());
             mount(
-                Some(source.as_str()),
-                &pin,
+                Some(format!("/proc/self/fd/{}", ns.as_raw_fd()).as_str()),
+                format!("/proc/self/fd/{}", target.as_raw_fd()).as_str(),
                 None::<&str>,
                 MsFlags::MS_BIND,
                 None::<&str>,
             )
             .map_err(|e| format!("cannot pin the prepared root at {}: {e}", pin.display()))?;
-            std::fs::write(&key_path, key).map_err(io("cannot write", &key_path))?;
+            // Written aside and renamed: rename replaces a symlink, never
+            // follows it.
+            let fresh = dir.join("root.key.new");
+            let _ = std::fs::remove_file(&fresh);
+            std::fs::OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .open(&fresh)
+                .and_then(|mut f| f.write_all(key.as_bytes()))
+                .and_then(|()| std::fs::rename(&fresh, &key_path))
+                .map_err(io("cannot write", &key_path))?;
             Ok(ns)
         })
 }
 
+/// A small file's text, unless it is a symlink (or unreadable).
+fn read_no_follow(path: &Path) -> Option<String> {
+    let mut file = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NOFOLLOW)
+        .open(path)
+        .ok()?;
+    let mut text = String::new();
+    file.read_to_string(&mut text).ok()?;
+    Some(text)
+}
+
 /// The namespace pinned at `pin`, if a mount namespace is pinned there.
 fn open_pinned(pin: &Path) -> Option<OwnedFd> {
-    let file = std::fs::File::open(pin).ok()?;
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NOFOLLOW)
+        .open(pin)
+        .ok()?;
     let fs = nix::sys::statfs::fstatfs(&file).ok()?;
     if fs.filesystem_type() != nix::sys::statfs::NSFS_MAGIC {
         return None;
