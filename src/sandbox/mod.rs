@@ -352,9 +352,11 @@ impl Drop for Sandbox {
 
 /// The static part of every job's root (system directories, /etc, /dev, the
 /// package, `--ro-bind` paths), built once at start-up on a read-only tmpfs
-/// in servo's own mount namespace; each job's init mounts its own /work,
-/// /tmp, /dev/shm, /proc and /run/servo on its private copy and pivots into
-/// it. Measured: 0.5 ms less per script than building the root each time.
+/// in servo's own mount namespace. The launcher keeps it as a template
+/// namespace (template.rs) whose copy each job's init enters; without one,
+/// an init mounts its own /work, /tmp, /dev/shm, /proc and /run/servo on its
+/// copy of this mount and pivots into it. Measured: 0.5 ms less per script
+/// than building the root each time, and the template ~0.6 ms less again.
 struct Template {
     path: PathBuf,
 }
