@@ -68,6 +68,11 @@ fn bind(src: &Path, dst: &Path, flags: MsFlags) -> Result<(), String> {
     }
     mount(Some(src), dst, None::<&str>, MsFlags::MS_BIND, None::<&str>)
         .map_err(err(format!("cannot bind {}", src.display())))?;
+    remount_bind(dst, flags)
+}
+
+/// Applies `flags` to the bind mount at `dst` (only a remount can).
+fn remount_bind(dst: &Path, flags: MsFlags) -> Result<(), String> {
     mount(
         None::<&str>,
         dst,
@@ -212,14 +217,7 @@ fn attach(source: Source, dst: &Path, flags: MsFlags) -> Result<(), String> {
             std::io::Error::last_os_error()
         ));
     }
-    mount(
-        None::<&str>,
-        dst,
-        None::<&str>,
-        MsFlags::MS_BIND | MsFlags::MS_REMOUNT | flags,
-        None::<&str>,
-    )
-    .map_err(err(format!("cannot remount {}", dst.display())))
+    remount_bind(dst, flags)
 }
 
 /// Builds the parts of a root that are the same for every job of a server,
