@@ -159,8 +159,7 @@ pub fn enter_template(ns: RawFd, spec: &HelperSpec) -> Result<(), String> {
 /// to attach in another mount namespace.
 fn clone_tree(dir: &Path) -> Result<OwnedFd, String> {
     const OPEN_TREE_CLONE: libc::c_uint = 1;
-    let path = std::ffi::CString::new(dir.as_os_str().as_encoded_bytes())
-        .map_err(|_| format!("NUL byte in {}", dir.display()))?;
+    let path = c_path(dir)?;
     // SAFETY: a NUL-terminated path; the result is a new descriptor or -1.
     let fd = unsafe {
         libc::syscall(
@@ -181,6 +180,12 @@ fn clone_tree(dir: &Path) -> Result<OwnedFd, String> {
     Ok(unsafe { OwnedFd::from_raw_fd(fd as RawFd) })
 }
 
+/// `path` for a raw syscall.
+fn c_path(path: &Path) -> Result<std::ffi::CString, String> {
+    std::ffi::CString::new(path.as_os_str().as_encoded_bytes())
+        .map_err(|_| format!("NUL byte in {}", path.display()))
+}
+
 /// Where a job's host directory comes from.
 enum Source<'a> {
     /// A path in the current mount namespace: bound.
@@ -197,8 +202,7 @@ fn attach(source: Source, dst: &Path, flags: MsFlags) -> Result<(), String> {
         Source::Tree(tree) => tree,
     };
     const MOVE_MOUNT_F_EMPTY_PATH: libc::c_uint = 4;
-    let to = std::ffi::CString::new(dst.as_os_str().as_encoded_bytes())
-        .map_err(|_| format!("NUL byte in {}", dst.display()))?;
+    let to = c_path(dst)?;
     // SAFETY: a descriptor we own, an empty and a NUL-terminated path.
     let rc = unsafe {
         libc::syscall(
