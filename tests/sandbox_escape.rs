@@ -1123,6 +1123,107 @@ fn s5_8_nothing_of_a_run_outlives_it() {
     );
 }
 
+/// The cgroup hierarchies `servo sandbox` may use, as `servo/` directories.
+fn servo_cgroup_dirs() -> Vec<std::path::PathBuf> {
+    [
+        "/sys/fs/cgroup/servo",
+        "/sys/fs/cgroup/memory/servo",
+        "/sys/fs/cgroup/pids/servo",
+    ]
+    .iter()
+    .map(std::path::PathBuf::from)
+    .filter(|d| d.is_dir())
+    .collect()
+}
+
+/// Fails under CI=true when `servo sandbox` made no cgroup: these tests
+/// check what it leaves in them.
+fn cli_parents() -> Vec<std::path::PathBuf> {
+    let parents: Vec<_> = servo_cgroup_dirs()
+        .into_iter()
+        .map(|d| d.join("sandbox"))
+        .filter(|d| d.is_dir())
+        .collect();
+    assert!(
+        !parents.is_empty() || std::env::var("CI").as_deref() != Ok("true"),
+        "servo sandbox made no cgroup under /sys/fs/cgroup (SPEC §5.7): cannot check its clean-up"
+    );
+    parents
+}
+
+#[test]
+fn s5_8_a_call_leaves_no_cgroup_named_after_its_state_dir() {
+    if !require_root() {
+        return;
+    }
+    // Every test here has a state dir of its own: a group kept per state dir
+    // would pile up one for each, forever.
+    let jail = Jail::new();
+    let out = jail.run(&["/bin/true"]);
+    check(
+        out.code == Some(0),
+        "§5.8 clean-up",
+        "/bin/true must succeed",
+        &out,
+    );
+    cli_parents();
+    let scratch = std::fs::canonicalize(jail.state_dir().join("sandbox")).expect("scratch dir");
+    let digest = <sha2::Sha256 as sha2::Digest>::digest(scratch.as_os_str().as_encoded_bytes());
+    let instance = hex::encode(&digest[..6]);
+    let left: Vec<_> = servo_cgroup_dirs()
+        .into_iter()
+        .map(|d| d.join(&instance))
+        .filter(|d| d.exists())
+        .collect();
+    for d in &left {
+        let _ = std::fs::remove_dir(d);
+    }
+    assert!(
+        left.is_empty(),
+        "SPEC §5.8 clean-up: servo sandbox left a cgroup for its state dir: {left:?}"
+    );
+}
+
+#[test]
+fn s5_8_a_group_left_by_a_killed_call_does_not_block_the_next() {
+    if !require_root() {
+        return;
+    }
+    let jail = Jail::new();
+    let out = jail.run(&["/bin/true"]);
+    check(
+        out.code == Some(0),
+        "§5.8 clean-up",
+        "/bin/true must succeed",
+        &out,
+    );
+    // A call killed outright leaves `job-<pid>-cli`; run the next call as pid
+    // 1 of a PID namespace so that it gets the same name.
+    let stale: Vec<_> = cli_parents().iter().map(|p| p.join("job-1-cli")).collect();
+    for d in &stale {
+        std::fs::create_dir(d).expect("plant a stale group");
+    }
+    let mut cmd = Command::new("unshare");
+    cmd.args(["--pid", "--fork", "--kill-child"])
+        .arg(jail.command(&["/bin/true"]).get_program())
+        .args(jail.command(&["/bin/true"]).get_args());
+    let out = run(cmd);
+    let left: Vec<_> = stale.iter().filter(|d| d.exists()).collect();
+    for d in &left {
+        let _ = std::fs::remove_dir(d);
+    }
+    check(
+        out.code == Some(0),
+        "§5.8 clean-up",
+        "a stale group of the same name must be replaced, not fail the call",
+        &out,
+    );
+    assert!(
+        left.is_empty(),
+        "SPEC §5.8 clean-up: the call's group outlived it: {left:?}"
+    );
+}
+
 // ---------------------------------------------------- §5.9 nothing secret
 
 #[test]

@@ -23,6 +23,8 @@ pub fn instance_name(scratch_dir: &Path) -> String {
 
 const ROOT: &str = "/sys/fs/cgroup";
 const GROUP: &str = "servo";
+/// The parent of `servo sandbox`'s groups, beside the servers' instances.
+const CLI_PARENT: &str = "sandbox";
 
 #[derive(Clone, Debug)]
 pub enum CgroupMode {
@@ -32,13 +34,24 @@ pub enum CgroupMode {
 }
 
 impl CgroupMode {
-    /// Finds a usable hierarchy and prepares servo's parent group in it:
+    /// Finds a usable hierarchy and prepares a server's parent group in it:
     /// `servo/<instance>`, so that servers with different state directories
     /// never sweep each other's jobs. `scratch_dir` is the state dir's
     /// `sandbox/` (it names the instance).
     pub fn detect(scratch_dir: &Path) -> CgroupMode {
-        let instance = instance_name(scratch_dir);
-        let instance = instance.as_str();
+        Self::detect_under(scratch_dir, &instance_name(scratch_dir))
+    }
+
+    /// The same for `servo sandbox`: one parent, `servo/sandbox`, for every
+    /// call whatever its state dir, left in place between calls (making and
+    /// removing it each call cost two more cgroups each way). A parent per
+    /// state dir would pile up one group for every state dir ever used.
+    /// Servers never sweep it: instance names are hexadecimal.
+    pub fn detect_for_cli(scratch_dir: &Path) -> CgroupMode {
+        Self::detect_under(scratch_dir, CLI_PARENT)
+    }
+
+    fn detect_under(scratch_dir: &Path, instance: &str) -> CgroupMode {
         let marker = scratch_dir.join(FAVOR_MARK);
         let root = Path::new(ROOT);
         if root.join("cgroup.controllers").exists() {
@@ -147,27 +160,45 @@ impl CgroupMode {
 
     /// Kills and removes job groups a previous servo left behind.
     pub fn sweep(&self) {
-        let bases: Vec<&PathBuf> = match self {
-            CgroupMode::V2 { base } => vec![base],
-            CgroupMode::V1 { memory, pids } => vec![memory, pids],
-            CgroupMode::None => vec![],
-        };
-        for base in bases {
+        for base in self.bases() {
             let Ok(entries) = std::fs::read_dir(base) else {
                 continue;
             };
             for entry in entries.flatten() {
                 let name = entry.file_name();
                 if entry.path().is_dir() && name.to_string_lossy().starts_with("job-") {
-                    let job = JobCgroup {
-                        dirs: vec![entry.path()],
-                        v2: matches!(self, CgroupMode::V2 { .. }),
-                    };
-                    job.kill_all();
-                    job.remove();
+                    self.discard_dir(entry.path());
                 }
             }
         }
+    }
+
+    /// Kills and removes the job group `name` if it exists: one left by a
+    /// process that was killed outright, whose pid named it.
+    pub fn discard(&self, name: &str) {
+        for base in self.bases() {
+            let dir = base.join(name);
+            if dir.is_dir() {
+                self.discard_dir(dir);
+            }
+        }
+    }
+
+    fn bases(&self) -> Vec<&PathBuf> {
+        match self {
+            CgroupMode::V2 { base } => vec![base],
+            CgroupMode::V1 { memory, pids } => vec![memory, pids],
+            CgroupMode::None => vec![],
+        }
+    }
+
+    fn discard_dir(&self, dir: PathBuf) {
+        let job = JobCgroup {
+            dirs: vec![dir],
+            v2: matches!(self, CgroupMode::V2 { .. }),
+        };
+        job.kill_all();
+        job.remove();
     }
 }
 

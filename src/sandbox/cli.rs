@@ -92,14 +92,20 @@ fn run(args: SandboxArgs) -> Result<Report, String> {
         None => std::env::current_dir().map_err(|e| format!("no current directory: {e}"))?,
     };
     let cgroups = if root_user {
-        CgroupMode::detect(&state.join("sandbox"))
+        CgroupMode::detect_for_cli(&scratch)
     } else {
         CgroupMode::None
     };
     let name = format!("job-{}-cli", std::process::id());
-    let cgroup = cgroups
-        .create(&name, &limits)
-        .map_err(|e| format!("cannot create the cgroup: {e}"))?;
+    let cgroup = match cgroups.create(&name, &limits) {
+        // Left by a `servo sandbox` that was killed outright; the pid is ours now.
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
+            cgroups.discard(&name);
+            cgroups.create(&name, &limits)
+        }
+        created => created,
+    }
+    .map_err(|e| format!("cannot create the cgroup: {e}"))?;
     let mut command = args.command;
     if let Some(first) = command.first_mut() {
         if !first.contains('/') {
@@ -137,8 +143,7 @@ fn run(args: SandboxArgs) -> Result<Report, String> {
         let oom = cg.oom_killed();
         cg.kill_all();
         cg.remove();
-        // The parent group `servo/<instance>` stays for the next call (made
-        // and removed on every call it cost two more cgroups each way).
+        // The parent group `servo/sandbox` stays for the next call.
         if oom {
             eprintln!("servo: out of memory");
         }
