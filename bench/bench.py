@@ -24,6 +24,9 @@ import time
 
 SERVO = os.path.abspath(sys.argv[1])
 QUICK = "--quick" in sys.argv
+# bench/floor.c, built by bench/run when a C compiler is there: the kernel
+# work of SPEC §5 and nothing else, the floor under servo's figures.
+FLOOR = os.environ.get("SERVO_BENCH_FLOOR") or None
 PY = "/usr/bin/python3"
 TOKEN = "bench-token-0123456789abcdef"
 DEVNULL = subprocess.DEVNULL
@@ -126,6 +129,11 @@ def row(figure, servo, peer, relation, target, met):
     rows.append((figure, servo, peer, relation, target, "yes" if met else "NO"))
 
 
+def reference(figure, value, peer, relation):
+    """A row without a target: what the floor program measured."""
+    rows.append((figure, value, peer, relation, "(reference)", "-"))
+
+
 def sandbox_start(tmp):
     n = 60 if QUICK else 200
     work = os.path.join(tmp, "sbwork")
@@ -137,20 +145,33 @@ def sandbox_start(tmp):
              "--symlink", "usr/lib64", "/lib64", "--symlink", "usr/lib", "/lib",
              "--symlink", "usr/bin", "/bin", "--proc", "/proc", "--dev", "/dev",
              "--tmpfs", "/tmp", "/bin/true"]
-    for argv in (bare, servo, bwrap):
+    cmds = {"bare": bare, "servo": servo, "bwrap": bwrap}
+    if FLOOR:
+        cmds["floor"] = [FLOOR, floor_root(tmp), "/bin/true"]
+    for argv in cmds.values():
         for _ in range(10):
             timed_run(argv)
-    t = {"bare": [], "servo": [], "bwrap": []}
-    for _ in range(n):  # interleaved: the three see the same machine
-        t["bare"].append(timed_run(bare))
-        t["servo"].append(timed_run(servo))
-        t["bwrap"].append(timed_run(bwrap))
+    t = {k: [] for k in cmds}
+    for _ in range(n):  # interleaved: all see the same machine
+        for k, argv in cmds.items():
+            t[k].append(timed_run(argv))
     # servo sandbox keeps its prepared root pinned in the state dir: let go.
     subprocess.run(["umount", "--lazy", os.path.join(state, "sandbox", "root.mnt")], check=False)
     med = {k: statistics.median(v) for k, v in t.items()}
     so, bo = med["servo"] - med["bare"], med["bwrap"] - med["bare"]
     row("sandbox start overhead (median of %d)" % n, "%.2f ms" % ms(so),
         "bwrap %.2f ms" % ms(bo), "%.2f x bwrap" % (so / bo), "<= 0.5 x bwrap", so <= 0.5 * bo)
+    if FLOOR:
+        fo = med["floor"] - med["bare"]
+        reference("  kernel floor (bench/floor.c), same", "%.2f ms" % ms(fo),
+                  "bwrap %.2f ms" % ms(bo), "%.2f x bwrap" % (fo / bo))
+
+
+def floor_root(tmp):
+    """The empty directory bench/floor.c mounts its root on."""
+    root = os.path.join(tmp, "floor-root")
+    os.makedirs(root, exist_ok=True)
+    return root
 
 
 def end_to_end(server):
@@ -198,9 +219,14 @@ def throughput(server):
     def bare():
         return subprocess.run([PY, "-c", "print('hi')"], stdout=DEVNULL).returncode == 0
 
+    def floor():
+        argv = [FLOOR, floor_root(TMP), PY, "-c", "print('hi')"]
+        return subprocess.run(argv, stdout=DEVNULL).returncode == 0
+
     rates = {}
     errs = {}
-    for name, work in (("servo", via_servo), ("bare", bare)):
+    kinds = [("servo", via_servo), ("bare", bare)] + ([("floor", floor)] if FLOOR else [])
+    for name, work in kinds:
         counts, errors = [], []
         threads = [threading.Thread(target=hammer, args=(work, counts, errors))
                    for _ in range(clients)]
@@ -216,6 +242,11 @@ def throughput(server):
         "%.1f runs/s, %d errors" % (rates["servo"], errs["servo"]),
         "bare python3 %.1f/s" % rates["bare"], "%.0f %%" % (100 * ratio),
         ">= 80 %, no errors", ratio >= 0.8 and errs["servo"] == 0)
+    if FLOOR:
+        reference("  kernel floor (bench/floor.c), same",
+                  "%.1f runs/s, %d errors" % (rates["floor"], errs["floor"]),
+                  "bare python3 %.1f/s" % rates["bare"],
+                  "%.0f %%" % (100 * rates["floor"] / rates["bare"]))
 
 
 def upload_verification(tmp):
@@ -318,7 +349,8 @@ def machine():
 
 def main():
     started = time.time()
-    tmp = tempfile.mkdtemp(prefix="servo-bench-")
+    global TMP
+    tmp = TMP = tempfile.mkdtemp(prefix="servo-bench-")
     host = machine()
     try:
         sandbox_start(tmp)
@@ -341,11 +373,14 @@ def main():
     print("-+-".join("-" * w for w in widths))
     for r in rows:
         print(fmt % r)
+    if not FLOOR:
+        print("\n(no C compiler: the kernel-floor reference rows were left out)")
     print("\nmachine: %s; took %.0f s" % (host, time.time() - started))
-    return 0 if all(r[5] == "yes" for r in rows) else 1
+    return 0 if all(r[5] != "NO" for r in rows) else 1
 
 
 HEADER = ("figure", "servo", "peer", "servo vs peer", "target", "met")
+TMP = None
 
 if __name__ == "__main__":
     sys.exit(main())
