@@ -1136,6 +1136,28 @@ fn servo_cgroup_dirs() -> Vec<std::path::PathBuf> {
     .collect()
 }
 
+/// A jail in which `/bin/true` has run once.
+fn jail_after_one_call() -> Jail {
+    let jail = Jail::new();
+    let out = jail.run(&["/bin/true"]);
+    check(
+        out.code == Some(0),
+        "§5.8 clean-up",
+        "/bin/true must succeed",
+        &out,
+    );
+    jail
+}
+
+/// Those of `dirs` that exist, removed (so a failure piles up nothing).
+fn take_leftovers(dirs: Vec<std::path::PathBuf>) -> Vec<std::path::PathBuf> {
+    let left: Vec<_> = dirs.into_iter().filter(|d| d.exists()).collect();
+    for d in &left {
+        let _ = std::fs::remove_dir(d);
+    }
+    left
+}
+
 /// Fails under CI=true when `servo sandbox` made no cgroup: these tests
 /// check what it leaves in them.
 fn cli_parents() -> Vec<std::path::PathBuf> {
@@ -1158,26 +1180,17 @@ fn s5_8_a_call_leaves_no_cgroup_named_after_its_state_dir() {
     }
     // Every test here has a state dir of its own: a group kept per state dir
     // would pile up one for each, forever.
-    let jail = Jail::new();
-    let out = jail.run(&["/bin/true"]);
-    check(
-        out.code == Some(0),
-        "§5.8 clean-up",
-        "/bin/true must succeed",
-        &out,
-    );
+    let jail = jail_after_one_call();
     cli_parents();
     let scratch = std::fs::canonicalize(jail.state_dir().join("sandbox")).expect("scratch dir");
     let digest = <sha2::Sha256 as sha2::Digest>::digest(scratch.as_os_str().as_encoded_bytes());
     let instance = hex::encode(&digest[..6]);
-    let left: Vec<_> = servo_cgroup_dirs()
-        .into_iter()
-        .map(|d| d.join(&instance))
-        .filter(|d| d.exists())
-        .collect();
-    for d in &left {
-        let _ = std::fs::remove_dir(d);
-    }
+    let left = take_leftovers(
+        servo_cgroup_dirs()
+            .into_iter()
+            .map(|d| d.join(&instance))
+            .collect(),
+    );
     assert!(
         left.is_empty(),
         "SPEC §5.8 clean-up: servo sandbox left a cgroup for its state dir: {left:?}"
@@ -1189,14 +1202,7 @@ fn s5_8_a_group_left_by_a_killed_call_does_not_block_the_next() {
     if !require_root() {
         return;
     }
-    let jail = Jail::new();
-    let out = jail.run(&["/bin/true"]);
-    check(
-        out.code == Some(0),
-        "§5.8 clean-up",
-        "/bin/true must succeed",
-        &out,
-    );
+    let jail = jail_after_one_call();
     // A call killed outright leaves `job-<pid>-cli`; run the next call as pid
     // 1 of a PID namespace so that it gets the same name.
     let stale: Vec<_> = cli_parents().iter().map(|p| p.join("job-1-cli")).collect();
@@ -1208,10 +1214,7 @@ fn s5_8_a_group_left_by_a_killed_call_does_not_block_the_next() {
         .arg(jail.command(&["/bin/true"]).get_program())
         .args(jail.command(&["/bin/true"]).get_args());
     let out = run(cmd);
-    let left: Vec<_> = stale.iter().filter(|d| d.exists()).collect();
-    for d in &left {
-        let _ = std::fs::remove_dir(d);
-    }
+    let left = take_leftovers(stale);
     check(
         out.code == Some(0),
         "§5.8 clean-up",
