@@ -12,6 +12,7 @@ mod support;
 
 use std::collections::BTreeSet;
 use std::io::Write;
+use std::os::unix::fs::MetadataExt;
 use std::path::Path;
 use std::process::Command;
 use std::time::Duration;
@@ -1198,23 +1199,85 @@ fn s5_8_a_call_leaves_no_cgroup_named_after_its_state_dir() {
 }
 
 #[test]
+fn s5_8_a_call_removes_groups_left_by_killed_calls() {
+    if !require_root() {
+        return;
+    }
+    let jail = jail_after_one_call();
+    // Groups named like a `servo sandbox` call's: a finished process's pid
+    // (not reused this soon: pids go up) in this PID namespace, which must
+    // go; a live process's; and the finished pid in another namespace, where
+    // it may be alive: both must stay.
+    let mut gone = Command::new("/bin/true").spawn().expect("true");
+    gone.wait().expect("wait");
+    let mut alive = Command::new("sleep").arg("30").spawn().expect("sleep");
+    let ns = std::fs::metadata("/proc/self/ns/pid")
+        .expect("pid namespace")
+        .ino();
+    let parents = cli_parents();
+    let named = |pid: u32, ns: u64| -> Vec<std::path::PathBuf> {
+        parents
+            .iter()
+            .map(|p| p.join(format!("job-{pid}-cli-{ns}")))
+            .collect()
+    };
+    let orphans = named(gone.id(), ns);
+    let mut others = named(alive.id(), ns);
+    others.extend(named(gone.id(), ns + 1));
+    for d in orphans.iter().chain(&others) {
+        std::fs::create_dir(d).expect("plant a group");
+    }
+    let out = jail.run(&["/bin/true"]);
+    let _ = alive.kill();
+    let _ = alive.wait();
+    let kept = take_leftovers(others);
+    let left = take_leftovers(orphans);
+    check(
+        out.code == Some(0),
+        "§5.8 clean-up",
+        "/bin/true must succeed",
+        &out,
+    );
+    assert!(
+        left.is_empty(),
+        "SPEC §5.8 clean-up: the group of a killed call outlived it: {left:?}"
+    );
+    assert_eq!(
+        kept.len(),
+        2 * parents.len(),
+        "the groups of a live process, and of another PID namespace, must be left alone"
+    );
+}
+
+#[test]
 fn s5_8_a_group_left_by_a_killed_call_does_not_block_the_next() {
     if !require_root() {
         return;
     }
     let jail = jail_after_one_call();
-    // A call killed outright leaves `job-<pid>-cli`; run the next call as pid
-    // 1 of a PID namespace so that it gets the same name.
-    let stale: Vec<_> = cli_parents().iter().map(|p| p.join("job-1-cli")).collect();
-    for d in &stale {
-        std::fs::create_dir(d).expect("plant a stale group");
-    }
+    let parents = cli_parents();
+    // A call killed outright leaves `job-<pid>-cli-<pid namespace>`. The
+    // next call here is pid 1 of a new PID namespace: a shell that plants
+    // that name for itself, then becomes `servo sandbox`.
+    let plant = r#"ns=$(stat -L -c %i /proc/self/ns/pid) || exit 99
+while [ "$1" != -- ]; do mkdir "$1/job-1-cli-$ns" || exit 99; shift; done
+shift
+exec "$@""#;
+    let servo = jail.command(&["/bin/true"]);
     let mut cmd = Command::new("unshare");
-    cmd.args(["--pid", "--fork", "--kill-child"])
-        .arg(jail.command(&["/bin/true"]).get_program())
-        .args(jail.command(&["/bin/true"]).get_args());
+    cmd.args(["--pid", "--fork", "--kill-child", "sh", "-c", plant, "sh"])
+        .args(&parents)
+        .arg("--")
+        .arg(servo.get_program())
+        .args(servo.get_args());
     let out = run(cmd);
-    let left = take_leftovers(stale);
+    let left: Vec<_> = parents
+        .iter()
+        .flat_map(|p| std::fs::read_dir(p).into_iter().flatten().flatten())
+        .map(|e| e.path())
+        .filter(|p| p.to_string_lossy().contains("/job-1-cli-"))
+        .collect();
+    let left = take_leftovers(left);
     check(
         out.code == Some(0),
         "§5.8 clean-up",

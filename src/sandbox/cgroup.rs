@@ -26,6 +26,42 @@ const GROUP: &str = "servo";
 /// The parent of `servo sandbox`'s groups, beside the servers' instances.
 const CLI_PARENT: &str = "sandbox";
 
+/// A `servo sandbox` call's group: `job-<pid>-cli-<pid namespace>`. The
+/// parent is shared by every call on the host, containers with the host's
+/// cgroups included, and a pid means something only in its own namespace:
+/// a call judges (and replaces) only groups named in its own.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct CliJob {
+    pub pid: i32,
+    pub pid_namespace: u64,
+}
+
+impl CliJob {
+    /// This process's, or None when /proc does not say which PID namespace
+    /// it is in (then no group of another call is ever touched).
+    pub fn current() -> Option<CliJob> {
+        use std::os::unix::fs::MetadataExt;
+        let pid_namespace = std::fs::metadata("/proc/self/ns/pid").ok()?.ino();
+        Some(CliJob {
+            pid: i32::try_from(std::process::id()).ok()?,
+            pid_namespace,
+        })
+    }
+
+    pub fn name(&self) -> String {
+        format!("job-{}-cli-{}", self.pid, self.pid_namespace)
+    }
+
+    fn parse(name: &str) -> Option<CliJob> {
+        let (pid, ns) = name.strip_prefix("job-")?.split_once("-cli-")?;
+        Some(CliJob {
+            // Never 0 or negative: kill() would signal a whole process group.
+            pid: pid.parse().ok().filter(|p| *p > 0)?,
+            pid_namespace: ns.parse().ok()?,
+        })
+    }
+}
+
 #[derive(Clone, Debug)]
 pub enum CgroupMode {
     V2 { base: PathBuf },
@@ -180,6 +216,31 @@ impl CgroupMode {
             let dir = base.join(name);
             if dir.is_dir() {
                 self.discard_dir(dir);
+            }
+        }
+    }
+
+    /// Removes the groups of `servo sandbox` calls of `me`'s PID namespace
+    /// whose process is gone: one killed outright could not remove its own.
+    /// A group whose pid is alive is left alone (a call running now, or a
+    /// reused pid), and so is every group named in another namespace.
+    pub fn sweep_orphaned_cli_jobs(&self, me: CliJob) {
+        for base in self.bases() {
+            let Ok(entries) = std::fs::read_dir(base) else {
+                continue;
+            };
+            for entry in entries.flatten() {
+                let Some(job) = CliJob::parse(&entry.file_name().to_string_lossy()) else {
+                    continue;
+                };
+                if job.pid_namespace != me.pid_namespace || job.pid == me.pid {
+                    continue;
+                }
+                let gone = nix::sys::signal::kill(nix::unistd::Pid::from_raw(job.pid), None)
+                    == Err(nix::errno::Errno::ESRCH);
+                if gone {
+                    self.discard_dir(entry.path());
+                }
             }
         }
     }
@@ -369,6 +430,32 @@ impl JobCgroup {
                     Err(_) => std::thread::sleep(std::time::Duration::from_millis(2)),
                 }
             }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_cli_group_names_a_positive_pid_and_its_namespace() {
+        let job = CliJob {
+            pid: 4321,
+            pid_namespace: 4026531836,
+        };
+        assert_eq!(job.name(), "job-4321-cli-4026531836");
+        assert_eq!(CliJob::parse(&job.name()), Some(job));
+        for name in [
+            "job-0-cli-1",
+            "job--5-cli-1",
+            "job-abc-cli-1",
+            "job-12-cli",
+            "job-12-cli-x",
+            "job-3f2a-1",
+            "memory.stat",
+        ] {
+            assert_eq!(CliJob::parse(name), None, "{name}");
         }
     }
 }

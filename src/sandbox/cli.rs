@@ -7,7 +7,7 @@
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use super::cgroup::CgroupMode;
+use super::cgroup::{CgroupMode, CliJob};
 use super::spec::{HelperSpec, Report};
 use crate::config::{apply_limit, default_state_dir, parse_ro_bind};
 use crate::limits::Limits;
@@ -96,10 +96,17 @@ fn run(args: SandboxArgs) -> Result<Report, String> {
     } else {
         CgroupMode::None
     };
-    let name = format!("job-{}-cli", std::process::id());
+    let me = CliJob::current();
+    let name = match me {
+        Some(me) => me.name(),
+        None => format!("job-{}-cli", std::process::id()),
+    };
+    if let Some(me) = me {
+        cgroups.sweep_orphaned_cli_jobs(me);
+    }
     let cgroup = match cgroups.create(&name, &limits) {
-        // Left by a `servo sandbox` that was killed outright; the pid is ours now.
-        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
+        // Left by a call killed outright, in this PID namespace: the pid is ours now.
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists && me.is_some() => {
             cgroups.discard(&name);
             cgroups.create(&name, &limits)
         }

@@ -164,9 +164,10 @@ pub fn remove_leftover_cgroups(pid: u32) {
 }
 
 /// The cgroups of the `servo sandbox` process `pid` that exist now:
-/// `servo/<instance>/job-<pid>-cli` in each hierarchy servo may use.
+/// `servo/<parent>/job-<pid>-cli-<pid namespace>` in each hierarchy servo
+/// may use.
 pub fn cli_job_cgroups(pid: u32) -> Vec<std::path::PathBuf> {
-    let job = format!("job-{pid}-cli");
+    let prefix = format!("job-{pid}-cli-");
     [
         "/sys/fs/cgroup/memory/servo",
         "/sys/fs/cgroup/pids/servo",
@@ -174,8 +175,14 @@ pub fn cli_job_cgroups(pid: u32) -> Vec<std::path::PathBuf> {
     ]
     .iter()
     .flat_map(|base| std::fs::read_dir(base).into_iter().flatten().flatten())
-    .map(|instance| instance.path().join(&job))
-    .filter(|dir| dir.exists())
+    .flat_map(|parent| {
+        std::fs::read_dir(parent.path())
+            .into_iter()
+            .flatten()
+            .flatten()
+    })
+    .filter(|job| job.file_name().to_string_lossy().starts_with(&prefix))
+    .map(|job| job.path())
     .collect()
 }
 
