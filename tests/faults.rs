@@ -12,7 +12,6 @@ use std::process::Command;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
-use sha2::{Digest, Sha256};
 use support::fake_portal::{Behaviour, FakePortal};
 use support::*;
 
@@ -45,9 +44,7 @@ fn health(servo: &Servo) -> Reply {
 
 /// The cgroup directories (v1 or v2) that hold this state dir's jobs.
 fn instance_cgroups(state: &Path) -> Vec<PathBuf> {
-    let scratch = std::fs::canonicalize(state.join("sandbox")).unwrap_or(state.join("sandbox"));
-    let digest = Sha256::digest(scratch.as_os_str().as_encoded_bytes());
-    let instance = hex::encode(&digest[..6]);
+    let instance = support::cgroup_instance(state);
     ["", "memory", "pids"]
         .iter()
         .map(|c| {
@@ -496,6 +493,66 @@ fn sigterm_drains_runs_refuses_connections_and_exits_zero() {
         .map(str::to_string)
         .collect();
     assert!(mounted.is_empty(), "still mounted: {mounted:?}");
+}
+
+#[test]
+fn a_servo_on_the_same_state_path_elsewhere_leaves_running_jobs_alone() {
+    if !require_root() {
+        return;
+    }
+    // Two containers sharing the host's cgroups, each with its own state dir
+    // at the same path (the default one): the second's start-up sweep of
+    // leftover job cgroups must not kill the first's running job.
+    let (mut first, uid_base) = start(&[]);
+    let b = bundle(&[("slow.py", "import time\ntime.sleep(3)\nprint('survived')")]);
+    let client = spawn_post(&first, &b.tgz, "slow.py", &["-w", "\n%{http_code}"]);
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while job_cgroups(first.state.path()).is_empty() {
+        assert!(Instant::now() < deadline, "the job's cgroup never appeared");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let state = first.state.path().to_str().expect("utf-8 path").to_string();
+    let (_, range) = uid_range();
+    let log_dir = tempfile::tempdir().expect("tempdir");
+    let log = log_dir.path().join("second.stderr");
+    let mut second = Command::new("unshare")
+        .args(["--mount", "--propagation", "private", "sh", "-c"])
+        .arg(r#"mount -t tmpfs servo-test "$0" && exec "$@""#)
+        .arg(&state)
+        .arg(servo_bin())
+        .args(["serve", "--listen", "127.0.0.1:0", "--state-dir", &state])
+        .args(["--token", TOKEN, "--uid-range", &range])
+        .stdin(std::process::Stdio::null())
+        .stderr(std::fs::File::create(&log).expect("log"))
+        .spawn()
+        .expect("unshare");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let second_log = loop {
+        let text = std::fs::read_to_string(&log).unwrap_or_default();
+        if text.contains("listening on") {
+            break text;
+        }
+        if let Ok(Some(status)) = second.try_wait() {
+            panic!("the second servo exited with {status}:\n{text}");
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the second servo did not start:\n{text}"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    let out = client.wait_with_output().expect("curl");
+    let pid = nix::unistd::Pid::from_raw(second.id() as i32);
+    let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM);
+    let _ = second.wait();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.contains("survived") && text.trim_end().ends_with("200"),
+        "the first servo's run was harmed by the second's start:\n{text}\n{}\n{second_log}",
+        first.stderr()
+    );
+    assert_eq!(first.terminate().code(), Some(0), "{}", first.stderr());
+    assert_no_leftovers(first.state.path(), uid_base);
 }
 
 #[test]

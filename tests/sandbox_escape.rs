@@ -1183,9 +1183,7 @@ fn s5_8_a_call_leaves_no_cgroup_named_after_its_state_dir() {
     // would pile up one for each, forever.
     let jail = jail_after_one_call();
     cli_parents();
-    let scratch = std::fs::canonicalize(jail.state_dir().join("sandbox")).expect("scratch dir");
-    let digest = <sha2::Sha256 as sha2::Digest>::digest(scratch.as_os_str().as_encoded_bytes());
-    let instance = hex::encode(&digest[..6]);
+    let instance = support::cgroup_instance(&jail.state_dir());
     let left = take_leftovers(
         servo_cgroup_dirs()
             .into_iter()

@@ -14,11 +14,20 @@ use sha2::{Digest, Sha256};
 
 use crate::limits::Limits;
 
-/// The instance name of a state directory's servo: a short hash of its path.
+/// The instance name of a state directory's servo: a short hash of its path
+/// and of the directory's device and inode. Containers that share the host's
+/// cgroups and the same state dir path (the default one) are different
+/// instances, so one's start-up sweep never kills the other's jobs.
 pub fn instance_name(scratch_dir: &Path) -> String {
+    use std::os::unix::fs::MetadataExt;
     let path = std::fs::canonicalize(scratch_dir).unwrap_or_else(|_| scratch_dir.to_path_buf());
-    let digest = Sha256::digest(path.as_os_str().as_encoded_bytes());
-    hex::encode(&digest[..6])
+    let mut digest = Sha256::new();
+    digest.update(path.as_os_str().as_encoded_bytes());
+    if let Ok(meta) = std::fs::metadata(&path) {
+        digest.update(meta.dev().to_le_bytes());
+        digest.update(meta.ino().to_le_bytes());
+    }
+    hex::encode(&digest.finalize()[..6])
 }
 
 const ROOT: &str = "/sys/fs/cgroup";
