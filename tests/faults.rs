@@ -496,6 +496,60 @@ fn sigterm_drains_runs_refuses_connections_and_exits_zero() {
 }
 
 #[test]
+fn a_second_servo_on_the_same_state_dir_is_refused() {
+    if !require_root() {
+        return;
+    }
+    let (mut first, uid_base) = start(&[]);
+    let b = bundle(&[("slow.py", "import time\ntime.sleep(2)\nprint('untouched')")]);
+    let client = spawn_post(&first, &b.tgz, "slow.py", &["-w", "\n%{http_code}"]);
+    wait_in_flight(&first, 1);
+    let state = first.state.path().to_str().expect("utf-8 path").to_string();
+    let (_, range) = uid_range();
+    let mut second = Command::new(servo_bin())
+        .args(["serve", "--listen", "127.0.0.1:0", "--state-dir", &state])
+        .args(["--token", TOKEN, "--uid-range", &range])
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("servo");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let status = loop {
+        if let Some(status) = second.try_wait().expect("wait") {
+            break status;
+        }
+        if Instant::now() > deadline {
+            let _ = second.kill();
+            panic!("a second servo on the same state dir was not refused");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    let mut why = String::new();
+    let _ = std::io::Read::read_to_string(&mut second.stderr.take().expect("stderr"), &mut why);
+    assert!(!status.success(), "the second servo exited 0:\n{why}");
+    let holder = format!("pid {}", first.child.id());
+    assert!(
+        why.contains("another servo") && why.contains(&holder) && why.contains("--state-dir"),
+        "the refusal must say who holds the state dir and what to do:\n{why}"
+    );
+    let out = client.wait_with_output().expect("curl");
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.contains("untouched") && text.trim_end().ends_with("200"),
+        "the first servo's run was harmed:\n{text}\n{}",
+        first.stderr()
+    );
+    assert_eq!(health(&first).status, 200, "{}", first.stderr());
+    assert_eq!(first.terminate().code(), Some(0), "{}", first.stderr());
+    assert_no_leftovers(first.state.path(), uid_base);
+    // Once the first has stopped, the state dir is free again.
+    let state = std::mem::replace(&mut first.state, tempfile::tempdir().expect("tempdir"));
+    let (mut again, _) = start_in(state, &[]);
+    assert_eq!(again.terminate().code(), Some(0), "{}", again.stderr());
+}
+
+#[test]
 fn a_servo_on_the_same_state_path_elsewhere_leaves_running_jobs_alone() {
     if !require_root() {
         return;

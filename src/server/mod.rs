@@ -41,6 +41,10 @@ pub enum ServeError {
     },
     #[error(transparent)]
     Audit(#[from] crate::audit::AuditError),
+    #[error(
+        "another servo{holder} is using the state dir {path}: stop it, or give this one another --state-dir"
+    )]
+    StateDirInUse { path: PathBuf, holder: String },
 }
 
 /// Shared state of a running server.
@@ -65,6 +69,50 @@ pub struct Server {
     pub tenant_admitted: Mutex<HashMap<String, u64>>,
     /// Live runs' callback secrets (§2.5).
     pub callbacks: callback::Callbacks,
+    /// `STATE/servo.lock`, held while this server runs.
+    _state_lock: nix::fcntl::Flock<std::fs::File>,
+}
+
+/// Takes `STATE/servo.lock` for this server's life (released when its
+/// process ends, however it ends). A second server on the same state dir
+/// would take the first one's runs for a crash's leftovers and sweep them.
+fn lock_state_dir(state_dir: &Path) -> Result<nix::fcntl::Flock<std::fs::File>, ServeError> {
+    use std::io::{Read, Seek, Write};
+    use std::os::unix::fs::OpenOptionsExt;
+    let path = state_dir.join("servo.lock");
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .mode(0o600)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
+        .open(&path)
+        .map_err(io_err("cannot open", &path))?;
+    let mut held = match nix::fcntl::Flock::lock(file, nix::fcntl::FlockArg::LockExclusiveNonblock)
+    {
+        Ok(held) => held,
+        Err((mut file, nix::errno::Errno::EWOULDBLOCK)) => {
+            let mut pid = String::new();
+            let _ = file.read_to_string(&mut pid);
+            let pid = pid.trim();
+            return Err(ServeError::StateDirInUse {
+                path: state_dir.to_owned(),
+                holder: if pid.is_empty() {
+                    String::new()
+                } else {
+                    format!(" (pid {pid})")
+                },
+            });
+        }
+        Err((_, e)) => return Err(io_err("cannot lock", &path)(e.into())),
+    };
+    // The holder's pid, for the message above.
+    let _ = held
+        .set_len(0)
+        .and_then(|_| held.rewind())
+        .and_then(|_| write!(held, "{}", std::process::id()));
+    Ok(held)
 }
 
 fn io_err<'a>(
@@ -156,6 +204,7 @@ pub fn sandbox_config(config: &Config) -> SandboxConfig {
 impl Server {
     /// Prepares everything before listening; fails with one clear sentence.
     pub fn start(config: Config) -> Result<Arc<Server>, ServeError> {
+        let state_lock = lock_state_dir(&config.state_dir)?;
         let runs_dir = config.state_dir.join("runs");
         let spool_dir = config.state_dir.join("spool");
         let interrupted = sweep_runs_dir(&runs_dir, &spool_dir)?;
@@ -214,6 +263,7 @@ impl Server {
             replay: Mutex::new(HashMap::new()),
             tenant_admitted: Mutex::new(HashMap::new()),
             callbacks: callback::Callbacks::default(),
+            _state_lock: state_lock,
         }))
     }
 
