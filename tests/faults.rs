@@ -495,14 +495,42 @@ fn sigterm_drains_runs_refuses_connections_and_exits_zero() {
     assert!(mounted.is_empty(), "still mounted: {mounted:?}");
 }
 
+/// A server with a run going (a script that sleeps `seconds`, then prints
+/// `word`), the curl posting it, and its bundle (kept while curl reads it).
+fn start_with_a_slow_run(seconds: u32, word: &str) -> (Servo, u32, std::process::Child, Bundle) {
+    let (servo, uid_base) = start(&[]);
+    let script = format!("import time\ntime.sleep({seconds})\nprint('{word}')");
+    let b = bundle(&[("slow.py", script.as_str())]);
+    let client = spawn_post(&servo, &b.tgz, "slow.py", &["-w", "\n%{http_code}"]);
+    (servo, uid_base, client, b)
+}
+
+/// The run of `start_with_a_slow_run` answered 200 with its output; then
+/// the server stops cleanly and leaves nothing.
+fn assert_the_run_was_untouched(
+    client: std::process::Child,
+    word: &str,
+    servo: &mut Servo,
+    uid_base: u32,
+    context: &str,
+) {
+    let out = client.wait_with_output().expect("curl");
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.contains(word) && text.trim_end().ends_with("200"),
+        "the first servo's run was harmed:\n{text}\n{}\n{context}",
+        servo.stderr()
+    );
+    assert_eq!(servo.terminate().code(), Some(0), "{}", servo.stderr());
+    assert_no_leftovers(servo.state.path(), uid_base);
+}
+
 #[test]
 fn a_second_servo_on_the_same_state_dir_is_refused() {
     if !require_root() {
         return;
     }
-    let (mut first, uid_base) = start(&[]);
-    let b = bundle(&[("slow.py", "import time\ntime.sleep(2)\nprint('untouched')")]);
-    let client = spawn_post(&first, &b.tgz, "slow.py", &["-w", "\n%{http_code}"]);
+    let (mut first, uid_base, client, _bundle) = start_with_a_slow_run(2, "untouched");
     wait_in_flight(&first, 1);
     let state = first.state.path().to_str().expect("utf-8 path").to_string();
     let (_, range) = uid_range();
@@ -533,16 +561,8 @@ fn a_second_servo_on_the_same_state_dir_is_refused() {
         why.contains("another servo") && why.contains(&holder) && why.contains("--state-dir"),
         "the refusal must say who holds the state dir and what to do:\n{why}"
     );
-    let out = client.wait_with_output().expect("curl");
-    let text = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        text.contains("untouched") && text.trim_end().ends_with("200"),
-        "the first servo's run was harmed:\n{text}\n{}",
-        first.stderr()
-    );
     assert_eq!(health(&first).status, 200, "{}", first.stderr());
-    assert_eq!(first.terminate().code(), Some(0), "{}", first.stderr());
-    assert_no_leftovers(first.state.path(), uid_base);
+    assert_the_run_was_untouched(client, "untouched", &mut first, uid_base, &why);
     // Once the first has stopped, the state dir is free again.
     let state = std::mem::replace(&mut first.state, tempfile::tempdir().expect("tempdir"));
     let (mut again, _) = start_in(state, &[]);
@@ -557,9 +577,7 @@ fn a_servo_on_the_same_state_path_elsewhere_leaves_running_jobs_alone() {
     // Two containers sharing the host's cgroups, each with its own state dir
     // at the same path (the default one): the second's start-up sweep of
     // leftover job cgroups must not kill the first's running job.
-    let (mut first, uid_base) = start(&[]);
-    let b = bundle(&[("slow.py", "import time\ntime.sleep(3)\nprint('survived')")]);
-    let client = spawn_post(&first, &b.tgz, "slow.py", &["-w", "\n%{http_code}"]);
+    let (mut first, uid_base, client, _bundle) = start_with_a_slow_run(3, "survived");
     let deadline = Instant::now() + Duration::from_secs(20);
     while job_cgroups(first.state.path()).is_empty() {
         assert!(Instant::now() < deadline, "the job's cgroup never appeared");
@@ -595,18 +613,10 @@ fn a_servo_on_the_same_state_path_elsewhere_leaves_running_jobs_alone() {
         );
         std::thread::sleep(Duration::from_millis(20));
     };
-    let out = client.wait_with_output().expect("curl");
     let pid = nix::unistd::Pid::from_raw(second.id() as i32);
     let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM);
     let _ = second.wait();
-    let text = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        text.contains("survived") && text.trim_end().ends_with("200"),
-        "the first servo's run was harmed by the second's start:\n{text}\n{}\n{second_log}",
-        first.stderr()
-    );
-    assert_eq!(first.terminate().code(), Some(0), "{}", first.stderr());
-    assert_no_leftovers(first.state.path(), uid_base);
+    assert_the_run_was_untouched(client, "survived", &mut first, uid_base, &second_log);
 }
 
 #[test]
