@@ -135,7 +135,7 @@ fn rootless_sandbox_keeps_the_guarantees() {
         String::from_utf8_lossy(&out.stderr)
     );
     for want in [
-        "uid=100000",
+        "uid=99999",
         "capeff=0000000000000000",
         "capbnd=0000000000000000",
         "nonewprivs=1",

@@ -20,8 +20,9 @@ pub struct SandboxArgs {
     /// Host directory mounted read-write at /work (default: the current directory).
     #[arg(long)]
     pub workdir: Option<PathBuf>,
-    /// uid and gid the command runs as.
-    #[arg(long, default_value_t = 100000)]
+    /// uid and gid the command runs as (the default is just below the
+    /// server's default --uid-range, so a call never shares a run's uid).
+    #[arg(long, default_value_t = 99999)]
     pub uid: u32,
     /// seccomp policy file (default: the built-in policy/seccomp.json).
     #[arg(long, value_name = "FILE")]
