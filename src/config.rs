@@ -75,6 +75,11 @@ pub struct ServeArgs {
     /// (SPEC §6.3); past it the script gets `portal unreachable: ...`.
     #[arg(long, env = "SERVO_PORTAL_TIMEOUT_S", default_value_t = 300)]
     pub portal_timeout_s: u64,
+    /// How long a client may take to send a request's headers, and may
+    /// pause while sending its body, in seconds; past it the connection is
+    /// closed (headers) or the upload answered 408 (body).
+    #[arg(long, env = "SERVO_REQUEST_TIMEOUT_S", default_value_t = 30)]
+    pub request_timeout_s: u64,
 }
 
 /// Where the portal is.
@@ -137,6 +142,7 @@ pub struct Config {
     pub tenants: Vec<Tenant>,
     pub drain_timeout_s: u64,
     pub portal_timeout_s: u64,
+    pub request_timeout_s: u64,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -357,6 +363,9 @@ impl Config {
         if args.portal_timeout_s == 0 {
             return Err(invalid("--portal-timeout-s must be at least 1"));
         }
+        if args.request_timeout_s == 0 {
+            return Err(invalid("--request-timeout-s must be at least 1"));
+        }
         let (uid_base, uid_count) = parse_uid_range(&args.uid_range)?;
         if (uid_count as usize) < max_runs {
             return Err(invalid(format!(
@@ -402,6 +411,7 @@ impl Config {
             },
             drain_timeout_s: args.drain_timeout_s,
             portal_timeout_s: args.portal_timeout_s,
+            request_timeout_s: args.request_timeout_s,
         })
     }
 

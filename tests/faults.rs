@@ -775,6 +775,74 @@ fn client_gone_mid_upload_leaves_nothing_and_runs_nothing() {
     assert_eq!(health(&servo).json()["queue"], 0);
 }
 
+/// What `stream` sends until it closes, or until `wait` has passed.
+fn read_for(stream: &mut TcpStream, wait: Duration) -> (String, bool) {
+    use std::io::Read;
+    let deadline = Instant::now() + wait;
+    let mut got = Vec::new();
+    let mut buf = [0u8; 4096];
+    while Instant::now() < deadline {
+        stream
+            .set_read_timeout(Some(Duration::from_millis(100)))
+            .expect("read timeout");
+        match stream.read(&mut buf) {
+            Ok(0) => return (String::from_utf8_lossy(&got).into_owned(), true),
+            Ok(n) => got.extend_from_slice(&buf[..n]),
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
+            Err(e) if e.kind() == std::io::ErrorKind::TimedOut => {}
+            Err(_) => return (String::from_utf8_lossy(&got).into_owned(), true),
+        }
+    }
+    (String::from_utf8_lossy(&got).into_owned(), false)
+}
+
+#[test]
+fn clients_that_stall_are_cut_off_and_leave_nothing() {
+    if !require_root() {
+        return;
+    }
+    let (servo, uid_base) = start(&["--request-timeout-s", "1"]);
+    let addr = servo.url.trim_start_matches("http://").to_string();
+    // Headers that never end.
+    let mut headers = TcpStream::connect(&addr).expect("connect");
+    headers
+        .write_all(format!("POST /run/a.py HTTP/1.1\r\nHost: {addr}\r\n").as_bytes())
+        .expect("half a head");
+    // A body that stops coming.
+    let mut body = TcpStream::connect(&addr).expect("connect");
+    let head = format!(
+        "POST /run/a.py HTTP/1.1\r\nHost: {addr}\r\nContent-Type: application/gzip\r\n\
+         Content-Length: 1048576\r\nX-Signature: sha1={}\r\n\r\n",
+        "0".repeat(40)
+    );
+    body.write_all(head.as_bytes()).expect("head");
+    body.write_all(&[7u8; 4096]).expect("some of the body");
+    let (answer, _) = read_for(&mut body, Duration::from_secs(10));
+    assert!(
+        answer.starts_with("HTTP/1.1 408")
+            && answer.contains("the upload stalled: no data for 1 s"),
+        "a stalled upload must be answered 408 with a sentence, got: {answer:?}"
+    );
+    let (said, closed) = read_for(&mut headers, Duration::from_secs(10));
+    assert!(
+        closed,
+        "a connection whose headers never end must be closed (got {said:?})"
+    );
+    assert_no_leftovers(servo.state.path(), uid_base);
+    let rejected: Vec<_> = audit_events(servo.state.path())
+        .into_iter()
+        .filter(|e| e["event"] == "request.rejected")
+        .collect();
+    assert!(
+        rejected
+            .iter()
+            .any(|e| e.to_string().contains("the upload stalled")),
+        "the stalled upload is not audited: {rejected:?}"
+    );
+    assert_eq!(health(&servo).status, 200);
+    assert_eq!(health(&servo).json()["queue"], 0);
+}
+
 #[test]
 fn client_gone_mid_run_the_run_finishes_and_is_audited() {
     if !require_root() {

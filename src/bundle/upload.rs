@@ -22,6 +22,55 @@ pub enum UploadError {
     NoArchiveField,
     #[error("could not store the upload: {0}")]
     Io(#[from] std::io::Error),
+    #[error("the upload stalled: no data for {0} s")]
+    Stalled(u64),
+}
+
+type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+/// What a body stream cut off by [`idle_limited`] fails with.
+#[derive(Debug, thiserror::Error)]
+#[error("no data for {0} s")]
+pub struct Stalled(pub u64);
+
+/// `stream`, failing with [`Stalled`] (and then ending) when no item comes
+/// for `idle`: a client that stops sending mid-upload does not hold its
+/// place, a run directory and a connection for ever.
+pub fn idle_limited<S, E>(
+    stream: S,
+    idle: std::time::Duration,
+) -> std::pin::Pin<Box<dyn Stream<Item = Result<Bytes, BoxError>> + Send>>
+where
+    S: Stream<Item = Result<Bytes, E>> + Send + Unpin + 'static,
+    E: Into<BoxError> + 'static,
+{
+    Box::pin(futures_util::stream::unfold(
+        Some(stream),
+        move |stream| async move {
+            let mut stream = stream?;
+            match tokio::time::timeout(idle, stream.next()).await {
+                Ok(Some(Ok(chunk))) => Some((Ok(chunk), Some(stream))),
+                Ok(Some(Err(e))) => Some((Err(e.into()), None)),
+                Ok(None) => None,
+                Err(_) => Some((Err(Stalled(idle.as_secs()).into()), None)),
+            }
+        },
+    ))
+}
+
+/// The upload error for a failed read of the body: a stall (ours, or the
+/// same seen through multer) or anything else the body said.
+fn body_error(e: BoxError) -> UploadError {
+    let stalled = e
+        .downcast_ref::<Stalled>()
+        .or_else(|| match e.downcast_ref() {
+            Some(multer::Error::StreamReadFailed(inner)) => inner.downcast_ref::<Stalled>(),
+            _ => None,
+        });
+    match stalled {
+        Some(Stalled(secs)) => UploadError::Stalled(*secs),
+        None => UploadError::Body(e.to_string()),
+    }
 }
 
 /// Room for the multipart framing and the other fields around the archive.
@@ -37,7 +86,7 @@ pub async fn save<S, E>(
 ) -> Result<u64, UploadError>
 where
     S: Stream<Item = Result<Bytes, E>> + Unpin,
-    E: std::fmt::Display,
+    E: Into<BoxError>,
 {
     let file = tokio::fs::OpenOptions::new()
         .write(true)
@@ -47,7 +96,7 @@ where
     let mut out = tokio::io::BufWriter::with_capacity(256 * 1024, file);
     let mut written: u64 = 0;
     while let Some(chunk) = chunks.next().await {
-        let chunk = chunk.map_err(|e| UploadError::Body(e.to_string()))?;
+        let chunk = chunk.map_err(|e| body_error(e.into()))?;
         written += chunk.len() as u64;
         if written > max_bytes {
             return Err(UploadError::TooLarge(max_bytes));
@@ -81,6 +130,7 @@ where
     loop {
         let field = multipart.next_field().await.map_err(|e| match e {
             multer::Error::StreamSizeExceeded { .. } => UploadError::TooLarge(max_bytes),
+            multer::Error::StreamReadFailed(e) => body_error(e),
             e => UploadError::Multipart(e.to_string()),
         })?;
         let Some(field) = field else {
@@ -122,6 +172,47 @@ mod tests {
         let stream = futures_util::stream::iter(body(field, data));
         let r = save_multipart(stream, "B".into(), &path, max, &mut digest).await;
         (r, std::fs::read(&path).unwrap_or_default())
+    }
+
+    #[tokio::test]
+    async fn a_body_that_stops_sending_is_a_stall_raw_or_multipart() {
+        let dir = tempfile::tempdir().unwrap();
+        let idle = std::time::Duration::from_millis(50);
+        let first = || futures_util::stream::iter(body("tgz", b"some").into_iter().take(3));
+        let mut digest = ArchiveDigest::new(Scheme::Sha1, b"tok");
+        let stalls = first().chain(futures_util::stream::pending());
+        let r = save(
+            idle_limited(stalls, idle),
+            &dir.path().join("raw"),
+            100,
+            &mut digest,
+        )
+        .await;
+        assert!(matches!(r, Err(UploadError::Stalled(0))), "{r:?}");
+        let stalls = first().chain(futures_util::stream::pending());
+        let path = dir.path().join("multipart");
+        let r = save_multipart(
+            idle_limited(stalls, idle),
+            "B".into(),
+            &path,
+            100,
+            &mut digest,
+        );
+        let r = r.await;
+        assert!(matches!(r, Err(UploadError::Stalled(0))), "{r:?}");
+        // A body that keeps coming is not cut off, however long it takes.
+        let slow = Box::pin(first().then(|c| async move {
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+            c
+        }));
+        let r = save(
+            idle_limited(slow, idle),
+            &dir.path().join("slow"),
+            100,
+            &mut digest,
+        )
+        .await;
+        assert!(r.is_ok(), "{r:?}");
     }
 
     #[tokio::test]

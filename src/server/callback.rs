@@ -45,6 +45,8 @@ pub enum CallbackError {
     TooLarge,
     #[error("the callback body could not be read: {0}")]
     Body(String),
+    #[error("the callback body stalled: {0}")]
+    Stalled(crate::bundle::upload::Stalled),
     #[error("cannot store the callback: {0}")]
     Io(#[from] std::io::Error),
 }
@@ -107,11 +109,17 @@ fn open_beneath(dir: &Path, name: &str) -> std::io::Result<OwnedFd> {
 pub async fn store<S, E>(target: &Target, name: &str, mut body: S) -> Result<u64, CallbackError>
 where
     S: Stream<Item = Result<Bytes, E>> + Unpin,
-    E: std::fmt::Display,
+    E: Into<Box<dyn std::error::Error + Send + Sync>>,
 {
     let mut data = Vec::new();
     while let Some(chunk) = body.next().await {
-        let chunk = chunk.map_err(|e| CallbackError::Body(e.to_string()))?;
+        let chunk =
+            chunk.map_err(
+                |e| match e.into().downcast::<crate::bundle::upload::Stalled>() {
+                    Ok(stalled) => CallbackError::Stalled(*stalled),
+                    Err(e) => CallbackError::Body(e.to_string()),
+                },
+            )?;
         if data.len() as u64 + chunk.len() as u64 > MAX_CALLBACK_BYTES {
             return Err(CallbackError::TooLarge);
         }

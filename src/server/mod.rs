@@ -294,6 +294,7 @@ impl Server {
         tracing::info!("servo {} listening on {local}", env!("CARGO_PKG_VERSION"));
 
         let graceful = hyper_util::server::graceful::GracefulShutdown::new();
+        let request_timeout = Duration::from_secs(self.config().request_timeout_s);
         loop {
             tokio::select! {
                 accepted = listener.accept() => {
@@ -312,7 +313,11 @@ impl Server {
                         let server = server.clone();
                         async move { Ok::<_, std::convert::Infallible>(routes::handle(server, req, remote).await) }
                     });
+                    // A client that never finishes its headers is cut off
+                    // (hyper times them out only when given a timer).
                     let conn = http1::Builder::new()
+                        .timer(hyper_util::rt::TokioTimer::new())
+                        .header_read_timeout(request_timeout)
                         .serve_connection(TokioIo::new(stream), service);
                     let conn = graceful.watch(conn);
                     tokio::spawn(async move {

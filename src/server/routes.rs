@@ -154,9 +154,14 @@ async fn receive_callback(server: &Server, req: Request<Incoming>) -> Response<R
     let path = req.uri().path().to_string();
     let result = match callback::parse_path(&path) {
         Ok((secret, name)) => match server.callbacks.lookup(secret) {
-            Some(target) => callback::store(&target, &name, req.into_body().into_data_stream())
-                .await
-                .map(|n| format!("stored {n} bytes as {name}")),
+            Some(target) => {
+                let idle = std::time::Duration::from_secs(server.config().request_timeout_s);
+                let body =
+                    crate::bundle::upload::idle_limited(req.into_body().into_data_stream(), idle);
+                callback::store(&target, &name, body)
+                    .await
+                    .map(|n| format!("stored {n} bytes as {name}"))
+            }
             None => Err(CallbackError::NotFound),
         },
         Err(e) => Err(e),
@@ -172,6 +177,7 @@ async fn receive_callback(server: &Server, req: Request<Incoming>) -> Response<R
                 CallbackError::NotFound => StatusCode::NOT_FOUND,
                 CallbackError::Name(_) | CallbackError::Body(_) => StatusCode::BAD_REQUEST,
                 CallbackError::TooLarge => StatusCode::PAYLOAD_TOO_LARGE,
+                CallbackError::Stalled(_) => StatusCode::REQUEST_TIMEOUT,
                 CallbackError::Io(_) => StatusCode::CONFLICT,
             };
             reject(status, Form::Text, &e.to_string())
@@ -332,6 +338,7 @@ fn upload_rejection(e: UploadError) -> Rejection {
         UploadError::Body(m) => bad_request(format!("the request body could not be read: {m}")),
         e @ (UploadError::Multipart(_) | UploadError::NoArchiveField) => bad_request(e.to_string()),
         UploadError::Io(e) => storage_rejection("store the upload", &e),
+        e @ UploadError::Stalled(_) => Rejection(StatusCode::REQUEST_TIMEOUT, e.to_string()),
     }
 }
 
@@ -356,9 +363,10 @@ async fn receive_archive(
     kind: BodyKind,
     dest: &std::path::Path,
     max: u64,
+    idle: std::time::Duration,
     digest: &mut ArchiveDigest,
 ) -> Result<u64, Rejection> {
-    let stream = body.into_data_stream();
+    let stream = upload::idle_limited(body.into_data_stream(), idle);
     match kind {
         BodyKind::Raw => upload::save(stream, dest, max, digest)
             .await
@@ -468,6 +476,7 @@ async fn start_run(
         kind,
         &archive,
         config.max_upload,
+        std::time::Duration::from_secs(config.request_timeout_s),
         &mut digest,
     )
     .await?;
