@@ -50,6 +50,9 @@ pub struct ServeArgs {
     /// Requests waiting beyond --max-runs; more get 503 with Retry-After.
     #[arg(long, env = "SERVO_MAX_QUEUE", default_value_t = 32)]
     pub max_queue: usize,
+    /// Client connections open at once; beyond, new ones are closed at once.
+    #[arg(long, env = "SERVO_MAX_CONNECTIONS", default_value_t = 1024)]
+    pub max_connections: usize,
     /// Largest compressed upload, in bytes (413 beyond).
     #[arg(long, env = "SERVO_MAX_UPLOAD", default_value_t = 64 * 1024 * 1024)]
     pub max_upload: u64,
@@ -133,6 +136,7 @@ pub struct Config {
     pub ro_binds: Vec<(PathBuf, PathBuf)>,
     pub max_runs: usize,
     pub max_queue: usize,
+    pub max_connections: usize,
     pub max_upload: u64,
     pub public_url: Option<String>,
     pub audit: AuditTarget,
@@ -363,6 +367,9 @@ impl Config {
         if args.portal_timeout_s == 0 {
             return Err(invalid("--portal-timeout-s must be at least 1"));
         }
+        if args.max_connections == 0 {
+            return Err(invalid("--max-connections must be at least 1"));
+        }
         if args.request_timeout_s == 0 {
             return Err(invalid("--request-timeout-s must be at least 1"));
         }
@@ -396,6 +403,7 @@ impl Config {
                 .collect::<Result<_, _>>()?,
             max_runs,
             max_queue: args.max_queue,
+            max_connections: args.max_connections,
             max_upload: args.max_upload,
             public_url: args
                 .public_url

@@ -84,6 +84,7 @@ fn serve(args: servo::config::ServeArgs) -> ExitCode {
     unsafe {
         libc::mallopt(libc::M_ARENA_MAX, 2);
     }
+    servo::server::raise_open_files_limit();
     // Everything that can fail before listening (sandbox self-test included)
     // runs before the runtime's threads exist.
     let server = match servo::server::Server::start(config) {

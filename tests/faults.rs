@@ -844,6 +844,97 @@ fn clients_that_stall_are_cut_off_and_leave_nothing() {
 }
 
 #[test]
+fn connections_over_the_limit_are_closed_at_once_and_the_limit_frees() {
+    if !require_root() {
+        return;
+    }
+    let (servo, uid_base) = start(&["--max-connections", "2"]);
+    let addr = servo.url.trim_start_matches("http://").to_string();
+    // Two connections that hold their places (headers not finished).
+    let mut held: Vec<TcpStream> = (0..2)
+        .map(|_| {
+            let mut c = TcpStream::connect(&addr).expect("connect");
+            c.write_all(b"GET /health HTTP/1.1\r\n")
+                .expect("half a head");
+            c
+        })
+        .collect();
+    // Accepted in order: give servo a moment to take both.
+    std::thread::sleep(Duration::from_millis(300));
+    let mut third = TcpStream::connect(&addr).expect("connect");
+    third
+        .write_all(format!("GET /health HTTP/1.1\r\nHost: {addr}\r\n\r\n").as_bytes())
+        .expect("a whole request");
+    let (answer, closed) = read_for(&mut third, Duration::from_secs(5));
+    assert!(
+        closed && answer.is_empty(),
+        "a connection over --max-connections must be closed at once, unanswered (got {answer:?})"
+    );
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while !servo.stderr().contains("the --max-connections limit") {
+        assert!(
+            Instant::now() < deadline,
+            "the refusal must be logged:\n{}",
+            servo.stderr()
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    // One place freed: servo answers again.
+    drop(held.pop());
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while health(&servo).status != 200 {
+        assert!(Instant::now() < deadline, "servo did not answer again");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    drop(held);
+    assert_no_leftovers(servo.state.path(), uid_base);
+}
+
+#[test]
+fn servo_raises_its_soft_open_files_limit_to_the_hard_one() {
+    if !require_root() {
+        return;
+    }
+    let state = tempfile::tempdir().expect("tempdir");
+    let log = state.path().join("servo.stderr");
+    let (_, range) = uid_range();
+    let mut servo = Command::new("sh")
+        .arg("-c")
+        .arg(r#"ulimit -Sn 256 && ulimit -Hn 4096 && exec "$@""#)
+        .arg("sh")
+        .arg(servo_bin())
+        .args(["serve", "--listen", "127.0.0.1:0", "--token", TOKEN])
+        .arg("--state-dir")
+        .arg(state.path())
+        .args(["--uid-range", &range])
+        .stdin(std::process::Stdio::null())
+        .stderr(std::fs::File::create(&log).expect("log"))
+        .spawn()
+        .expect("sh");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !std::fs::read_to_string(&log)
+        .unwrap_or_default()
+        .contains("listening on")
+    {
+        assert!(Instant::now() < deadline, "servo did not start");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let limits = std::fs::read_to_string(format!("/proc/{}/limits", servo.id())).expect("limits");
+    let pid = nix::unistd::Pid::from_raw(servo.id() as i32);
+    let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM);
+    let _ = servo.wait();
+    let open_files = limits
+        .lines()
+        .find(|l| l.starts_with("Max open files"))
+        .expect("Max open files")
+        .split_whitespace()
+        .skip(3)
+        .take(2)
+        .collect::<Vec<_>>();
+    assert_eq!(open_files, ["4096", "4096"], "{limits}");
+}
+
+#[test]
 fn client_gone_mid_run_the_run_finishes_and_is_audited() {
     if !require_root() {
         return;

@@ -73,6 +73,44 @@ pub struct Server {
     _state_lock: nix::fcntl::Flock<std::fs::File>,
 }
 
+/// Connections closed for being over --max-connections, logged at most
+/// every 10 s (a flood must not flood the log too).
+#[derive(Default)]
+struct RefusalLog {
+    last: Option<Instant>,
+    since: u64,
+}
+
+impl RefusalLog {
+    fn note(&mut self, remote: std::net::SocketAddr, max: usize) {
+        self.since += 1;
+        if self
+            .last
+            .is_some_and(|t| t.elapsed() < Duration::from_secs(10))
+        {
+            return;
+        }
+        tracing::warn!(
+            "{} connection(s) closed at once (latest from {remote}): {max} are open, the --max-connections limit",
+            self.since
+        );
+        self.last = Some(Instant::now());
+        self.since = 0;
+    }
+}
+
+/// Raises the soft limit on open files to the hard one: every connection,
+/// run and relayed command holds descriptors, and the usual soft default
+/// (1,024) would be reached before --max-connections.
+pub fn raise_open_files_limit() {
+    use nix::sys::resource::{getrlimit, setrlimit, Resource};
+    if let Ok((soft, hard)) = getrlimit(Resource::RLIMIT_NOFILE) {
+        if soft < hard {
+            let _ = setrlimit(Resource::RLIMIT_NOFILE, hard, hard);
+        }
+    }
+}
+
 /// Takes `STATE/servo.lock` for this server's life (released when its
 /// process ends, however it ends). A second server on the same state dir
 /// would take the first one's runs for a crash's leftovers and sweep them.
@@ -295,6 +333,8 @@ impl Server {
 
         let graceful = hyper_util::server::graceful::GracefulShutdown::new();
         let request_timeout = Duration::from_secs(self.config().request_timeout_s);
+        let connections = Arc::new(Semaphore::new(self.config().max_connections));
+        let mut refusals = RefusalLog::default();
         loop {
             tokio::select! {
                 accepted = listener.accept() => {
@@ -306,6 +346,13 @@ impl Server {
                             tokio::time::sleep(Duration::from_millis(50)).await;
                             continue;
                         }
+                    };
+                    // Over --max-connections: closed at once, before it
+                    // costs a task, buffers or a timer.
+                    let Ok(permit) = Arc::clone(&connections).try_acquire_owned() else {
+                        drop(stream);
+                        refusals.note(remote, self.config().max_connections);
+                        continue;
                     };
                     let _ = stream.set_nodelay(true);
                     let server = self.clone();
@@ -324,6 +371,7 @@ impl Server {
                         if let Err(e) = conn.await {
                             tracing::debug!("connection from {remote}: {e}");
                         }
+                        drop(permit);
                     });
                 }
                 _ = term.recv() => break,
