@@ -5,8 +5,12 @@
 //! to start when it cannot sandbox), the audit log opened, then listen.
 
 pub mod callback;
+mod connections;
 pub mod respond;
 mod routes;
+mod state_lock;
+
+pub use connections::raise_open_files_limit;
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -71,86 +75,6 @@ pub struct Server {
     pub callbacks: callback::Callbacks,
     /// `STATE/servo.lock`, held while this server runs.
     _state_lock: nix::fcntl::Flock<std::fs::File>,
-}
-
-/// Connections closed for being over --max-connections, logged at most
-/// every 10 s (a flood must not flood the log too).
-#[derive(Default)]
-struct RefusalLog {
-    last: Option<Instant>,
-    since: u64,
-}
-
-impl RefusalLog {
-    fn note(&mut self, remote: std::net::SocketAddr, max: usize) {
-        self.since += 1;
-        if self
-            .last
-            .is_some_and(|t| t.elapsed() < Duration::from_secs(10))
-        {
-            return;
-        }
-        tracing::warn!(
-            "{} connection(s) closed at once (latest from {remote}): {max} are open, the --max-connections limit",
-            self.since
-        );
-        self.last = Some(Instant::now());
-        self.since = 0;
-    }
-}
-
-/// Raises the soft limit on open files to the hard one: every connection,
-/// run and relayed command holds descriptors, and the usual soft default
-/// (1,024) would be reached before --max-connections.
-pub fn raise_open_files_limit() {
-    use nix::sys::resource::{getrlimit, setrlimit, Resource};
-    if let Ok((soft, hard)) = getrlimit(Resource::RLIMIT_NOFILE) {
-        if soft < hard {
-            let _ = setrlimit(Resource::RLIMIT_NOFILE, hard, hard);
-        }
-    }
-}
-
-/// Takes `STATE/servo.lock` for this server's life (released when its
-/// process ends, however it ends). A second server on the same state dir
-/// would take the first one's runs for a crash's leftovers and sweep them.
-fn lock_state_dir(state_dir: &Path) -> Result<nix::fcntl::Flock<std::fs::File>, ServeError> {
-    use std::io::{Read, Seek, Write};
-    use std::os::unix::fs::OpenOptionsExt;
-    let path = state_dir.join("servo.lock");
-    let file = std::fs::OpenOptions::new()
-        .read(true)
-        .write(true)
-        .create(true)
-        .truncate(false)
-        .mode(0o600)
-        .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
-        .open(&path)
-        .map_err(io_err("cannot open", &path))?;
-    let mut held = match nix::fcntl::Flock::lock(file, nix::fcntl::FlockArg::LockExclusiveNonblock)
-    {
-        Ok(held) => held,
-        Err((mut file, nix::errno::Errno::EWOULDBLOCK)) => {
-            let mut pid = String::new();
-            let _ = file.read_to_string(&mut pid);
-            let pid = pid.trim();
-            return Err(ServeError::StateDirInUse {
-                path: state_dir.to_owned(),
-                holder: if pid.is_empty() {
-                    String::new()
-                } else {
-                    format!(" (pid {pid})")
-                },
-            });
-        }
-        Err((_, e)) => return Err(io_err("cannot lock", &path)(e.into())),
-    };
-    // The holder's pid, for the message above.
-    let _ = held
-        .set_len(0)
-        .and_then(|_| held.rewind())
-        .and_then(|_| write!(held, "{}", std::process::id()));
-    Ok(held)
 }
 
 fn io_err<'a>(
@@ -242,7 +166,7 @@ pub fn sandbox_config(config: &Config) -> SandboxConfig {
 impl Server {
     /// Prepares everything before listening; fails with one clear sentence.
     pub fn start(config: Config) -> Result<Arc<Server>, ServeError> {
-        let state_lock = lock_state_dir(&config.state_dir)?;
+        let state_lock = state_lock::lock_state_dir(&config.state_dir)?;
         let runs_dir = config.state_dir.join("runs");
         let spool_dir = config.state_dir.join("spool");
         let interrupted = sweep_runs_dir(&runs_dir, &spool_dir)?;
@@ -334,7 +258,7 @@ impl Server {
         let graceful = hyper_util::server::graceful::GracefulShutdown::new();
         let request_timeout = Duration::from_secs(self.config().request_timeout_s);
         let connections = Arc::new(Semaphore::new(self.config().max_connections));
-        let mut refusals = RefusalLog::default();
+        let mut refusals = connections::RefusalLog::default();
         loop {
             tokio::select! {
                 accepted = listener.accept() => {
