@@ -367,8 +367,16 @@ impl Config {
         if args.portal_timeout_s == 0 {
             return Err(invalid("--portal-timeout-s must be at least 1"));
         }
-        if args.max_connections == 0 {
-            return Err(invalid("--max-connections must be at least 1"));
+        // Every running or queued request holds a connection: below that,
+        // requests the queue has room for would be cut off at accept
+        // instead of getting their 503.
+        let busy = max_runs.saturating_add(args.max_queue);
+        if args.max_connections <= busy {
+            return Err(invalid(format!(
+                "--max-connections ({}) must be more than --max-runs + --max-queue ({busy}): \
+                 every running or queued request holds a connection",
+                args.max_connections
+            )));
         }
         if args.request_timeout_s == 0 {
             return Err(invalid("--request-timeout-s must be at least 1"));

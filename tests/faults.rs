@@ -775,6 +775,32 @@ fn client_gone_mid_upload_leaves_nothing_and_runs_nothing() {
     assert_eq!(health(&servo).json()["queue"], 0);
 }
 
+#[test]
+fn a_connection_cap_below_the_queue_is_refused_at_start() {
+    let state = tempfile::tempdir().expect("tempdir");
+    let out = Command::new(servo_bin())
+        .args(["serve", "--listen", "127.0.0.1:0", "--token", TOKEN])
+        .args([
+            "--max-runs",
+            "2",
+            "--max-queue",
+            "8",
+            "--max-connections",
+            "10",
+        ])
+        .arg("--state-dir")
+        .arg(state.path())
+        .stdin(std::process::Stdio::null())
+        .output()
+        .expect("servo");
+    let why = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{why}");
+    assert!(
+        why.contains("--max-connections (10) must be more than --max-runs + --max-queue (10)"),
+        "{why}"
+    );
+}
+
 /// What `stream` sends until it closes, or until `wait` has passed.
 fn read_for(stream: &mut TcpStream, wait: Duration) -> (String, bool) {
     use std::io::Read;
@@ -848,7 +874,14 @@ fn connections_over_the_limit_are_closed_at_once_and_the_limit_frees() {
     if !require_root() {
         return;
     }
-    let (servo, uid_base) = start(&["--max-connections", "2"]);
+    let (servo, uid_base) = start(&[
+        "--max-connections",
+        "2",
+        "--max-runs",
+        "1",
+        "--max-queue",
+        "0",
+    ]);
     let addr = servo.url.trim_start_matches("http://").to_string();
     // Two connections that hold their places (headers not finished).
     let mut held: Vec<TcpStream> = (0..2)
