@@ -205,15 +205,10 @@ impl CgroupMode {
 
     /// Kills and removes job groups a previous servo left behind.
     pub fn sweep(&self) {
-        for base in self.bases() {
-            let Ok(entries) = std::fs::read_dir(base) else {
-                continue;
-            };
-            for entry in entries.flatten() {
-                let name = entry.file_name();
-                if entry.path().is_dir() && name.to_string_lossy().starts_with("job-") {
-                    self.discard_dir(entry.path());
-                }
+        for entry in self.children() {
+            let name = entry.file_name();
+            if entry.path().is_dir() && name.to_string_lossy().starts_with("job-") {
+                self.discard_dir(entry.path());
             }
         }
     }
@@ -234,24 +229,28 @@ impl CgroupMode {
     /// A group whose pid is alive is left alone (a call running now, or a
     /// reused pid), and so is every group named in another namespace.
     pub fn sweep_orphaned_cli_jobs(&self, me: CliJob) {
-        for base in self.bases() {
-            let Ok(entries) = std::fs::read_dir(base) else {
+        for entry in self.children() {
+            let Some(job) = CliJob::parse(&entry.file_name().to_string_lossy()) else {
                 continue;
             };
-            for entry in entries.flatten() {
-                let Some(job) = CliJob::parse(&entry.file_name().to_string_lossy()) else {
-                    continue;
-                };
-                if job.pid_namespace != me.pid_namespace || job.pid == me.pid {
-                    continue;
-                }
-                let gone = nix::sys::signal::kill(nix::unistd::Pid::from_raw(job.pid), None)
-                    == Err(nix::errno::Errno::ESRCH);
-                if gone {
-                    self.discard_dir(entry.path());
-                }
+            if job.pid_namespace != me.pid_namespace || job.pid == me.pid {
+                continue;
+            }
+            let gone = nix::sys::signal::kill(nix::unistd::Pid::from_raw(job.pid), None)
+                == Err(nix::errno::Errno::ESRCH);
+            if gone {
+                self.discard_dir(entry.path());
             }
         }
+    }
+
+    /// What the parent group(s) hold: control files and job groups.
+    fn children(&self) -> Vec<std::fs::DirEntry> {
+        self.bases()
+            .into_iter()
+            .filter_map(|base| std::fs::read_dir(base).ok())
+            .flat_map(|entries| entries.flatten())
+            .collect()
     }
 
     fn bases(&self) -> Vec<&PathBuf> {
