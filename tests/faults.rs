@@ -737,6 +737,16 @@ fn sigkill_mid_run_then_restart_leaves_nothing_behind() {
 
 // ---------------------------------------------------------------- clients
 
+/// The head of a raw upload of 1 MiB (a syntactically valid signature, so
+/// servo reads the body before it can check it).
+fn upload_head(addr: &str) -> String {
+    format!(
+        "POST /run/a.py HTTP/1.1\r\nHost: {addr}\r\nContent-Type: application/gzip\r\n\
+         Content-Length: 1048576\r\nX-Signature: sha1={}\r\n\r\n",
+        "0".repeat(40)
+    )
+}
+
 #[test]
 fn client_gone_mid_upload_leaves_nothing_and_runs_nothing() {
     if !require_root() {
@@ -745,12 +755,9 @@ fn client_gone_mid_upload_leaves_nothing_and_runs_nothing() {
     let (servo, uid_base) = start(&[]);
     let addr = servo.url.trim_start_matches("http://").to_string();
     let mut stream = TcpStream::connect(&addr).expect("connect");
-    let head = format!(
-        "POST /run/a.py HTTP/1.1\r\nHost: {addr}\r\nContent-Type: application/gzip\r\n\
-         Content-Length: 1048576\r\nX-Signature: sha1={}\r\n\r\n",
-        "0".repeat(40)
-    );
-    stream.write_all(head.as_bytes()).expect("head");
+    stream
+        .write_all(upload_head(&addr).as_bytes())
+        .expect("head");
     stream
         .write_all(&vec![7u8; 256 * 1024])
         .expect("half a body");
@@ -836,12 +843,7 @@ fn clients_that_stall_are_cut_off_and_leave_nothing() {
         .expect("half a head");
     // A body that stops coming.
     let mut body = TcpStream::connect(&addr).expect("connect");
-    let head = format!(
-        "POST /run/a.py HTTP/1.1\r\nHost: {addr}\r\nContent-Type: application/gzip\r\n\
-         Content-Length: 1048576\r\nX-Signature: sha1={}\r\n\r\n",
-        "0".repeat(40)
-    );
-    body.write_all(head.as_bytes()).expect("head");
+    body.write_all(upload_head(&addr).as_bytes()).expect("head");
     body.write_all(&[7u8; 4096]).expect("some of the body");
     let (answer, _) = read_for(&mut body, Duration::from_secs(10));
     assert!(
