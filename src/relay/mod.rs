@@ -7,6 +7,7 @@
 //! and in-flight limit, so one run's flood only slows that run.
 
 mod egress;
+pub mod grammar;
 pub mod policy;
 mod portal;
 pub mod sim;
