@@ -19,6 +19,7 @@ use crate::bundle::unpack::{self, UnpackLimits};
 use crate::bundle::upload::{self, UploadError};
 use crate::config::Tenant;
 use crate::limits::Limits;
+use crate::relay::grammar;
 use crate::relay::policy::{self, Verdict};
 use crate::relay::sim::Sim;
 use crate::run::request;
@@ -370,23 +371,42 @@ pub fn policy(data: &[u8]) {
     let text = String::from_utf8_lossy(rest);
     let (line, out) = text.split_once('\n').unwrap_or((&text, ""));
 
-    if let Verdict::Allow(relayed) = policy::check_command(&tenant, line) {
-        // What the policy rewrote must itself pass the policy.
-        assert!(
-            matches!(policy::check_command(&tenant, &relayed), Verdict::Allow(_)),
-            "{line:?} became {relayed:?}, which is denied"
-        );
-        if let Some(allowed) = &tenant.commands {
-            assert!(allowed.iter().any(|c| c == policy::verb_of(&relayed)));
+    let Verdict::Allow(cmd) = policy::check_command(&tenant, line) else {
+        return;
+    };
+    // What the policy sends parses back to itself, and passes the policy
+    // again unchanged (a rewrite is never a way around a rule).
+    let canonical = cmd.canonical();
+    assert_eq!(
+        grammar::parse_canonical(&canonical).as_ref(),
+        Ok(&cmd),
+        "{canonical}"
+    );
+    let unquoted = canonical.replace('\'', "");
+    match policy::check_command(&tenant, &unquoted) {
+        Verdict::Allow(again) => assert_eq!(again.canonical(), canonical),
+        Verdict::Deny(why) => panic!("{line:?} became {canonical:?}, which is denied: {why}"),
+    }
+    if let Some(allowed) = &tenant.commands {
+        assert!(allowed.iter().any(|c| c == cmd.verb()));
+    }
+    let namespaces = tenant.namespaces.as_deref().unwrap_or_default();
+    if tenant.namespaces.is_some() {
+        for glob in cmd.clusters() {
+            assert!(
+                namespaces.iter().any(|ns| glob
+                    .strip_prefix(ns.as_str())
+                    .is_some_and(|r| r.starts_with('.'))),
+                "{glob} allowed"
+            );
         }
     }
     let out = serde_json::from_str(out).unwrap_or_else(|_| Value::String(out.into()));
-    if let Some(Ok(kept)) = policy::filter_answer(&tenant, line, &out) {
+    if let Some(Ok(kept)) = policy::filter_answer(&tenant, &cmd, &out) {
         let kept = match kept {
             Value::String(s) => serde_json::from_str(&s).expect("filtered JSON"),
             v => v,
         };
-        let namespaces = tenant.namespaces.as_deref().unwrap_or_default();
         for key in kept.as_object().expect("an object").keys() {
             assert!(
                 namespaces.iter().any(|ns| key

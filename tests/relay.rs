@@ -189,13 +189,13 @@ with servo(verbose=True) as proxy:
     assert 'marathon.portal' in js and 'marathon.servo' in js, js
     up = proxy('deploy web.yml -n app -p 2')
     assert up == {'web.yml': {'ok': True, 'up': [1, 2]}}, up
-    assert proxy('ls app.*')['app.web']['total'] == 2
-    sc = proxy('scale app.web -f +1')
+    assert proxy('ls')['app.web']['total'] == 2
+    sc = proxy('scale app.web -f @3')
     assert sc['app.web']['up'] == [3], sc
-    assert proxy('ls app.*')['app.web'] == {'total': 3, 'running': 3, 'status': ''}
+    assert proxy('ls')['app.web'] == {'total': 3, 'running': 3, 'status': ''}
     k = proxy('kill app.web')
     assert k == {'app.web': {'ok': True, 'down': [1, 2, 3]}}, k
-    assert proxy('ls app.*') == {}
+    assert 'app.web' not in proxy('ls')
     print('done')
 "#,
     )
@@ -209,15 +209,15 @@ with servo(verbose=True) as proxy:
     );
     assert!(py.stdout.contains("done"));
 
-    // Unknown verb: ok false with the verb list (curl, as a script would).
+    // Unknown verb: denied with the verb list (curl, as a script would).
     let r = curl(&h.socket(), "/shell", &["-H", "X-Shell: frobnicate -j"]).await;
-    assert_eq!(r.status, 200, "{}", r.body);
+    assert_eq!(r.status, 403, "{}", r.body);
     let v = r.json();
     assert_eq!(v["ok"], false);
     assert!(v["out"]
         .as_str()
         .unwrap()
-        .contains("ls grep port poll deploy scale kill"));
+        .contains("not a toolset command (commands: ls grep poll port"));
 
     // The deploy was audited with the file's digest, named by the script.
     let recs = h.commands();
@@ -560,7 +560,7 @@ async fn policy_denials_and_rewrites() {
     let r = curl(
         &h.socket(),
         "/shell",
-        &["-H", "X-Shell: scale app.web -f 2 -j"],
+        &["-H", "X-Shell: scale app.web -f @2 -j"],
     )
     .await;
     assert_eq!(r.status, 403);
@@ -576,6 +576,7 @@ with servo() as proxy:
     assert proxy('deploy web.yml')['web.yml']['ok']
     js = proxy('ls')
     assert list(js) == ['app.web'], js
+    assert list(proxy('port 80 app.*')) == ['app.web #1']
     print('ok')
 "#,
     )
@@ -617,15 +618,19 @@ with servo() as proxy:
         .map(|r| (r["line"].as_str().unwrap(), r["verdict"].as_str().unwrap()))
         .collect();
     assert_eq!(
-        &lines[..4],
+        &lines[..5],
         &[
             ("kill *.web -j", "denied"),
-            ("scale app.web -f 2 -j", "denied"),
+            ("scale app.web -f @2 -j", "denied"),
             ("deploy web.yml -n app -j", "allowed"),
-            ("ls app.* -j", "allowed"),
+            ("ls -j", "allowed"),
+            ("port 80 'app.*' -j", "allowed"),
         ]
     );
     assert_eq!(recs[2]["requested"], "deploy web.yml -j");
+    assert!(recs[3].get("requested").is_none());
+    // The audit log shows what was sent, and what the script asked when it differs.
+    assert_eq!(recs[4]["requested"], "port 80 app.* -j");
     assert!(recs[1].get("requested").is_none());
     assert!(recs[0]["reason"]
         .as_str()
@@ -691,8 +696,8 @@ async fn bad_requests_get_clear_answers() {
         &["-H", "X-Shell: deploy w.yml -j", "-F", &arg],
     )
     .await;
-    assert_eq!(r.status, 400, "{}", r.body);
-    assert!(r.body.contains("bad file name"));
+    assert_eq!(r.status, 403, "{}", r.body);
+    assert!(r.body.contains("denied by policy: bad file name"));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

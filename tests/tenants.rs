@@ -280,8 +280,8 @@ with servo(strict=False) as proxy:
         [
             ("kill b.web -j", "denied"),
             ("deploy web.yml -n b -j", "denied"),
-            ("ls a.* -j", "allowed"),
-            ("grep a.* -j", "allowed"),
+            ("ls -j", "allowed"),
+            ("grep 'a.*' -j", "allowed"),
             ("scale a.web -f 2 -j", "denied"),
         ]
     );
@@ -301,7 +301,7 @@ with servo(strict=False) as proxy:
         "{}",
         reason(4)
     );
-    assert_eq!(cmds[2]["requested"], "ls -j");
+    assert!(cmds[2].get("requested").is_none());
     assert_eq!(cmds[3]["requested"], "grep * -j");
     assert!(cmds
         .iter()
@@ -1057,7 +1057,7 @@ async fn a_command_is_on_record_before_it_reaches_the_portal() {
         root.path(),
     )
     .await;
-    for line in ["ls a.* -j", "kill a.web -j"] {
+    for line in ["grep a.* -j", "kill a.web -j"] {
         let r = shell(run.socket_path(), line).await;
         assert_eq!(r.status, 503, "{}", r.body);
         assert!(
@@ -1086,7 +1086,7 @@ async fn a_command_is_on_record_before_it_reaches_the_portal() {
     let r = shell(run.socket_path(), "kill b.web -j").await;
     assert_eq!(r.status, 403, "{}", r.body);
     let sent: Vec<String> = portal.requests().iter().map(|q| q.line.clone()).collect();
-    assert_eq!(sent, ["ls a.* -j"]);
+    assert_eq!(sent, ["ls -j"]);
     let events = audit_lines(&path);
     let got: Vec<(&str, &str, u64)> = events
         .iter()
@@ -1101,8 +1101,8 @@ async fn a_command_is_on_record_before_it_reaches_the_portal() {
     assert_eq!(
         got,
         [
-            ("portal.command", "ls a.* -j", 1),
-            ("portal.answered", "ls a.* -j", 1),
+            ("portal.command", "ls -j", 1),
+            ("portal.answered", "ls -j", 1),
             ("portal.command", "kill b.web -j", 2),
         ]
     );

@@ -285,15 +285,61 @@ async fn read_body(req: Request<Incoming>) -> Result<(hyper::http::request::Part
     }
 }
 
-/// A file name a script may upload: a plain base name, safe in a header.
+/// A file name a script may upload (SPEC §6.3): a plain base name, which the
+/// portal uses as the file's path in its working directory.
 fn valid_file_name(name: &str) -> bool {
     !name.is_empty()
-        && name != "."
-        && name != ".."
         && name.len() <= 255
-        && !name
+        && !name.starts_with(['.', '-'])
+        && name
             .chars()
-            .any(|c| c == '/' || c == '"' || c == '\\' || c.is_control())
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'))
+}
+
+/// Why the files' field names cannot be relayed (SPEC §6.3): the portal
+/// saves each file under its field name, as is.
+fn bad_file_names(files: &[(String, Bytes)]) -> Option<String> {
+    for (k, (name, _)) in files.iter().enumerate() {
+        if !valid_file_name(name) {
+            return Some(format!(
+                "bad file name `{}`: use a plain base name (letters, digits, . _ -; not starting with . or -)",
+                name.escape_debug()
+            ));
+        }
+        if files[..k].iter().any(|(n, _)| n == name) {
+            return Some(format!("the file `{name}` is sent twice"));
+        }
+    }
+    None
+}
+
+/// The uploaded files a command names, in the command's order; the error
+/// carries the reason and what was sent (for the audit record).
+#[allow(clippy::type_complexity)]
+fn files_for(
+    cmd: &grammar::Command,
+    mut sent: Vec<(String, Bytes)>,
+) -> Result<Vec<(String, Bytes)>, (String, Vec<(String, Bytes)>)> {
+    let mut named = Vec::new();
+    for name in cmd.files() {
+        match sent.iter().position(|(n, _)| n == name) {
+            Some(k) => named.push(sent.swap_remove(k)),
+            None if named.iter().any(|(n, _): &(String, Bytes)| n == name) => {
+                let why = format!("`{name}` is named twice");
+                named.append(&mut sent);
+                return Err((why, named));
+            }
+            None => {
+                let why = format!(
+                    "`{}` names the file `{name}`, which was not sent with the command (send it as a multipart file named `{name}`)",
+                    cmd.verb()
+                );
+                named.append(&mut sent);
+                return Err((why, named));
+            }
+        }
+    }
+    Ok(named)
 }
 
 async fn read_files(
@@ -326,14 +372,8 @@ async fn read_files(
             .or(field.file_name())
             .unwrap_or("")
             .to_string();
-        if !valid_file_name(&name) {
-            return Err(format!(
-                "bad file name `{}`: use a plain base name",
-                name.escape_debug()
-            ));
-        }
-        if files.iter().any(|(n, _)| *n == name) {
-            return Err(format!("the file `{name}` is sent twice"));
+        if name.len() > 4096 || files.len() >= 64 {
+            return Err("too many files, or a file name over 4 KiB".into());
         }
         let data = field
             .bytes()
@@ -488,9 +528,13 @@ async fn shell(state: &RunState, parts: &hyper::http::request::Parts, body: Byte
         Err(why) => return fail(StatusCode::BAD_REQUEST, why),
     };
     let requested = line;
-    let verb = policy::verb_of(&requested).to_string();
-    let line = match check_command(&state.tenant, &requested) {
-        Verdict::Allow(line) => line,
+    let verb = requested.split(' ').next().unwrap_or("").to_string();
+    let verdict = match bad_file_names(&files) {
+        Some(why) => Verdict::Deny(why),
+        None => check_command(&state.tenant, &requested),
+    };
+    let cmd = match verdict {
+        Verdict::Allow(cmd) => cmd,
         Verdict::Deny(why) => {
             let record = Record {
                 line: &requested,
@@ -500,6 +544,20 @@ async fn shell(state: &RunState, parts: &hyper::http::request::Parts, body: Byte
             return state.deny(&verb, record, &why);
         }
     };
+    // Only the files the command names travel (deploy containers, `-o`
+    // overrides); each must have been sent, and is checked as policy.
+    let files = match files_for(&cmd, files) {
+        Ok(f) => f,
+        Err((why, sent)) => {
+            let record = Record {
+                line: &requested,
+                files: &sent,
+                ..Default::default()
+            };
+            return state.deny(&verb, record, &why);
+        }
+    };
+    let line = cmd.canonical();
     let record = Record {
         line: &line,
         requested: (requested != line).then_some(requested.as_str()),
@@ -527,14 +585,14 @@ async fn shell(state: &RunState, parts: &hyper::http::request::Parts, body: Byte
     let ok = answer.get("ok") == Some(&Value::Bool(true));
     if ok {
         let out = answer.get("out").cloned().unwrap_or(Value::Null);
-        match policy::filter_answer(&state.tenant, &line, &out) {
+        match policy::filter_answer(&state.tenant, &cmd, &out) {
             Some(Ok(filtered)) => answer["out"] = filtered,
             Some(Err(why)) => {
                 answer = json!({"ok": false, "out": format!("denied by policy: {why}")});
             }
             None => {}
         }
-        if matches!(policy::verb_of(&line), "port" | "grep") {
+        if matches!(cmd.verb(), "port" | "grep") {
             let found = egress::endpoints_in(answer.get("out").unwrap_or(&Value::Null));
             state
                 .endpoints
@@ -684,7 +742,9 @@ mod tests {
     #[test]
     fn file_names() {
         assert!(valid_file_name("web.yml"));
-        for bad in ["", ".", "..", "a/b", "a\"b", "a\nb", "a\\b"] {
+        for bad in [
+            "", ".", "..", "a/b", "a\"b", "a\nb", "a\\b", ".x", "-i", "--force", "a b", "a*",
+        ] {
             assert!(!valid_file_name(bad), "{bad:?}");
         }
     }

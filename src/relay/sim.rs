@@ -9,7 +9,7 @@ use std::sync::Mutex;
 use bytes::Bytes;
 use serde_json::{json, Map, Value};
 
-use crate::tenants::VERBS;
+use super::grammar::{self, Command};
 
 const DEFAULT_NAMESPACE: &str = "marathon";
 const FIRST_HOST_PORT: u16 = 31000;
@@ -169,31 +169,22 @@ struct Args<'a> {
     json: bool,
 }
 
-fn parse_args<'a>(tokens: &[&'a str]) -> Args<'a> {
-    const VALUED: &[&str] = &["-n", "-p", "-f", "-t", "-r", "-g", "-o"];
+/// The arguments of a command the grammar accepted, as the tools read them.
+fn args_of(cmd: &Command) -> Args<'_> {
     let mut args = Args {
-        positionals: Vec::new(),
+        positionals: cmd
+            .positionals
+            .iter()
+            .flatten()
+            .map(String::as_str)
+            .collect(),
         options: BTreeMap::new(),
-        json: false,
+        json: cmd.has("-j"),
     };
-    let mut it = tokens.iter();
-    while let Some(&t) = it.next() {
-        if t == "-j" || t == "--json" {
-            args.json = true;
-        } else if VALUED.contains(&t) {
-            args.options.insert(t, it.next().copied().unwrap_or(""));
-        } else if let Some((k, v)) = t.strip_prefix("--").and_then(|r| r.split_once('=')) {
-            let short = match k {
-                "namespace" => "-n",
-                "pods" => "-p",
-                "factor" => "-f",
-                _ => continue,
-            };
-            args.options.insert(short, v);
-        } else if t.starts_with('-') && t.len() > 1 {
-            args.options.insert(t, "");
-        } else {
-            args.positionals.push(t);
+    for (spec, values) in cmd.spec.options.iter().zip(&cmd.options) {
+        if let Some(values) = values {
+            let first = values.first().map(String::as_str).unwrap_or("");
+            args.options.insert(spec.names[0], first);
         }
     }
     args
@@ -235,11 +226,14 @@ impl Sim {
     /// Answers one command line as the portal would: `{"ok", "ms", "out"}`.
     /// `files` are the uploaded files, by name.
     pub fn shell(&self, line: &str, files: &[(String, Bytes)]) -> Value {
-        let tokens: Vec<&str> = line.split_whitespace().collect();
-        let Some((&verb, rest)) = tokens.split_first() else {
-            return answer(false, format!("empty command (verbs: {})", VERBS.join(" ")));
+        // The same grammar as the relay's, quote removal included: a dry run
+        // refuses exactly what would be refused in production.
+        let cmd = match grammar::parse_canonical(line) {
+            Ok(cmd) => cmd,
+            Err(e) => return answer(false, format!("usage error: {e}")),
         };
-        let args = parse_args(rest);
+        let verb = cmd.verb();
+        let args = args_of(&cmd);
         let mut state = self.state.lock().unwrap_or_else(|p| p.into_inner());
         let result = match verb {
             "ls" => Ok(state.ls(&args)),
@@ -265,16 +259,13 @@ impl Sim {
             "off" | "on" | "reset" | "bump" => state
                 .need_glob(&args)
                 .map(|g| state.switch(g, verb != "off")),
-            "exec" => state.exec(&args, rest),
+            "exec" => state.exec(&args, &cmd.words()),
             "nodes" => Ok(state.nodes()),
             "help" => Ok(Value::String(format!(
                 "simulated Ochothon portal; verbs: {}",
-                VERBS.join(" ")
+                grammar::verbs().collect::<Vec<_>>().join(" ")
             ))),
-            other => Err(format!(
-                "unknown command `{other}` (verbs: {})",
-                VERBS.join(" ")
-            )),
+            other => Err(format!("`{other}` is not simulated")),
         };
         match result {
             Ok(Value::String(s)) => answer(true, s),
@@ -449,21 +440,23 @@ impl State {
 
     fn scale(&mut self, args: &Args<'_>) -> Result<Value, String> {
         let glob = self.need_glob(args)?;
-        let factor = args.options.get("-f").copied().unwrap_or("");
-        let bad = || format!("-f takes +N, -N or N pods, not `{factor}`");
+        // The toolset's factors: `@N` pods, or `xN` times as many; at least
+        // one pod. Its default (`+1`) fails its own operator check: so here.
+        let factor = args.options.get("-f").copied().unwrap_or("+1");
+        let bad = || format!("-f takes @N or xN, not `{factor}`");
+        let (op, n) = factor.split_at(1);
+        let n: f64 = n.parse().map_err(|_| bad())?;
         let mut out = Map::new();
         for key in self.matching(glob) {
             let c = &self.clusters[&key];
             let have = c.pods.len() as i64;
-            let want = if let Some(n) = factor.strip_prefix('+') {
-                // Saturating: a huge factor means "as many as allowed".
-                have.saturating_add(n.parse::<i64>().map_err(|_| bad())?)
-            } else if let Some(n) = factor.strip_prefix('-') {
-                have.saturating_sub(n.parse::<i64>().map_err(|_| bad())?)
-            } else {
-                factor.parse::<i64>().map_err(|_| bad())?
-            }
-            .clamp(0, 100);
+            let target = match op {
+                "@" => n,
+                "x" => have as f64 * n,
+                _ => return Err(bad()),
+            };
+            // `as` saturates: a huge factor means "as many as allowed".
+            let want = (target as i64).clamp(1, 100);
             let (image, ports) = (c.image.clone(), c.ports.clone());
             let entry = if want >= have {
                 let up = self.add_pods(&key, &image, &ports, (want - have) as u32);
@@ -514,22 +507,12 @@ impl State {
         Value::Object(out)
     }
 
-    fn exec(&self, args: &Args<'_>, rest: &[&str]) -> Result<Value, String> {
-        let glob = self.need_glob(args)?;
-        let at = rest
-            .iter()
-            .position(|t| *t == glob)
-            .map(|i| i + 1)
-            .unwrap_or(0);
-        let command: Vec<&str> = rest[at..]
-            .iter()
-            .copied()
-            .filter(|t| *t != "-j" && *t != "--json")
-            .collect();
+    fn exec(&self, args: &Args<'_>, words: &[&str]) -> Result<Value, String> {
+        self.need_glob(args)?;
         Ok(self.per_pod(
             args,
             0,
-            |_, _, _| json!({"ok": true, "out": format!("(simulated) {}", command.join(" "))}),
+            |_, _, _| json!({"ok": true, "out": format!("(simulated) {}", words.join(" "))}),
         ))
     }
 
@@ -576,7 +559,7 @@ mod tests {
         assert!(!glob_match(&glob, "marathon.portal.cluster.name"));
         assert!(glob_match(&format!("{glob}*"), "marathon.x"));
         let sim = Sim::new();
-        let answer = sim.shell(&format!("ls {glob} -j"), &[]);
+        let answer = sim.shell(&format!("grep '{glob}' -j"), &[]);
         assert_eq!(answer["ok"], true, "{answer}");
     }
 
@@ -671,22 +654,23 @@ mod tests {
     #[test]
     fn huge_scale_factors_clamp_instead_of_overflowing() {
         let sim = Sim::new();
-        let up = sim.shell("scale marathon.servo -f +9223372036854775807 -j", &[]);
+        let up = sim.shell("scale marathon.servo -f @999999.999999 -j", &[]);
         assert_eq!(up["ok"], true, "{up}");
         assert_eq!(
             out(&sim.shell("ls -j", &[]))["marathon.servo"]["total"],
             100
         );
-        // Minus i64::MIN: saturates up.
-        let same = sim.shell("scale marathon.servo -f --9223372036854775808 -j", &[]);
+        let same = sim.shell("scale marathon.servo -f x999999 -j", &[]);
         assert_eq!(same["ok"], true, "{same}");
         assert_eq!(
             out(&sim.shell("ls -j", &[]))["marathon.servo"]["total"],
             100
         );
-        let down = sim.shell("scale marathon.servo -f -9223372036854775807 -j", &[]);
+        let down = sim.shell("scale marathon.servo -f x0 -j", &[]);
         assert_eq!(down["ok"], true, "{down}");
-        assert_eq!(out(&sim.shell("ls -j", &[]))["marathon.servo"]["total"], 0);
+        assert_eq!(out(&sim.shell("ls -j", &[]))["marathon.servo"]["total"], 1);
+        let default = sim.shell("scale marathon.servo -j", &[]);
+        assert!(default["out"].as_str().unwrap().contains("@N or xN"));
     }
 
     #[test]
@@ -700,7 +684,7 @@ mod tests {
         let dep = sim.shell("deploy web.yml -n app -p 2 -j", &[("web.yml".into(), yml)]);
         assert_eq!(dep["ok"], true, "{dep}");
         assert_eq!(out(&dep)["web.yml"]["up"], json!([1, 2]));
-        assert_eq!(out(&sim.shell("ls app.* -j", &[]))["app.web"]["total"], 2);
+        assert_eq!(out(&sim.shell("ls -j", &[]))["app.web"]["total"], 2);
 
         let ports = out(&sim.shell("port 8080 app.web -j", &[]));
         let pod = &ports["app.web #1"];
@@ -711,15 +695,15 @@ mod tests {
         );
         assert_eq!(sim.pod_http(ip, 1, "/ping"), None);
 
-        let grep = out(&sim.shell("grep app.* -j", &[]));
+        let grep = out(&sim.shell("grep 'app.*' -j", &[]));
         assert_eq!(grep["app.web #1"]["state"], "leader");
         assert_eq!(grep["app.web #2"]["process"], "running");
 
-        let sc = out(&sim.shell("scale app.web -f +1 -j", &[]));
+        let sc = out(&sim.shell("scale app.web -f @3 -j", &[]));
         assert_eq!(sc["app.web"]["up"], json!([3]));
-        assert_eq!(out(&sim.shell("ls app.* -j", &[]))["app.web"]["total"], 3);
+        assert_eq!(out(&sim.shell("ls -j", &[]))["app.web"]["total"], 3);
         sim.shell("off app.web -j", &[]);
-        assert_eq!(out(&sim.shell("ls app.* -j", &[]))["app.web"]["running"], 0);
+        assert_eq!(out(&sim.shell("ls -j", &[]))["app.web"]["running"], 0);
         assert_eq!(
             sim.pod_http(ip, port.parse().unwrap(), "/ping").unwrap().0,
             503
@@ -727,7 +711,7 @@ mod tests {
 
         let kill = out(&sim.shell("kill app.web -j", &[]));
         assert_eq!(kill["app.web"]["down"], json!([1, 2, 3]));
-        assert_eq!(out(&sim.shell("ls app.* -j", &[])), json!({}));
+        assert!(out(&sim.shell("ls -j", &[])).get("app.web").is_none());
 
         let missing = sim.shell("deploy nope.yml -j", &[]);
         assert_eq!(missing["ok"], false);
@@ -736,11 +720,24 @@ mod tests {
         assert!(unknown["out"]
             .as_str()
             .unwrap()
-            .contains("ls grep port poll deploy"));
+            .contains("not a toolset command"));
         assert!(sim.shell("kill -j", &[])["out"]
             .as_str()
             .unwrap()
             .contains("glob"));
+        // What the relay would refuse, the simulator refuses too.
+        for line in [
+            "grep app.* -j",
+            "ls; id",
+            "grep 'app.web' -j",
+            "grep app.* kill",
+        ] {
+            let a = sim.shell(line, &[]);
+            assert!(
+                a["out"].as_str().unwrap().starts_with("usage error"),
+                "{line}: {a}"
+            );
+        }
         assert!(sim.shell("ls", &[])["out"]
             .as_str()
             .unwrap()
