@@ -152,6 +152,7 @@ def tenants():
     put("tenants", "default-only", '{"tenants": []}')
     put("tenants", "same-token", '{"tenants": [{"name": "a", "token": "tok"}]}')
     put("tenants", "bad-fields", '{"tenants": [{"name": "A B", "token": "x", "limits": [1]}, {"nope": 1}]}')
+    put("tenants", "images-verbatim", '{"default": false, "tenants": [{"name": "p", "token": "x", "images": ["reg.example/p/*"], "verbatim": ["cpus", "container.docker.parameters.log-driver"]}, {"name": "q", "token": "y", "images": ["a b", ""], "verbatim": ["a..b"]}]}')
     put("tenants", "bad-egress", '{"default": false, "tenants": [{"name": "e", "token": "x", "egress": ["::1:99999", "10.0.0.0/33:1", "h:"]}]}')
 
 
@@ -165,7 +166,31 @@ def sim():
     put("sim", "exec", "exec marathon.servo --force run ~/x a.py\nping -j\nreset marathon.*\nfrob\n\n")
 
 
+def deploy_yaml():
+    web = "cluster: web\nimage: registry.example.com/pay/web:1\nports:\n  - 8080\n  - 9000 19000 udp\nsettings:\n  motd: hello\n"
+    put("deploy_yaml", "plain-web", web)
+    put("deploy_yaml", "override", "settings: {motd: bye}\nverbatim: {cpus: 0.5, env: {A: b}}\n")
+    put("deploy_yaml", "python-apply", 'cluster: !!python/object/apply:os.system ["id"]\nimage: nginx\n')
+    put("deploy_yaml", "python-nested", web + 'verbatim:\n  env:\n    A: !!python/object/apply:os.system ["id"]\n')
+    put("deploy_yaml", "python-key", '? !!python/object/apply:os.system ["id"]\n: x\n')
+    put("deploy_yaml", "tag-directive", '%TAG !p! tag:yaml.org,2002:python/\n---\ncluster: !p!object/apply:os.system ["id"]\nimage: nginx\n')
+    put("deploy_yaml", "verbatim-tag", 'cluster: web\nimage: nginx\nsettings: !<tag:yaml.org,2002:python/object/apply:os.system> ["id"]\n')
+    lol = 'a: &a ["lol","lol","lol","lol","lol","lol","lol","lol","lol"]\n'
+    prev = "a"
+    for n in "bcdefghi":
+        lol += f"{n}: &{n} [" + ",".join([f"*{prev}"] * 9) + "]\n"
+        prev = n
+    put("deploy_yaml", "billion-laughs", lol)
+    put("deploy_yaml", "merge-key", "base: &a {cluster: web, image: nginx}\n<<: *a\n")
+    put("deploy_yaml", "two-documents", "cluster: web\nimage: nginx\n---\ncluster: db\nimage: nginx\n")
+    put("deploy_yaml", "privileged-param", "cluster: web\nimage: nginx\nverbatim:\n  container:\n    docker:\n      parameters: [{key: privileged, value: \"true\"}]\n")
+    put("deploy_yaml", "privileged-flag", "cluster: web\nimage: nginx\nverbatim: {container: {docker: {privileged: true, network: HOST}}}\n")
+    put("deploy_yaml", "host-path", "cluster: web\nimage: nginx\nverbatim:\n  container:\n    volumes:\n      - {containerPath: /h, hostPath: /, mode: RW}\n")
+    put("deploy_yaml", "foreign-image", "cluster: web\nimage: evil.example/miner:1\n")
+    put("deploy_yaml", "yaml11-scalars", "cluster: web\nimage: nginx\nsettings: {a: yes, b: 010, c: 2001-12-14, on: 1}\n")
+
+
 if __name__ == "__main__":
-    for f in (unpack, signature, multipart, decrypt, request, policy, tenants, sim):
+    for f in (unpack, signature, multipart, decrypt, request, policy, tenants, sim, deploy_yaml):
         os.makedirs(os.path.join(CORPUS, f.__name__), exist_ok=True)
         f()

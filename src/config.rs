@@ -105,6 +105,10 @@ pub struct Tenant {
     pub commands: Option<Vec<String>>,
     /// Extra `host:port` / `cidr:port` egress the tenant's scripts may reach (§6.6).
     pub egress: Vec<String>,
+    /// Globs (`*`, `?`) the `image` of every deployed YAML must match (None: any image; §7).
+    pub images: Option<Vec<String>>,
+    /// Dotted paths the `verbatim` of a deployed YAML may set (empty: none; §6.3, §7).
+    pub verbatim: Vec<String>,
     pub limits: Limits,
 }
 
@@ -119,6 +123,8 @@ impl Tenant {
             namespaces: None,
             commands: None,
             egress: Vec::new(),
+            images: None,
+            verbatim: Vec::new(),
             limits,
         }
     }

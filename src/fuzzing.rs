@@ -39,6 +39,7 @@ pub const TARGETS: &[(&str, Harness)] = &[
     ("policy", policy),
     ("tenants", tenants),
     ("sim", sim),
+    ("deploy_yaml", deploy_yaml),
 ];
 
 /// Small limits, so the fuzzer spends its time on structure, not on bytes.
@@ -466,6 +467,89 @@ pub fn sim(data: &[u8]) {
         assert!(answer["ok"].is_boolean(), "{line}: {answer}");
         assert!(answer["out"].is_string(), "{line}: {answer}");
     }
+}
+
+/// A `deploy` YAML file, checked as a container file and as an override,
+/// under no tenant rules and under broad ones. Never panics; whatever is
+/// accepted parses in yaml-rust2 without a single tag, as one mapping whose
+/// keys are the toolset's; with no `verbatim` allowlist, it sets no `verbatim`;
+/// and no allowlist short of the exact name lets `privileged` through.
+pub fn deploy_yaml(data: &[u8]) {
+    use crate::relay::deploy_yaml::{check, DeployRules, TOP_KEYS};
+    use yaml_rust2::parser::{Event, Parser};
+    use yaml_rust2::{Yaml, YamlLoader};
+
+    let images = ["registry.example.com/*".to_string(), "nginx*".to_string()];
+    let broad = [
+        "cpus",
+        "env",
+        "container",
+        "container.docker.parameters",
+        "container.volumes",
+        "user",
+    ]
+    .map(String::from);
+    let none = DeployRules {
+        images: None,
+        verbatim: &[],
+    };
+    let wide = DeployRules {
+        images: Some(&images),
+        verbatim: &broad,
+    };
+    for (rules, is_override) in [(&none, false), (&none, true), (&wide, false), (&wide, true)] {
+        if check("web.yml", data, rules, is_override).is_err() {
+            continue;
+        }
+        let text = std::str::from_utf8(data).expect("accepted input is UTF-8");
+        let mut parser = Parser::new_from_str(text);
+        loop {
+            let (event, _) = parser.next_token().expect("accepted input parses");
+            match event {
+                Event::StreamEnd => break,
+                Event::Scalar(_, _, _, tag)
+                | Event::SequenceStart(_, tag)
+                | Event::MappingStart(_, tag) => {
+                    assert!(tag.is_none(), "accepted with the tag {tag:?}")
+                }
+                _ => {}
+            }
+        }
+        let docs = YamlLoader::load_from_str(text).expect("accepted input loads");
+        assert_eq!(docs.len(), 1, "accepted {} documents", docs.len());
+        let Yaml::Hash(top) = &docs[0] else {
+            panic!("accepted a top level that is not a mapping");
+        };
+        for key in top.keys() {
+            let key = key.as_str().expect("accepted a key that is not a string");
+            assert!(TOP_KEYS.contains(&key), "accepted the top-level key {key}");
+        }
+        let verbatim = top.get(&Yaml::String("verbatim".into()));
+        if rules.verbatim.is_empty() {
+            assert!(
+                verbatim.is_none_or(|v| v.as_hash().is_some_and(|h| h.is_empty())),
+                "accepted a verbatim no tenant allowed"
+            );
+        }
+        if let Some(v) = verbatim {
+            assert!(
+                !sets_privileged(v),
+                "accepted a privileged container under {:?}",
+                rules.verbatim
+            );
+        }
+    }
+}
+
+/// Whether a `verbatim` value asks for a privileged container, either way.
+fn sets_privileged(v: &yaml_rust2::Yaml) -> bool {
+    let docker = &v["container"]["docker"];
+    if !docker["privileged"].is_badvalue() {
+        return true;
+    }
+    docker["parameters"]
+        .as_vec()
+        .is_some_and(|list| list.iter().any(|p| p["key"].as_str() == Some("privileged")))
 }
 
 /// Where the seed corpus of `target` lives, from the crate's root.

@@ -36,6 +36,9 @@ struct Entry {
     commands: Option<Vec<String>>,
     #[serde(default)]
     egress: Vec<String>,
+    images: Option<Vec<String>>,
+    #[serde(default)]
+    verbatim: Vec<String>,
     #[serde(default)]
     limits: Option<Value>,
 }
@@ -157,6 +160,14 @@ pub fn parse(
         for rule in &entry.egress {
             check_egress_rule(rule).map_err(|m| field("egress", m))?;
         }
+        if let Some(images) = &entry.images {
+            for glob in images {
+                check_image_glob(glob).map_err(|m| field("images", m))?;
+            }
+        }
+        for path in &entry.verbatim {
+            check_verbatim_path(path).map_err(|m| field("verbatim", m))?;
+        }
         let limits = match entry.limits {
             None => base.clone(),
             Some(v) => overlay_limits(base, v).map_err(|m| field("limits", m))?,
@@ -169,6 +180,8 @@ pub fn parse(
             namespaces: entry.namespaces,
             commands: entry.commands,
             egress: entry.egress,
+            images: entry.images,
+            verbatim: entry.verbatim,
             limits,
         });
     }
@@ -192,6 +205,46 @@ fn overlay_limits(base: &Limits, v: Value) -> Result<Limits, String> {
     };
     merged.extend(over);
     serde_json::from_value(Value::Object(merged)).map_err(|e| e.to_string())
+}
+
+/// An `images` entry: a glob over image references (`registry.example.com/pay/*`).
+pub fn check_image_glob(glob: &str) -> Result<(), String> {
+    let sane = glob.len() <= 512
+        && glob
+            .bytes()
+            .all(|c| c.is_ascii_alphanumeric() || b"._/:@-*?[]!".contains(&c));
+    if glob.is_empty() {
+        Err("an empty glob".into())
+    } else if !sane {
+        Err(format!(
+            "`{}`: use A-Z, a-z, 0-9, . _ / : @ - and the glob characters * ? [ ] !",
+            glob.escape_debug()
+        ))
+    } else {
+        Ok(())
+    }
+}
+
+/// A `verbatim` entry: a dotted path of Marathon keys (`cpus`, `env`,
+/// `container.docker.parameters.log-driver`).
+pub fn check_verbatim_path(path: &str) -> Result<(), String> {
+    let sane = path.len() <= 256
+        && path.split('.').all(|part| {
+            !part.is_empty()
+                && part
+                    .bytes()
+                    .all(|c| c.is_ascii_alphanumeric() || b"_-/".contains(&c))
+        });
+    if path.is_empty() {
+        Err("an empty path".into())
+    } else if !sane {
+        Err(format!(
+            "`{}`: a dotted path of keys of A-Z, a-z, 0-9, _ - and / (e.g. container.docker.parameters.log-driver)",
+            path.escape_debug()
+        ))
+    } else {
+        Ok(())
+    }
 }
 
 /// An egress rule is `HOST:PORT` or `CIDR:PORT` (e.g. `10.0.0.0/8:80`, `db.internal:443`).
@@ -281,6 +334,34 @@ mod tests {
                 "egress: `10.0.0.0/99:80`: bad prefix length",
             ),
             (
+                r#"{"tenants": [{"name": "a", "token": "x", "images": [""]}]}"#,
+                "tenant `a`: images: an empty glob",
+            ),
+            (
+                r#"{"tenants": [{"name": "a", "token": "x", "images": ["reg/a b"]}]}"#,
+                "tenant `a`: images: `reg/a b`",
+            ),
+            (
+                r#"{"tenants": [{"name": "a", "token": "x", "images": "reg/*"}]}"#,
+                "tenant `a`: invalid type",
+            ),
+            (
+                r#"{"tenants": [{"name": "a", "token": "x", "verbatim": [""]}]}"#,
+                "tenant `a`: verbatim: an empty path",
+            ),
+            (
+                r#"{"tenants": [{"name": "a", "token": "x", "verbatim": ["container..docker"]}]}"#,
+                "tenant `a`: verbatim: `container..docker`",
+            ),
+            (
+                r#"{"tenants": [{"name": "a", "token": "x", "verbatim": ["env.*"]}]}"#,
+                "tenant `a`: verbatim: `env.*`",
+            ),
+            (
+                r#"{"tenants": [{"name": "a", "token": "x", "verbatim": [1]}]}"#,
+                "tenant `a`: invalid type",
+            ),
+            (
                 r#"{"tenants": [{"name": "a", "token": "x", "colour": 1}]}"#,
                 "tenant `a`: unknown field `colour`",
             ),
@@ -290,6 +371,34 @@ mod tests {
             let got = load_str(text).unwrap_err();
             assert!(got.contains(want), "{text}\n  got: {got}\n want: {want}");
         }
+    }
+
+    #[test]
+    fn images_and_verbatim_load() {
+        let t = load_str(
+            r#"{"tenants": [{"name": "a", "token": "x",
+                "images": ["registry.example.com/a/*", "nginx:1.2?"],
+                "verbatim": ["cpus", "env", "container.docker.parameters.log-driver"]},
+                {"name": "b", "token": "y"}]}"#,
+        )
+        .unwrap();
+        assert_eq!(t[0].images, None, "the default tenant: any image");
+        assert!(t[0].verbatim.is_empty(), "the default tenant: no verbatim");
+        assert_eq!(
+            t[1].images.as_deref(),
+            Some(
+                &[
+                    "registry.example.com/a/*".to_string(),
+                    "nginx:1.2?".to_string()
+                ][..]
+            )
+        );
+        assert_eq!(
+            t[1].verbatim,
+            ["cpus", "env", "container.docker.parameters.log-driver"]
+        );
+        assert_eq!(t[2].images, None);
+        assert!(t[2].verbatim.is_empty());
     }
 
     #[test]

@@ -6,6 +6,7 @@
 //! never from the request. Each run has its own accept task, connection tasks
 //! and in-flight limit, so one run's flood only slows that run.
 
+pub mod deploy_yaml;
 mod egress;
 pub mod grammar;
 pub mod policy;
