@@ -13,6 +13,7 @@ use serde_json::Value;
 use servo::audit::Audit;
 use servo::config::{AuditTarget, Portal, Tenant};
 use servo::limits::Limits;
+use servo::relay::egress::{Cidr, EgressConfig};
 use servo::relay::{Relay, RunRelay};
 use support::fake_portal::{Behaviour, FakePortal, PodStub};
 
@@ -472,7 +473,14 @@ async fn http_only_to_reported_endpoints() {
     let pod = PodStub::start().await;
     let other = PodStub::start().await;
     portal.set(|s| s.pod = Some(pod.addr));
-    let h = Harness::start(Portal::Url(portal.url.clone()), None, tenant()).await;
+    // The stubs listen on loopback: a single-host set-up lists it (§6.6).
+    let h = Harness::start_with(Portal::Url(portal.url.clone()), None, tenant(), |r| {
+        r.egress = Arc::new(EgressConfig::new(
+            vec![Cidr::parse("127.0.0.0/8").unwrap()],
+            Vec::new(),
+        ));
+    })
+    .await;
     let script = format!(
         r#"
 from servo import servo
