@@ -6,6 +6,7 @@ use std::path::{Path, PathBuf};
 
 use crate::bundle::decrypt::Kdf;
 use crate::limits::Limits;
+use crate::relay::egress::{default_pod_cidrs, Cidr};
 
 /// `servo serve` flags. Every flag has an environment variable; flags win.
 #[derive(clap::Args, Debug, Clone)]
@@ -83,6 +84,17 @@ pub struct ServeArgs {
     /// closed (headers) or the upload answered 408 (body).
     #[arg(long, env = "SERVO_REQUEST_TIMEOUT_S", default_value_t = 30)]
     pub request_timeout_s: u64,
+    /// A network the pods live in, CIDR (repeatable; the variable takes a
+    /// comma-separated list): a script's `/http` may reach a reported pod
+    /// address only inside one (SPEC §6.6) [default: 10.0.0.0/8,
+    /// 172.16.0.0/12, 192.168.0.0/16, fc00::/7].
+    #[arg(
+        long = "pod-cidr",
+        env = "SERVO_POD_CIDR",
+        value_name = "CIDR",
+        value_delimiter = ','
+    )]
+    pub pod_cidr: Vec<String>,
 }
 
 /// Where the portal is.
@@ -153,6 +165,11 @@ pub struct Config {
     pub drain_timeout_s: u64,
     pub portal_timeout_s: u64,
     pub request_timeout_s: u64,
+    /// The pod networks of `/http` (§6.6).
+    pub pod_cidrs: Vec<Cidr>,
+    /// The portal's addresses, resolved once at start-up: `/http` never
+    /// reaches them.
+    pub portal_addrs: Vec<SocketAddr>,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -298,6 +315,50 @@ pub fn apply_limit(limits: &mut Limits, spec: &str) -> Result<(), ConfigError> {
     Ok(())
 }
 
+/// `--pod-cidr` values, or the defaults when there are none.
+pub fn parse_pod_cidrs(specs: &[String]) -> Result<Vec<Cidr>, ConfigError> {
+    let specs: Vec<&str> = specs
+        .iter()
+        .map(|s| s.trim())
+        .filter(|s| !s.is_empty())
+        .collect();
+    if specs.is_empty() {
+        return Ok(default_pod_cidrs());
+    }
+    specs
+        .iter()
+        .map(|s| Cidr::parse(s).map_err(|why| invalid(format!("--pod-cidr {why}"))))
+        .collect()
+}
+
+/// The addresses of the portal's host and port, looked up once (`/http`
+/// refuses them; a name that later points elsewhere is not followed).
+fn portal_addrs(url: &str) -> Result<Vec<SocketAddr>, ConfigError> {
+    use std::net::ToSocketAddrs;
+    let bad = |why: String| invalid(format!("--portal {url}: {why}"));
+    let uri: hyper::Uri = url.parse().map_err(|e| bad(format!("not a URL ({e})")))?;
+    let host = uri
+        .host()
+        .filter(|h| !h.is_empty())
+        .ok_or_else(|| bad("no host".into()))?;
+    let host = host.trim_start_matches('[').trim_end_matches(']');
+    let port = uri
+        .port_u16()
+        .unwrap_or(if uri.scheme_str() == Some("https") {
+            443
+        } else {
+            80
+        });
+    let addrs: Vec<SocketAddr> = (host, port)
+        .to_socket_addrs()
+        .map_err(|e| bad(format!("cannot resolve {host} ({e})")))?
+        .collect();
+    if addrs.is_empty() {
+        return Err(bad(format!("{host} resolves to no address")));
+    }
+    Ok(addrs)
+}
+
 pub fn parse_ro_bind(spec: &str) -> Result<(PathBuf, PathBuf), ConfigError> {
     let (host, inside) = match spec.split_once(':') {
         Some((h, i)) => (PathBuf::from(h), PathBuf::from(i)),
@@ -348,6 +409,7 @@ impl Config {
             (None, Some(f)) => Some(read_token_file(f)?),
             (None, None) => None,
         };
+        let pod_cidrs = parse_pod_cidrs(&args.pod_cidr)?;
         let portal = if args.portal == "sim" {
             Portal::Sim
         } else if args.portal.starts_with("http://") || args.portal.starts_with("https://") {
@@ -357,6 +419,10 @@ impl Config {
                 "--portal {}: expected `sim` or an http:// URL such as http://10.0.0.5:9000",
                 args.portal
             )));
+        };
+        let portal_addrs = match &portal {
+            Portal::Sim => Vec::new(),
+            Portal::Url(url) => portal_addrs(url)?,
         };
         if !args.python.is_absolute() {
             return Err(invalid(
@@ -434,6 +500,8 @@ impl Config {
             drain_timeout_s: args.drain_timeout_s,
             portal_timeout_s: args.portal_timeout_s,
             request_timeout_s: args.request_timeout_s,
+            pod_cidrs,
+            portal_addrs,
         })
     }
 
@@ -470,6 +538,53 @@ mod tests {
         assert_eq!(parse_uid_range("100-109").unwrap(), (100, 10));
         assert!(parse_uid_range("0-10").is_err());
         assert!(parse_uid_range("10-5").is_err());
+    }
+
+    #[test]
+    fn pod_cidrs() {
+        let shown = |l: &[&str]| -> Vec<String> {
+            let l: Vec<String> = l.iter().map(|s| s.to_string()).collect();
+            parse_pod_cidrs(&l)
+                .unwrap()
+                .iter()
+                .map(|c| c.to_string())
+                .collect()
+        };
+        assert_eq!(
+            shown(&[]),
+            ["10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16", "fc00::/7"]
+        );
+        assert_eq!(
+            shown(&["198.18.0.0/15", " 127.0.0.0/8"]),
+            ["198.18.0.0/15", "127.0.0.0/8"]
+        );
+        let err = parse_pod_cidrs(&["10.0.0.0/8".into(), "10.0.0.1".into()])
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.starts_with("--pod-cidr `10.0.0.1`: expected ADDRESS/BITS"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn portal_addresses() {
+        assert_eq!(
+            portal_addrs("http://127.0.0.1:9000").unwrap(),
+            vec!["127.0.0.1:9000".parse::<SocketAddr>().unwrap()]
+        );
+        assert_eq!(
+            portal_addrs("http://[::1]").unwrap(),
+            vec!["[::1]:80".parse::<SocketAddr>().unwrap()]
+        );
+        assert!(portal_addrs("http://localhost:9000")
+            .unwrap()
+            .iter()
+            .all(|a| a.ip().is_loopback() && a.port() == 9000));
+        assert!(portal_addrs("http://no-such-host.invalid:1")
+            .unwrap_err()
+            .to_string()
+            .contains("cannot resolve no-such-host.invalid"));
     }
 
     #[test]

@@ -202,7 +202,8 @@ fn proxy_get_reaches_only_pods_the_portal_reported() {
     let portal = rt.block_on(FakePortal::start(None));
     let pod = rt.block_on(PodStub::start());
     portal.set(|s| s.pod = Some(pod.addr));
-    let servo = Servo::start(&["--portal", &portal.url]);
+    // The stub listens on loopback: a single-host set-up lists it (§6.6).
+    let servo = Servo::start(&["--portal", &portal.url, "--pod-cidr", "127.0.0.0/8"]);
     // The guide's second example, with `proxy.get` for `requests.get` (§6.6).
     let check = "from servo import servo\n\nprefix = 'app'\n\nif __name__ == '__main__':\n    with servo(verbose=True) as proxy:\n        js = proxy('port 80 %s.web' % prefix)\n        urls = ['http://%s:%s/ping' % (details['ip'], details['ports']) for _, details in js.items()]\n\n        for url in urls:\n            get = proxy.get(url)\n            code = get.status_code\n            assert code < 300, 'GET %s -> HTTP %d' % (url, code)\n        print('checked', len(urls))\n";
     let sneaky = "from servo import servo\nwith servo() as proxy:\n    get = proxy.get('http://127.0.0.1:1/secret')\n    print('status', get.status_code, get.text)\n";

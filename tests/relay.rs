@@ -13,6 +13,7 @@ use serde_json::Value;
 use servo::audit::Audit;
 use servo::config::{AuditTarget, Portal, Tenant};
 use servo::limits::Limits;
+use servo::relay::egress::{Cidr, EgressConfig};
 use servo::relay::{Relay, RunRelay};
 use support::fake_portal::{Behaviour, FakePortal, PodStub};
 
@@ -472,7 +473,14 @@ async fn http_only_to_reported_endpoints() {
     let pod = PodStub::start().await;
     let other = PodStub::start().await;
     portal.set(|s| s.pod = Some(pod.addr));
-    let h = Harness::start(Portal::Url(portal.url.clone()), None, tenant()).await;
+    // The stubs listen on loopback: a single-host set-up lists it (§6.6).
+    let h = Harness::start_with(Portal::Url(portal.url.clone()), None, tenant(), |r| {
+        r.egress = Arc::new(EgressConfig::new(
+            vec![Cidr::parse("127.0.0.0/8").unwrap()],
+            Vec::new(),
+        ));
+    })
+    .await;
     let script = format!(
         r#"
 from servo import servo
@@ -784,4 +792,43 @@ async fn the_socket_belongs_to_the_sandbox_user() {
     assert_eq!(meta.mode() & 0o7777, 0o660);
     run.close().await;
     assert!(!dir.path().join("portal.sock").exists());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_tenant_rules_name_is_resolved_once_and_every_address_checked() {
+    let pod = PodStub::start().await;
+    let port = pod.addr.port();
+    let mut t = tenant();
+    t.egress = vec![format!("localhost:{port}")];
+    let body = format!(r#"{{"url": "http://localhost:{port}/ping"}}"#);
+
+    // Defaults: localhost resolves to loopback, which is never a pod.
+    let h = Harness::start(Portal::Sim, None, t.clone()).await;
+    let r = curl(&h.socket(), "/http", &["--data-binary", &body]).await;
+    assert_eq!(r.status, 403, "{}", r.body);
+    let out = r.json()["out"].as_str().unwrap_or("").to_string();
+    assert!(
+        out.starts_with("denied by policy: localhost resolves to ") && out.contains("is loopback"),
+        "{out}"
+    );
+    assert_eq!(pod.hits.load(Ordering::SeqCst), 0);
+
+    // Loopback listed (both families: every address of the name must pass):
+    // the connection goes to a checked address, Host stays the name.
+    let h = Harness::start_with(Portal::Sim, None, t, |r| {
+        r.egress = Arc::new(EgressConfig::new(
+            vec![
+                Cidr::parse("127.0.0.0/8").unwrap(),
+                Cidr::parse("::1/128").unwrap(),
+            ],
+            Vec::new(),
+        ));
+    })
+    .await;
+    let v = curl(&h.socket(), "/http", &["--data-binary", &body])
+        .await
+        .json();
+    assert_eq!(v["status"], 200, "{v}");
+    assert_eq!(v["body"], "pong");
+    assert_eq!(pod.hits.load(Ordering::SeqCst), 1);
 }

@@ -7,7 +7,7 @@
 //! and in-flight limit, so one run's flood only slows that run.
 
 pub mod deploy_yaml;
-mod egress;
+pub mod egress;
 pub mod grammar;
 pub mod policy;
 mod portal;
@@ -15,6 +15,7 @@ pub mod sim;
 
 use std::collections::BTreeMap;
 use std::convert::Infallible;
+use std::net::SocketAddr;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::AtomicU64;
@@ -63,6 +64,8 @@ pub struct Relay {
     pub portal_timeout: Duration,
     /// Where relayed commands are counted (§2.4); the server shares its own.
     pub metrics: Arc<crate::metrics::Metrics>,
+    /// What `/http` may reach (§6.6): pod networks, portal and listen addresses.
+    pub egress: Arc<egress::EgressConfig>,
 }
 
 /// The relay of one run: dropping it (or `close`) stops the listener and
@@ -119,6 +122,7 @@ impl Relay {
             client: portal::client(),
             portal_timeout: DEFAULT_PORTAL_TIMEOUT,
             metrics: Arc::default(),
+            egress: Arc::default(),
         }
     }
 
@@ -640,56 +644,92 @@ async fn http(state: &RunState, body: Bytes) -> Answer {
     };
     let method = req.method.to_ascii_uppercase();
     let line = format!("{method} {}", req.url);
+    let record = || Record {
+        line: &line,
+        ..Default::default()
+    };
     let (uri, host, port) = match parse_url(&req.url) {
         Ok(v) => v,
         Err(why) => return fail(StatusCode::BAD_REQUEST, why),
     };
+    if let Err(why) = egress::check_method(&method) {
+        return state.deny("http", record(), &why);
+    }
     let Ok(method) = Method::from_bytes(method.as_bytes()) else {
         return fail(StatusCode::BAD_REQUEST, format!("bad method `{method}`"));
     };
+    // The Host header is ours (it names the URL's host); one naming another
+    // host would reach a different site behind the same address.
+    let authority = uri.authority().map(|a| a.as_str()).unwrap_or("");
+    if let Some((_, given)) = req.headers.iter().find(|(k, v)| {
+        k.eq_ignore_ascii_case("host") && !egress::host_header_matches(v, authority, &host, port)
+    }) {
+        let why = format!(
+            "the Host header `{}` differs from the URL's host `{authority}`",
+            given.escape_debug()
+        );
+        return state.deny("http", record(), &why);
+    }
+    let relay = &state.relay;
+    let cfg = &relay.egress;
     let allowed = {
         let reported = state.endpoints.lock().unwrap_or_else(|p| p.into_inner());
-        egress::check(&state.tenant.egress, &reported, &host, port)
+        egress::allow(
+            cfg,
+            &state.tenant.egress,
+            &reported,
+            &host,
+            port,
+            &portal::is_local,
+        )
     };
-    let record = Record {
-        line: &line,
-        ..Default::default()
+    let timeout = Duration::from_secs_f64(
+        req.timeout_s
+            .unwrap_or(DEFAULT_HTTP_TIMEOUT_S)
+            .clamp(0.001, MAX_HTTP_TIMEOUT_S),
+    );
+    // The addresses to connect to, every one checked; a name is looked up
+    // once, here, never again by the connector.
+    let addrs = match allowed {
+        Err(why) => return state.deny("http", record(), &why),
+        Ok(egress::Allowed::Ip(ip)) => Ok(vec![ip]),
+        Ok(egress::Allowed::Name) => match portal::resolve(&host, port, timeout).await {
+            Ok(ips) => match egress::check_resolved(cfg, &host, port, &ips, &portal::is_local) {
+                Ok(()) => Ok(ips),
+                Err(why) => return state.deny("http", record(), &why),
+            },
+            Err(why) => Err(why),
+        },
     };
-    if let Err(why) = allowed {
-        return state.deny("http", record, &why);
-    }
-    let admitted = match state.admit("http", record) {
+    let admitted = match state.admit("http", record()) {
         Ok(a) => a,
         Err(e) => return not_relayed(e),
     };
-    let relay = &state.relay;
     let path = uri.path_and_query().map(|p| p.as_str()).unwrap_or("/");
     let stub = match relay.portal {
         Portal::Sim => relay.sim.pod_http(&host, port, path),
         Portal::Url(_) => None,
     };
-    let result = match stub {
-        Some((status, text)) => Ok(portal::answer(
+    let result = match (stub, addrs) {
+        (Some((status, text)), _) => Ok(portal::answer(
             status,
             BTreeMap::from([("content-type".to_string(), "text/plain".to_string())]),
             text.as_bytes(),
             false,
         )),
-        None => {
-            let timeout = req
-                .timeout_s
-                .unwrap_or(DEFAULT_HTTP_TIMEOUT_S)
-                .clamp(0.001, MAX_HTTP_TIMEOUT_S);
-            portal::http(
-                &relay.client,
-                portal::Egress {
-                    method,
-                    uri,
-                    headers: &req.headers,
-                    body: Bytes::from(req.body.unwrap_or_default()),
-                    timeout: Duration::from_secs_f64(timeout),
-                },
-            )
+        (None, Err(why)) => Err(why),
+        (None, Ok(ips)) => {
+            portal::http(portal::Egress {
+                method,
+                uri,
+                addrs: ips
+                    .into_iter()
+                    .map(|ip| SocketAddr::new(ip, port))
+                    .collect(),
+                headers: &req.headers,
+                body: Bytes::from(req.body.unwrap_or_default()),
+                timeout,
+            })
             .await
         }
     };

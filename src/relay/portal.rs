@@ -1,7 +1,9 @@
 //! Outgoing HTTP: relaying a command to a real Ochothon portal (SPEC §6.3)
-//! and the narrow `/http` egress of §6.6, both over hyper's client.
+//! and the narrow `/http` egress of §6.6, both over hyper's client (the
+//! egress over a connection of its own to an address the policy checked).
 
 use std::collections::BTreeMap;
+use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;
 
 use base64::Engine;
@@ -11,7 +13,11 @@ use hyper::body::Incoming;
 use hyper::{Method, Request, Response};
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::client::legacy::Client;
+use hyper_util::rt::TokioIo;
 use serde_json::{json, Value};
+use tokio::net::TcpStream;
+
+use super::egress;
 
 use crate::bundle::signature::hmac_sha1_hex;
 
@@ -131,42 +137,124 @@ pub async fn shell(
         .unwrap_or_else(|_| Err(format!("no answer within {} s", timeout.as_secs_f64())))
 }
 
-/// One `/http` request from a script (already allowed by the egress check).
+/// Whether `ip` is an address of this host: one a socket can be bound to.
+/// (With `net.ipv4.ip_nonlocal_bind` set every address looks local, which
+/// only refuses more.)
+pub fn is_local(ip: IpAddr) -> bool {
+    std::net::UdpSocket::bind(SocketAddr::new(ip, 0)).is_ok()
+}
+
+/// Looks `host` up once (a tenant rule's name, §6.6): the addresses the
+/// relay checks and then connects to, never resolved again.
+pub async fn resolve(host: &str, port: u16, timeout: Duration) -> Result<Vec<IpAddr>, String> {
+    let lookup = tokio::net::lookup_host((host, port));
+    let found = tokio::time::timeout(timeout, lookup)
+        .await
+        .map_err(|_| {
+            format!(
+                "cannot resolve {host}: no answer within {} s",
+                timeout.as_secs_f64()
+            )
+        })?
+        .map_err(|e| format!("cannot resolve {host}: {e}"))?;
+    let mut ips: Vec<IpAddr> = Vec::new();
+    for addr in found {
+        let ip = addr.ip().to_canonical();
+        if !ips.contains(&ip) {
+            ips.push(ip);
+        }
+    }
+    Ok(ips)
+}
+
+/// One `/http` request from a script, already allowed by the egress policy.
 pub struct Egress<'a> {
     pub method: Method,
+    /// The URL as the script gave it: its authority becomes the Host header.
     pub uri: hyper::Uri,
+    /// The checked addresses: the connection goes to one of these, tried in
+    /// order, and nowhere else (no second lookup, no redirect).
+    pub addrs: Vec<SocketAddr>,
     pub headers: &'a BTreeMap<String, String>,
     pub body: Bytes,
     pub timeout: Duration,
 }
 
-/// Makes the request; `{"status", "headers", "body", "body_base64", "truncated"}`.
-pub async fn http(client: &HttpClient, e: Egress<'_>) -> Result<Value, String> {
-    let mut req = Request::builder().method(e.method).uri(e.uri);
-    for (k, v) in e.headers {
-        // The connection is ours to manage.
-        if matches!(
-            k.to_ascii_lowercase().as_str(),
-            "host" | "connection" | "transfer-encoding" | "content-length" | "upgrade"
-        ) {
-            continue;
+/// Headers servo sets itself on a relayed request.
+fn ours(name: &str) -> bool {
+    name.eq_ignore_ascii_case("host") || name.eq_ignore_ascii_case("content-length")
+}
+
+/// The connection's task, stopped when the exchange ends or times out.
+struct ConnTask(tokio::task::JoinHandle<()>);
+
+impl Drop for ConnTask {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+async fn connect(addrs: &[SocketAddr]) -> Result<TcpStream, String> {
+    let mut why = String::from("no address to connect to");
+    for addr in addrs {
+        match TcpStream::connect(addr).await {
+            Ok(stream) => return Ok(stream),
+            Err(e) => why = format!("{addr}: {e}"),
         }
-        req = req.header(k, v);
+    }
+    Err(why)
+}
+
+/// Makes the request over a connection of its own to one of `e.addrs`;
+/// `{"status", "headers", "body", "body_base64", "truncated"}`. Hop-by-hop
+/// headers are dropped both ways; a redirect is passed back as it is
+/// (hyper's connection never follows one).
+pub async fn http(e: Egress<'_>) -> Result<Value, String> {
+    let authority = e
+        .uri
+        .authority()
+        .map(|a| a.as_str().to_string())
+        .ok_or("the URL has no host")?;
+    let target = e.uri.path_and_query().map(|p| p.as_str()).unwrap_or("/");
+    let mut req = Request::builder()
+        .method(e.method)
+        .uri(target)
+        .header(hyper::header::HOST, authority);
+    let asked: Vec<(&str, &str)> = e
+        .headers
+        .iter()
+        .map(|(k, v)| (k.as_str(), v.as_str()))
+        .collect();
+    for (k, v) in egress::end_to_end(&asked) {
+        if !ours(&k) {
+            req = req.header(k, v);
+        }
     }
     let req = req
         .body(Full::new(e.body))
         .map_err(|err| format!("bad request: {err}"))?;
-    let exchange = async {
-        let resp = client
-            .request(req)
+    let addrs = e.addrs;
+    let exchange = async move {
+        let stream = connect(&addrs)
+            .await
+            .map_err(|why| format!("unreachable: {why}"))?;
+        let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+            .await
+            .map_err(|err| format!("unreachable: {err}"))?;
+        let _conn = ConnTask(tokio::spawn(async move {
+            let _ = conn.await;
+        }));
+        let resp = sender
+            .send_request(req)
             .await
             .map_err(|err| format!("unreachable: {err}"))?;
         let status = resp.status().as_u16();
-        let headers: BTreeMap<String, String> = resp
+        let got: Vec<(&str, &str)> = resp
             .headers()
             .iter()
-            .filter_map(|(k, v)| Some((k.as_str().to_string(), v.to_str().ok()?.to_string())))
+            .filter_map(|(k, v)| Some((k.as_str(), v.to_str().ok()?)))
             .collect();
+        let headers: BTreeMap<String, String> = egress::end_to_end(&got).into_iter().collect();
         let (body, truncated) = read_capped(resp, MAX_HTTP_BODY).await?;
         Ok(answer(status, headers, &body, truncated))
     };

@@ -205,6 +205,10 @@ impl Server {
         );
         relay.metrics = Arc::clone(&metrics);
         relay.portal_timeout = Duration::from_secs(config.portal_timeout_s);
+        relay.egress = Arc::new(crate::relay::egress::EgressConfig::new(
+            config.pod_cidrs.clone(),
+            config.portal_addrs.clone(),
+        ));
         Ok(Arc::new(Server {
             ctx: Arc::new(RunContext {
                 relay: Arc::new(relay),
@@ -241,6 +245,9 @@ impl Server {
             .await
             .map_err(|source| ServeError::Listen { addr, source })?;
         let local = listener.local_addr().unwrap_or(addr);
+        // `/http` never reaches servo itself (§6.6): the bound address,
+        // port included when --listen asked for port 0.
+        self.ctx.relay.egress.add_listen(local);
         // Before "listening on", which callers take for "ready": a SIGTERM
         // or SIGINT right after it must stop servo cleanly (the default
         // action would leave its mounts behind).

@@ -118,6 +118,7 @@ fn health(server: &Server) -> Response<ResponseBody> {
         "version": env!("CARGO_PKG_VERSION"),
         "uptime_s": server.started.elapsed().as_secs(),
         "portal": match &config.portal { Portal::Sim => "sim".to_string(), Portal::Url(u) => u.clone() },
+        "pod_cidrs": config.pod_cidrs.iter().map(ToString::to_string).collect::<Vec<_>>(),
         "runs_in_flight": in_flight,
         "queue": admitted.saturating_sub(in_flight),
         "audit": if audit_ok { "ok" } else { "failing" },

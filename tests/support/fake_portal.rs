@@ -43,6 +43,12 @@ pub struct PortalState {
     pub requests: Vec<Recorded>,
     /// What `port` answers report: every pod at this address.
     pub pod: Option<SocketAddr>,
+    /// More pods `port` answers report, `(ip, port)` as given: any text,
+    /// a name or an address servo must refuse.
+    pub pods: Vec<(String, u16)>,
+    /// Requests to any path but `/shell` (something using the portal's
+    /// address as a pod).
+    pub other_hits: usize,
     /// Commands starting with this verb sleep (30 s) before answering.
     pub stall_verb: Option<String>,
 }
@@ -72,6 +78,8 @@ impl FakePortal {
             behaviour: Behaviour::Normal,
             requests: Vec::new(),
             pod: None,
+            pods: Vec::new(),
+            other_hits: 0,
             stall_verb: None,
         }));
         let counters = Counters {
@@ -135,6 +143,7 @@ async fn answer(
     req: Request<Incoming>,
 ) -> Response<Full<Bytes>> {
     if req.uri().path() != "/shell" {
+        state.lock().unwrap().other_hits += 1;
         return json_reply(StatusCode::NOT_FOUND, json!({}));
     }
     let line = req
@@ -174,7 +183,7 @@ async fn answer(
             files.push((name, field.bytes().await.expect("part").to_vec()));
         }
     }
-    let (behaviour, expected, pod, stall) = {
+    let (behaviour, expected, pod, pods, stall) = {
         let s = state.lock().unwrap();
         let expected = s.token.as_ref().map(|t| {
             format!(
@@ -182,7 +191,13 @@ async fn answer(
                 servo::bundle::signature::hmac_sha1_hex(t.as_bytes(), line.as_bytes())
             )
         });
-        (s.behaviour.clone(), expected, s.pod, s.stall_verb.clone())
+        (
+            s.behaviour.clone(),
+            expected,
+            s.pod,
+            s.pods.clone(),
+            s.stall_verb.clone(),
+        )
     };
     let signature_ok = expected.is_none() || expected == signature;
     state.lock().unwrap().requests.push(Recorded {
@@ -225,6 +240,12 @@ async fn answer(
                 m.insert(
                     "app.web #1".into(),
                     json!({"ip": pod.ip().to_string(), "public": "", "ports": pod.port().to_string()}),
+                );
+            }
+            for (i, (ip, port)) in pods.iter().enumerate() {
+                m.insert(
+                    format!("app.web #{}", i + 2),
+                    json!({"ip": ip, "public": "", "ports": port.to_string()}),
                 );
             }
             Value::Object(m)
