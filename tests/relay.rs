@@ -309,12 +309,14 @@ async fn commands_and_files_reach_the_portal_signed() {
         tenant(),
     )
     .await;
-    // Bytes a text-mode or re-encoding bug would change.
-    let yml: Vec<u8> = b"cluster: web\r\nimage: x\n--servo-boundary\r\n\xff\xfe\x00end"
-        .iter()
-        .copied()
-        .chain((0..=255u8).cycle().take(70_000))
-        .collect();
+    // Bytes a text-mode or re-encoding bug would change, in a file the
+    // deploy policy accepts (one plain YAML document).
+    let mut yml: Vec<u8> =
+        "cluster: web\r\nimage: x\n# --servo-boundary\r\n# é ü 中\nsettings:\n  blob: \""
+            .as_bytes()
+            .to_vec();
+    yml.extend((0..70_000).map(|i| b"abcdefghijklmnopqrstuvwxyz0123456789 -_"[i % 39]));
+    yml.extend_from_slice(b"\"\n");
     let work = h.workdir(&[("web.yml", &yml)]);
     let py = python(
         &h.socket(),
@@ -551,7 +553,7 @@ with servo() as proxy:
 async fn policy_denials_and_rewrites() {
     let t = restricted(&["app"], Some(&["ls", "deploy", "kill", "port"]));
     let h = Harness::start(Portal::Sim, None, t).await;
-    let work = h.workdir(&[("web.yml", b"cluster: web\nports:\n  - 80\n")]);
+    let work = h.workdir(&[("web.yml", b"cluster: web\nimage: nginx\nports:\n  - 80\n")]);
 
     let r = curl(&h.socket(), "/shell", &["-H", "X-Shell: kill *.web -j"]).await;
     assert_eq!(r.status, 403);
@@ -831,4 +833,95 @@ async fn a_tenant_rules_name_is_resolved_once_and_every_address_checked() {
     assert_eq!(v["status"], 200, "{v}");
     assert_eq!(v["body"], "pong");
     assert_eq!(pod.hits.load(Ordering::SeqCst), 1);
+}
+
+/// The deploy files a script sends are policy (SPEC §6.3): what the portal's
+/// unsafe YAML loader or Marathon would turn into code or privileges is
+/// refused before anything reaches the portal; a plain file passes as it is.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn deploy_yaml_that_could_escape_is_refused() {
+    let portal = FakePortal::start(None).await;
+    let mut t = restricted(&["app"], None);
+    t.images = Some(vec!["registry.example.com/app/*".into()]);
+    t.verbatim = vec!["cpus".into(), "container.docker.parameters".into()];
+    let h = Harness::start(Portal::Url(portal.url.clone()), None, t).await;
+    let plain: &[u8] =
+        b"cluster: web\nimage: registry.example.com/app/web:1.2\nports:\n  - 8080\nverbatim:\n  cpus: 0.5\n";
+    let bombs = format!(
+        "cluster: web\nimage: registry.example.com/app/web:1\nsettings:\n  a: &a [x, x, x, x, x, x, x, x, x]\n{}",
+        (b'b'..=b'u')
+            .map(|c| {
+                let prev = (c - 1) as char;
+                let c = c as char;
+                format!("  {c}: &{c} [*{prev}, *{prev}, *{prev}, *{prev}, *{prev}, *{prev}, *{prev}, *{prev}, *{prev}]\n")
+            })
+            .collect::<String>()
+    );
+    let cases: Vec<(&str, Vec<u8>, &str)> = vec![
+        (
+            "python tag",
+            b"cluster: web\nimage: registry.example.com/app/web:1\nsettings: !!python/object/apply:os.system ['touch /tmp/pwned']\n".to_vec(),
+            "tag",
+        ),
+        (
+            "merge key",
+            b"cluster: web\nimage: registry.example.com/app/web:1\nsettings:\n  base: &b {x: 1}\n  more:\n    <<: *b\n".to_vec(),
+            "<<",
+        ),
+        ("alias bomb", bombs.into_bytes(), "alias"),
+        (
+            "privileged",
+            b"cluster: web\nimage: registry.example.com/app/web:1\nverbatim:\n  container:\n    docker:\n      parameters:\n        - key: privileged\n          value: 'true'\n".to_vec(),
+            "privileged",
+        ),
+        (
+            "host volume",
+            b"cluster: web\nimage: registry.example.com/app/web:1\nverbatim:\n  container:\n    volumes:\n      - hostPath: /\n        containerPath: /host\n        mode: RW\n".to_vec(),
+            "container.volumes",
+        ),
+        (
+            "foreign image",
+            b"cluster: web\nimage: evil.example.com/miner:latest\n".to_vec(),
+            "image",
+        ),
+        (
+            "two documents",
+            b"cluster: web\nimage: registry.example.com/app/web:1\n---\ncluster: x\n".to_vec(),
+            "document",
+        ),
+    ];
+    for (what, bytes, word) in &cases {
+        let work = h.workdir(&[("web.yml", bytes)]);
+        let arg = format!("web.yml=@{}", work.join("web.yml").display());
+        let r = curl(
+            &h.socket(),
+            "/shell",
+            &["-H", "X-Shell: deploy web.yml -j", "-F", &arg],
+        )
+        .await;
+        assert_eq!(r.status, 403, "{what}: {}", r.body);
+        let out = r.json()["out"].as_str().unwrap_or("").to_string();
+        assert!(
+            out.starts_with("denied by policy: web.yml") && out.contains(word),
+            "{what}: {out}"
+        );
+    }
+    assert!(
+        portal.requests().is_empty(),
+        "a refused file reached the portal"
+    );
+
+    let work = h.workdir(&[("web.yml", plain)]);
+    let arg = format!("web.yml=@{}", work.join("web.yml").display());
+    let r = curl(
+        &h.socket(),
+        "/shell",
+        &["-H", "X-Shell: deploy web.yml -j", "-F", &arg],
+    )
+    .await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    let reqs = portal.requests();
+    assert_eq!(reqs.len(), 1);
+    assert_eq!(reqs[0].line, "deploy web.yml -n app -j");
+    assert_eq!(reqs[0].files, vec![("web.yml".to_string(), plain.to_vec())]);
 }

@@ -562,6 +562,26 @@ async fn shell(state: &RunState, parts: &hyper::http::request::Parts, body: Byte
             return state.deny(&verb, record, &why);
         }
     };
+    // Deploy files are policy too (§6.3): the portal loads them with an
+    // unsafe YAML loader and merges `verbatim` into the Marathon app.
+    if cmd.verb() == "deploy" {
+        let rules = deploy_yaml::DeployRules {
+            images: state.tenant.images.as_deref(),
+            verbatim: &state.tenant.verbatim,
+        };
+        let overrides = cmd.overrides();
+        for (name, bytes) in &files {
+            let is_override = overrides.contains(&name.as_str());
+            if let Err(why) = deploy_yaml::check(name, bytes, &rules, is_override) {
+                let record = Record {
+                    line: &requested,
+                    files: &files,
+                    ..Default::default()
+                };
+                return state.deny(&verb, record, &why);
+            }
+        }
+    }
     let line = cmd.canonical();
     let record = Record {
         line: &line,
