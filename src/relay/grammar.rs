@@ -860,6 +860,16 @@ mod tests {
     }
 
     #[test]
+    fn the_tenants_files_verbs_are_the_grammars() {
+        let mut ours: Vec<&str> = verbs().collect();
+        let mut theirs = crate::tenants::VERBS.to_vec();
+        ours.sort_unstable();
+        theirs.sort_unstable();
+        assert_eq!(ours, theirs);
+        assert!(verbs().all(|v| TAGS.contains(&v)));
+    }
+
+    #[test]
     fn accessors() {
         let mut c = parse("deploy web.yml db.yml -o o.yml -j").unwrap();
         assert_eq!(c.files(), ["web.yml", "db.yml", "o.yml"]);
