@@ -194,10 +194,12 @@ pub const TABLE: &[VerbSpec] = &[
         positionals: &[CLUSTER_OPT],
         options: &[J],
     },
+    // The dispatcher answers `help` itself and ignores what follows; `-j`
+    // is taken because the Python package appends it to every command.
     VerbSpec {
         verb: "help",
         positionals: &[],
-        options: &[],
+        options: &[J],
     },
 ];
 
@@ -764,6 +766,7 @@ mod tests {
             "exec pay.servo run deploy.py --force"
         );
         assert_eq!(ok("help"), "help");
+        assert_eq!(ok("help -j"), "help -j");
         assert_eq!(ok("log pay.db -l -d"), "log pay.db -l -d");
         assert_eq!(ok("  ls   -j "), "ls -j");
     }
