@@ -318,6 +318,28 @@ with servo(strict=False) as proxy:
 
 // ------------------------------------------------------------ signatures
 
+/// The replay cache is kept in the state dir (§11): a captured v2 request
+/// is not accepted again after servo restarts.
+#[test]
+fn a_v2_signature_stays_spent_across_a_restart() {
+    if !require_root() {
+        return;
+    }
+    let (servo, conf) = start_with_tenants(r#", "require_signature": "v2""#, &[]);
+    let b = bundle(&[("ok.py", "print('ran')\n")]);
+    let ts = now();
+    let sig = openssl_v2(TOKEN_A, ts, "/run/ok.py", "a", &[], &b.tgz);
+    let ts_header = format!("X-Servo-Timestamp: {ts}");
+    let extra = ["-H", ts_header.as_str(), "-H", "X-Tenant: a"];
+    let r = post_signed(&servo, &b.tgz, "ok.py", &sig, &extra);
+    assert_eq!(r.status, 200, "{}", r.body);
+    let tenants = conf.path().join("tenants.json");
+    let servo = servo.restart(&["--tenants", tenants.to_str().expect("utf-8")]);
+    let r = post_signed(&servo, &b.tgz, "ok.py", &sig, &extra);
+    assert_eq!(r.status, 403, "{}", r.body);
+    assert!(r.body.starts_with("replayed signature"), "{}", r.body);
+}
+
 #[test]
 fn v2_signatures_bind_the_request_and_cannot_be_replayed() {
     if !require_root() {

@@ -6,6 +6,7 @@
 
 pub mod callback;
 mod connections;
+mod replay;
 pub mod respond;
 mod routes;
 mod state_lock;
@@ -67,8 +68,8 @@ pub struct Server {
     pub run_slots: Arc<Semaphore>,
     /// Signalled whenever a run ends (the drain waits on it).
     pub run_ended: Notify,
-    /// v2 signatures accepted within their window (§2.6): signature → expiry.
-    pub replay: Mutex<HashMap<Vec<u8>, u64>>,
+    /// v2 signatures accepted within their window (§2.6), kept across restarts.
+    pub replay: replay::ReplayCache,
     /// Admitted requests per tenant, for the tenants' `concurrent_runs`.
     pub tenant_admitted: Mutex<HashMap<String, u64>>,
     /// Live runs' callback secrets (§2.5).
@@ -170,6 +171,12 @@ impl Server {
         let runs_dir = config.state_dir.join("runs");
         let spool_dir = config.state_dir.join("spool");
         let interrupted = sweep_runs_dir(&runs_dir, &spool_dir)?;
+        let replay_path = config.state_dir.join("replay");
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs());
+        let replay = replay::ReplayCache::open(&replay_path, now)
+            .map_err(io_err("cannot load the v2 replay cache", &replay_path))?;
         let runs_mount = mount_runs_tmpfs(&config, &runs_dir)?;
         let sb_config = sandbox_config(&config);
         std::fs::create_dir_all(&sb_config.scratch_dir)
@@ -226,7 +233,7 @@ impl Server {
             in_flight: AtomicUsize::new(0),
             run_slots: Arc::new(Semaphore::new(max_runs)),
             run_ended: Notify::new(),
-            replay: Mutex::new(HashMap::new()),
+            replay,
             tenant_admitted: Mutex::new(HashMap::new()),
             callbacks: callback::Callbacks::default(),
             _state_lock: state_lock,

@@ -21,7 +21,7 @@ use serde_json::json;
 use tokio::sync::mpsc;
 
 use super::respond::{full, negotiate, reject, ChannelBody, Form, ResponseBody};
-use super::Server;
+use super::{replay, Server};
 use crate::bundle::signature::{self, ArchiveDigest, Scheme, Signature, SignatureError, V2Context};
 use crate::bundle::upload::{self, UploadError};
 use crate::config::{Portal, Tenant};
@@ -244,34 +244,31 @@ fn admit(server: &Arc<Server>, tenant: &Tenant) -> Result<Admission, Rejection> 
     })
 }
 
-/// Most v2 signatures remembered at once; past it new v2 runs get 503
-/// until old ones leave the window (bounded memory).
-const REPLAY_CAPACITY: usize = 100_000;
-
-/// Remembers an accepted v2 signature until its window closes; refuses a
-/// second use within the window.
+/// Remembers an accepted v2 signature until its window closes, on disk
+/// before the run goes ahead; refuses a second use within the window.
 fn remember_v2(server: &Server, mac: &[u8], timestamp: u64, now: u64) -> Result<(), Rejection> {
-    let mut seen = server.replay.lock().unwrap_or_else(|p| p.into_inner());
-    if seen.get(mac).is_some_and(|&expiry| expiry >= now) {
-        return Err(Rejection(
+    let expiry = timestamp + signature::V2_WINDOW_S;
+    match server.replay.remember(mac, expiry, now) {
+        Ok(replay::Seen::Fresh) => Ok(()),
+        Ok(replay::Seen::Replayed) => Err(Rejection(
             StatusCode::FORBIDDEN,
             format!(
                 "{}: this v2 signature was already used; sign the request again",
                 signature::REPLAYED
             ),
-        ));
-    }
-    if seen.len() >= REPLAY_CAPACITY {
-        seen.retain(|_, expiry| *expiry >= now);
-        if seen.len() >= REPLAY_CAPACITY {
-            return Err(Rejection(
+        )),
+        Ok(replay::Seen::Full) => Err(Rejection(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "busy: too many recent v2 signatures to remember; retry later".into(),
+        )),
+        Err(e) => {
+            tracing::error!("cannot record a v2 signature in the replay cache: {e}");
+            Err(Rejection(
                 StatusCode::SERVICE_UNAVAILABLE,
-                "busy: too many recent v2 signatures to remember; retry later".into(),
-            ));
+                "busy: the replay cache cannot be written; retry later".into(),
+            ))
         }
     }
-    seen.insert(mac.to_vec(), timestamp + signature::V2_WINDOW_S);
-    Ok(())
 }
 
 /// Removes a run directory unless the run took it over.

@@ -130,6 +130,14 @@ impl Servo {
     }
 
     /// SIGTERM, then wait (bounded) for the exit status.
+    /// Stops this servo (SIGTERM) and starts another on the same state dir.
+    #[allow(dead_code)]
+    pub fn restart(mut self, extra: &[&str]) -> Servo {
+        self.terminate();
+        let state = std::mem::replace(&mut self.state, tempfile::tempdir().expect("tempdir"));
+        Servo::start_in(state, extra)
+    }
+
     pub fn terminate(&mut self) -> std::process::ExitStatus {
         let pid = nix::unistd::Pid::from_raw(self.child.id() as i32);
         let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM);
