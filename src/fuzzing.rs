@@ -19,7 +19,7 @@ use crate::bundle::unpack::{self, UnpackLimits};
 use crate::bundle::upload::{self, UploadError};
 use crate::config::Tenant;
 use crate::limits::Limits;
-use crate::relay::grammar;
+use crate::relay::grammar::{self, TAGS};
 use crate::relay::policy::{self, Verdict};
 use crate::relay::sim::Sim;
 use crate::run::request;
@@ -40,6 +40,7 @@ pub const TARGETS: &[(&str, Harness)] = &[
     ("tenants", tenants),
     ("sim", sim),
     ("deploy_yaml", deploy_yaml),
+    ("grammar", grammar),
 ];
 
 /// Small limits, so the fuzzer spends its time on structure, not on bytes.
@@ -550,6 +551,75 @@ fn sets_privileged(v: &yaml_rust2::Yaml) -> bool {
     docker["parameters"]
         .as_vec()
         .is_some_and(|list| list.iter().any(|p| p["key"].as_str() == Some("privileged")))
+}
+
+/// The toolset grammar (SPEC §6.3): the input is a command line. It never
+/// panics; what it accepts has a canonical line that parses back to the same
+/// command, that a shell cannot read differently (no shell or glob
+/// characters outside single quotes, none inside but the glob, no `'` in
+/// quotes), where only the first word is a verb and a word starts with `-`
+/// only when it is one of the verb's options, and that means the same with
+/// its quotes removed (the words `toolset` receives).
+pub fn grammar(data: &[u8]) {
+    let line = String::from_utf8_lossy(data);
+    let Ok(cmd) = grammar::parse(&line) else {
+        return;
+    };
+    let canonical = cmd.canonical();
+    assert_eq!(
+        grammar::parse_canonical(&canonical).as_ref(),
+        Ok(&cmd),
+        "{line:?} -> {canonical:?}"
+    );
+    const GLOB: &[char] = &['*', '?', '[', ']'];
+    const SHELL: &[char] = &[
+        ';', '|', '&', '$', '`', '<', '>', '(', ')', '{', '}', '\'', '"', '\\', '#', '~', ' ',
+        '\t', '\n', '\r',
+    ];
+    let words: Vec<&str> = canonical.split(' ').collect();
+    assert_eq!(words[0], cmd.verb(), "{canonical:?}");
+    let mut unquoted = Vec::new();
+    for word in &words {
+        let bare = match word.strip_prefix('\'').and_then(|w| w.strip_suffix('\'')) {
+            Some(inner) => {
+                assert!(!inner.contains('\''), "{canonical:?}: a quote in quotes");
+                assert!(inner.contains(GLOB), "{canonical:?}: quoted without a glob");
+                inner
+            }
+            None => {
+                assert!(
+                    !word.contains(GLOB) && !word.contains(SHELL),
+                    "{canonical:?}: `{word}` unquoted"
+                );
+                word
+            }
+        };
+        assert!(!bare.is_empty(), "{canonical:?}: an empty word");
+        assert!(
+            bare.chars()
+                .all(|c| c.is_ascii_graphic() && !SHELL.contains(&c)),
+            "{canonical:?}: `{bare}` holds a character the shell reads"
+        );
+        unquoted.push(bare);
+    }
+    let option_names: Vec<&str> = cmd
+        .spec
+        .options
+        .iter()
+        .flat_map(|o| o.names.iter().copied())
+        .chain(["-d", "--debug"])
+        .collect();
+    for word in &unquoted[1..] {
+        assert!(!TAGS.contains(word), "{canonical:?}: `{word}` is a verb");
+        assert!(
+            !word.starts_with('-') || option_names.contains(word),
+            "{canonical:?}: `{word}` looks like an option"
+        );
+        assert!(!word.starts_with('+'), "{canonical:?}: `{word}`");
+    }
+    assert_eq!(&unquoted[1..], cmd.argv().as_slice(), "{canonical:?}");
+    let plain = unquoted.join(" ");
+    assert_eq!(grammar::parse(&plain).as_ref(), Ok(&cmd), "{plain:?}");
 }
 
 /// Where the seed corpus of `target` lives, from the crate's root.

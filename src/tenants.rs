@@ -46,7 +46,7 @@ struct Entry {
 /// The toolset verbs a tenant's `commands` may name (§6.5).
 pub const VERBS: &[&str] = &[
     "ls", "grep", "port", "poll", "deploy", "scale", "kill", "off", "on", "reset", "bump", "exec",
-    "log", "nodes", "ping", "help",
+    "log", "help",
 ];
 
 fn err(path: &Path, msg: String) -> ConfigError {

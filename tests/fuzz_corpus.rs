@@ -92,6 +92,11 @@ fn deploy_yaml_corpus() {
 }
 
 #[test]
+fn grammar_corpus() {
+    replay("grammar");
+}
+
+#[test]
 fn the_unpack_harness_gzips_bare_tars_with_their_checksums_set() {
     let root = Path::new(env!("CARGO_MANIFEST_DIR"));
     let mut bare = std::fs::read(corpus_dir(root, "unpack").join("bare-good-tree.tar"))

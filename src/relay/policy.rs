@@ -22,7 +22,7 @@ pub enum Verdict {
 }
 
 /// Verbs whose answers are read-only listings, filtered to the tenant's namespaces.
-pub const READ_VERBS: &[&str] = &["ls", "grep", "port", "poll", "log", "ping"];
+pub const READ_VERBS: &[&str] = &["ls", "grep", "port", "poll", "log"];
 
 fn glob_in_namespaces(glob: &str, namespaces: &[String]) -> bool {
     // Literally `<ns>.` first: no wildcard may stand before the dot.

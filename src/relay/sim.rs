@@ -252,7 +252,6 @@ impl Sim {
                 0,
                 |key, _, pod| json!({"log": [format!("{key} ({}) started", pod.ip)]}),
             )),
-            "ping" => Ok(state.per_pod(&args, 0, |_, _, pod| json!({"ok": pod.running}))),
             "deploy" => state.deploy(&args, files),
             "scale" => state.scale(&args),
             "kill" => state.need_glob(&args).map(|g| state.kill(g)),
@@ -260,7 +259,6 @@ impl Sim {
                 .need_glob(&args)
                 .map(|g| state.switch(g, verb != "off")),
             "exec" => state.exec(&args, &cmd.words()),
-            "nodes" => Ok(state.nodes()),
             "help" => Ok(Value::String(format!(
                 "simulated Ochothon portal; verbs: {}",
                 grammar::verbs().collect::<Vec<_>>().join(" ")
@@ -514,21 +512,6 @@ impl State {
             0,
             |_, _, _| json!({"ok": true, "out": format!("(simulated) {}", words.join(" "))}),
         ))
-    }
-
-    fn nodes(&self) -> Value {
-        let mut out: BTreeMap<String, Vec<String>> = BTreeMap::new();
-        for (key, c) in &self.clusters {
-            for (seq, pod) in &c.pods {
-                out.entry(pod.node.to_string())
-                    .or_default()
-                    .push(format!("{key} #{seq}"));
-            }
-        }
-        json!(out
-            .into_iter()
-            .map(|(node, pods)| (node, json!({"pods": pods})))
-            .collect::<Map<_, _>>())
     }
 }
 

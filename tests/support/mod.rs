@@ -4,6 +4,7 @@
 
 pub mod escape;
 pub mod fake_portal;
+pub mod shell_portal;
 
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
