@@ -83,6 +83,18 @@ pub struct ServeArgs {
     /// closed (headers) or the upload answered 408 (body).
     #[arg(long, env = "SERVO_REQUEST_TIMEOUT_S", default_value_t = 30)]
     pub request_timeout_s: u64,
+    /// Free space kept on the state dir's filesystem, in MiB: an upload that
+    /// could eat into it is answered 503 before it is written (the audit log
+    /// needs room) [default: 64 MiB or 5 % of the filesystem, the smaller].
+    #[arg(long, env = "SERVO_DISK_RESERVE_MIB")]
+    pub disk_reserve_mib: Option<u64>,
+    /// Slowest average upload, in bytes/s, after --upload-grace-s; a slower
+    /// sender is answered 408 (0: no minimum).
+    #[arg(long, env = "SERVO_MIN_UPLOAD_RATE", default_value_t = 16 * 1024)]
+    pub min_upload_rate: u64,
+    /// Seconds an upload may take before --min-upload-rate applies.
+    #[arg(long, env = "SERVO_UPLOAD_GRACE_S", default_value_t = 10)]
+    pub upload_grace_s: u64,
 }
 
 /// Where the portal is.
@@ -147,6 +159,10 @@ pub struct Config {
     pub drain_timeout_s: u64,
     pub portal_timeout_s: u64,
     pub request_timeout_s: u64,
+    /// `--disk-reserve-mib` in bytes; None: 64 MiB or 5 % of the filesystem.
+    pub disk_reserve: Option<u64>,
+    pub min_upload_rate: u64,
+    pub upload_grace_s: u64,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -428,6 +444,9 @@ impl Config {
             drain_timeout_s: args.drain_timeout_s,
             portal_timeout_s: args.portal_timeout_s,
             request_timeout_s: args.request_timeout_s,
+            disk_reserve: args.disk_reserve_mib.map(|m| m.saturating_mul(1 << 20)),
+            min_upload_rate: args.min_upload_rate,
+            upload_grace_s: args.upload_grace_s,
         })
     }
 
