@@ -95,6 +95,18 @@ pub struct ServeArgs {
         value_delimiter = ','
     )]
     pub pod_cidr: Vec<String>,
+    /// Free space kept on the state dir's filesystem, in MiB: an upload that
+    /// could eat into it is answered 503 before it is written (the audit log
+    /// needs room) [default: 64 MiB or 5 % of the filesystem, the smaller].
+    #[arg(long, env = "SERVO_DISK_RESERVE_MIB")]
+    pub disk_reserve_mib: Option<u64>,
+    /// Slowest average upload, in bytes/s, after --upload-grace-s; a slower
+    /// sender is answered 408 (0: no minimum).
+    #[arg(long, env = "SERVO_MIN_UPLOAD_RATE", default_value_t = 16 * 1024)]
+    pub min_upload_rate: u64,
+    /// Seconds an upload may take before --min-upload-rate applies.
+    #[arg(long, env = "SERVO_UPLOAD_GRACE_S", default_value_t = 10)]
+    pub upload_grace_s: u64,
 }
 
 /// Where the portal is.
@@ -170,6 +182,10 @@ pub struct Config {
     /// The portal's addresses, resolved once at start-up: `/http` never
     /// reaches them.
     pub portal_addrs: Vec<SocketAddr>,
+    /// `--disk-reserve-mib` in bytes; None: 64 MiB or 5 % of the filesystem.
+    pub disk_reserve: Option<u64>,
+    pub min_upload_rate: u64,
+    pub upload_grace_s: u64,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -502,6 +518,9 @@ impl Config {
             request_timeout_s: args.request_timeout_s,
             pod_cidrs,
             portal_addrs,
+            disk_reserve: args.disk_reserve_mib.map(|m| m.saturating_mul(1 << 20)),
+            min_upload_rate: args.min_upload_rate,
+            upload_grace_s: args.upload_grace_s,
         })
     }
 

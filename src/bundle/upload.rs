@@ -24,6 +24,8 @@ pub enum UploadError {
     Io(#[from] std::io::Error),
     #[error("the upload stalled: no data for {0} s")]
     Stalled(u64),
+    #[error("the upload was too slow: {0}")]
+    TooSlow(String),
 }
 
 type BoxError = Box<dyn std::error::Error + Send + Sync>;
@@ -44,15 +46,74 @@ where
     S: Stream<Item = Result<Bytes, E>> + Send + Unpin + 'static,
     E: Into<BoxError> + 'static,
 {
+    paced(
+        stream,
+        Pace {
+            idle,
+            min_rate: 0,
+            grace: std::time::Duration::ZERO,
+        },
+    )
+}
+
+/// How a body must keep coming (SPEC §2.1).
+#[derive(Clone, Copy, Debug)]
+pub struct Pace {
+    /// Longest pause between two chunks.
+    pub idle: std::time::Duration,
+    /// Slowest average rate, in bytes/s, once `grace` has passed (0: none).
+    pub min_rate: u64,
+    pub grace: std::time::Duration,
+}
+
+/// What a body stream cut off by [`paced`] for its rate fails with.
+#[derive(Debug, thiserror::Error)]
+#[error("under {rate} bytes/s on average after {grace_s} s")]
+pub struct TooSlow {
+    pub rate: u64,
+    pub grace_s: u64,
+}
+
+/// `stream`, failing (and then ending) with [`Stalled`] when no item comes
+/// for `pace.idle`, or with [`TooSlow`] as soon as, past `pace.grace`, fewer
+/// than `pace.min_rate` bytes per second on average have come: a client
+/// that trickles a byte now and then cannot hold a place for long.
+pub fn paced<S, E>(
+    stream: S,
+    pace: Pace,
+) -> std::pin::Pin<Box<dyn Stream<Item = Result<Bytes, BoxError>> + Send>>
+where
+    S: Stream<Item = Result<Bytes, E>> + Send + Unpin + 'static,
+    E: Into<BoxError> + 'static,
+{
+    let start = tokio::time::Instant::now();
     Box::pin(futures_util::stream::unfold(
-        Some(stream),
-        move |stream| async move {
-            let mut stream = stream?;
-            match tokio::time::timeout(idle, stream.next()).await {
-                Ok(Some(Ok(chunk))) => Some((Ok(chunk), Some(stream))),
+        Some((stream, 0u64)),
+        move |state| async move {
+            let (mut stream, total) = state?;
+            let idle_at = tokio::time::Instant::now() + pace.idle;
+            // When the average falls below the minimum if nothing more comes.
+            let slow_at = (pace.min_rate > 0).then(|| {
+                let earned =
+                    std::time::Duration::from_secs_f64(total as f64 / pace.min_rate as f64);
+                start + pace.grace.max(earned)
+            });
+            let deadline = slow_at.map_or(idle_at, |s| s.min(idle_at));
+            match tokio::time::timeout_at(deadline, stream.next()).await {
+                Ok(Some(Ok(chunk))) => {
+                    let total = total + chunk.len() as u64;
+                    Some((Ok(chunk), Some((stream, total))))
+                }
                 Ok(Some(Err(e))) => Some((Err(e.into()), None)),
                 Ok(None) => None,
-                Err(_) => Some((Err(Stalled(idle.as_secs()).into()), None)),
+                Err(_) if slow_at.is_some_and(|s| s < idle_at) => {
+                    let slow = TooSlow {
+                        rate: pace.min_rate,
+                        grace_s: pace.grace.as_secs(),
+                    };
+                    Some((Err(slow.into()), None))
+                }
+                Err(_) => Some((Err(Stalled(pace.idle.as_secs()).into()), None)),
             }
         },
     ))
@@ -61,6 +122,16 @@ where
 /// The upload error for a failed read of the body: a stall (ours, or the
 /// same seen through multer) or anything else the body said.
 fn body_error(e: BoxError) -> UploadError {
+    let inner = match e.downcast_ref() {
+        Some(multer::Error::StreamReadFailed(inner)) => Some(inner),
+        _ => None,
+    };
+    if let Some(slow) = e
+        .downcast_ref::<TooSlow>()
+        .or_else(|| inner.and_then(|i| i.downcast_ref::<TooSlow>()))
+    {
+        return UploadError::TooSlow(slow.to_string());
+    }
     let stalled = e
         .downcast_ref::<Stalled>()
         .or_else(|| match e.downcast_ref() {

@@ -6,6 +6,7 @@
 
 pub mod callback;
 mod connections;
+mod rejections;
 mod replay;
 pub mod respond;
 mod routes;
@@ -15,7 +16,7 @@ pub use connections::raise_open_files_limit;
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -50,6 +51,8 @@ pub enum ServeError {
         "another servo{holder} is using the state dir {path}: stop it, or give this one another --state-dir"
     )]
     StateDirInUse { path: PathBuf, holder: String },
+    #[error("no randomness from the OS: {0}")]
+    Random(String),
 }
 
 /// Shared state of a running server.
@@ -74,6 +77,16 @@ pub struct Server {
     pub tenant_admitted: Mutex<HashMap<String, u64>>,
     /// Live runs' callback secrets (§2.5).
     pub callbacks: callback::Callbacks,
+    /// `request.rejected` records, rate-limited (§2.1).
+    pub rejections: Arc<rejections::RejectionLog>,
+    /// Bytes that uploads being written to the state dir's disk may still
+    /// take (their declared size, or --max-upload): counted against the
+    /// free space before another upload is let in (§2.1).
+    pub spool_claims: AtomicU64,
+    /// The key an unknown tenant's upload is checked against (random, never
+    /// told): it is read and verified as a known tenant's would be, and fails
+    /// the same way (§2.1).
+    pub decoy_token: String,
     /// `STATE/servo.lock`, held while this server runs.
     _state_lock: nix::fcntl::Flock<std::fs::File>,
 }
@@ -204,6 +217,9 @@ impl Server {
             )?;
         }
         let max_runs = config.max_runs;
+        let mut decoy = [0u8; 32];
+        getrandom::fill(&mut decoy).map_err(|e| ServeError::Random(e.to_string()))?;
+        let rejections = rejections::RejectionLog::new(Arc::clone(&audit));
         let metrics = Arc::new(crate::metrics::Metrics::default());
         let mut relay = crate::relay::Relay::new(
             config.portal.clone(),
@@ -236,6 +252,9 @@ impl Server {
             replay,
             tenant_admitted: Mutex::new(HashMap::new()),
             callbacks: callback::Callbacks::default(),
+            rejections,
+            spool_claims: AtomicU64::new(0),
+            decoy_token: hex::encode(decoy),
             _state_lock: state_lock,
         }))
     }

@@ -1,11 +1,14 @@
 //! Routes (SPEC §2): `POST /run/<scripts>`, `GET /health`; 404/405 otherwise.
 //!
 //! A run request goes through its checks in this order, answering the first
-//! that fails with one line: script list and variables (400), tenant and
-//! signature header (403), content type (415), declared size (413), capacity
-//! (503); then the upload streams to disk while hashed (413 past the limit,
-//! 400 without a `tgz` field) and the signature is verified (403). Only then
-//! is anything in the archive looked at: the run starts.
+//! that fails with one line: script list and variables (400), signature
+//! header (403), content type (415), declared size (413), capacity in the
+//! shared pool and room on the disk above its reserve (503); then the upload
+//! streams to disk while hashed (413 past the limit, 400 without a `tgz`
+//! field, 408 when it stalls or is slower than the minimum rate) and the
+//! signature is verified (403; an unknown tenant's upload goes through all
+//! of this too, against a key nobody has); then the tenant's own place
+//! (503). Only then is anything in the archive looked at: the run starts.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -62,17 +65,19 @@ pub async fn handle(
                 Ok(resp) => resp,
                 Err(rejection) => {
                     let Rejection(status, reason) = rejection;
-                    server.ctx.metrics.rejected(match status.as_u16() {
+                    let label = match status.as_u16() {
                         400 => "bad_request",
                         403 => "forbidden",
+                        408 => "timeout",
                         413 => "too_large",
                         415 => "unsupported_type",
                         503 => "busy",
                         _ => "internal",
-                    });
-                    let _ = server.ctx.audit.record(
-                        "request.rejected",
-                        "",
+                    };
+                    server.ctx.metrics.rejected(label);
+                    // Rate-limited per label, fields cut short (§2.1).
+                    server.rejections.record(
+                        label,
                         &claimed,
                         json!({"remote": remote.to_string(), "status": status.as_u16(), "reason": reason}),
                     );
@@ -196,29 +201,36 @@ fn forbidden() -> Rejection {
     Rejection(StatusCode::FORBIDDEN, FORBIDDEN.into())
 }
 
-/// Holds a place among the admitted requests (server-wide and for its
-/// tenant); gives it back on drop.
+/// Holds a place among the admitted requests (the one pool shared by every
+/// request, verified or not) and, once its signature holds, one of its
+/// tenant's places; gives them back on drop.
 struct Admission {
     server: Arc<Server>,
-    tenant: String,
+    tenant: Option<String>,
 }
 
 impl Drop for Admission {
     fn drop(&mut self) {
         self.server.admitted.fetch_sub(1, Ordering::SeqCst);
+        let Some(tenant) = &self.tenant else { return };
         let mut per_tenant = self
             .server
             .tenant_admitted
             .lock()
             .unwrap_or_else(|p| p.into_inner());
-        if let Some(n) = per_tenant.get_mut(&self.tenant) {
+        if let Some(n) = per_tenant.get_mut(tenant) {
             *n = n.saturating_sub(1);
         }
     }
 }
 
-fn admit(server: &Arc<Server>, tenant: &Tenant) -> Result<Admission, Rejection> {
-    let busy = |m: &str| Rejection(StatusCode::SERVICE_UNAVAILABLE, m.to_string());
+fn busy(m: &str) -> Rejection {
+    Rejection(StatusCode::SERVICE_UNAVAILABLE, m.to_string())
+}
+
+/// A place in the shared pool (≤ max_runs + max_queue), taken before the
+/// upload: whoever sends it, it costs only this.
+fn admit(server: &Arc<Server>) -> Result<Admission, Rejection> {
     let cap = server.config().max_runs + server.config().max_queue;
     server
         .admitted
@@ -226,22 +238,79 @@ fn admit(server: &Arc<Server>, tenant: &Tenant) -> Result<Admission, Rejection> 
             (n < cap).then_some(n + 1)
         })
         .map_err(|_| busy("busy: too many runs and queued requests; retry later"))?;
-    let mut per_tenant = server
-        .tenant_admitted
-        .lock()
-        .unwrap_or_else(|p| p.into_inner());
-    let n = per_tenant.entry(tenant.name.clone()).or_default();
-    if tenant.limits.concurrent_runs > 0 && *n >= tenant.limits.concurrent_runs {
-        server.admitted.fetch_sub(1, Ordering::SeqCst);
-        return Err(busy(
-            "busy: this tenant has its concurrent_runs running; retry later",
-        ));
-    }
-    *n += 1;
     Ok(Admission {
         server: server.clone(),
-        tenant: tenant.name.clone(),
+        tenant: None,
     })
+}
+
+impl Admission {
+    /// One of the tenant's `concurrent_runs` places, taken only once the
+    /// signature holds (§2.1): a stranger cannot lock a tenant out.
+    fn for_tenant(&mut self, tenant: &Tenant) -> Result<(), Rejection> {
+        let mut per_tenant = self
+            .server
+            .tenant_admitted
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        let n = per_tenant.entry(tenant.name.clone()).or_default();
+        if tenant.limits.concurrent_runs > 0 && *n >= tenant.limits.concurrent_runs {
+            return Err(busy(
+                "busy: this tenant has its concurrent_runs running; retry later",
+            ));
+        }
+        *n += 1;
+        self.tenant = Some(tenant.name.clone());
+        Ok(())
+    }
+}
+
+/// Space an upload being written to the state dir's disk may still take;
+/// given back on drop (once written, the file itself shows in statvfs).
+struct SpoolClaim<'a> {
+    server: &'a Server,
+    bytes: u64,
+}
+
+impl Drop for SpoolClaim<'_> {
+    fn drop(&mut self) {
+        self.server
+            .spool_claims
+            .fetch_sub(self.bytes, Ordering::SeqCst);
+    }
+}
+
+/// The free space kept on the state dir's filesystem when --disk-reserve-mib
+/// is not given: 64 MiB, or 5 % of the filesystem when that is less.
+const DEFAULT_DISK_RESERVE: u64 = 64 << 20;
+
+/// Claims `bytes` of the state dir's disk for an upload, or refuses (503)
+/// before anything is written when, with what other uploads may still
+/// write, it could eat into the reserve the audit log needs (§2.1).
+fn claim_disk(server: &Server, bytes: u64) -> Result<SpoolClaim<'_>, Rejection> {
+    let config = server.config();
+    let stat = nix::sys::statvfs::statvfs(&config.state_dir).map_err(|e| {
+        storage_rejection(
+            "check the free space",
+            &std::io::Error::from_raw_os_error(e as i32),
+        )
+    })?;
+    let unit = stat.fragment_size() as u64;
+    let free = (stat.blocks_available() as u64).saturating_mul(unit);
+    let size = (stat.blocks() as u64).saturating_mul(unit);
+    let reserve = config
+        .disk_reserve
+        .unwrap_or(DEFAULT_DISK_RESERVE.min(size / 20));
+    let others = server.spool_claims.fetch_add(bytes, Ordering::SeqCst);
+    let claim = SpoolClaim { server, bytes };
+    if free < reserve.saturating_add(others).saturating_add(bytes) {
+        return Err(busy(&format!(
+            "busy: no space left on the server's disk for this upload of up to {bytes} bytes \
+             (servo keeps {} MiB free for its audit log); retry later",
+            reserve >> 20
+        )));
+    }
+    Ok(claim)
 }
 
 /// Remembers an accepted v2 signature until its window closes, on disk
@@ -336,7 +405,9 @@ fn upload_rejection(e: UploadError) -> Rejection {
         UploadError::Body(m) => bad_request(format!("the request body could not be read: {m}")),
         e @ (UploadError::Multipart(_) | UploadError::NoArchiveField) => bad_request(e.to_string()),
         UploadError::Io(e) => storage_rejection("store the upload", &e),
-        e @ UploadError::Stalled(_) => Rejection(StatusCode::REQUEST_TIMEOUT, e.to_string()),
+        e @ (UploadError::Stalled(_) | UploadError::TooSlow(_)) => {
+            Rejection(StatusCode::REQUEST_TIMEOUT, e.to_string())
+        }
     }
 }
 
@@ -361,10 +432,10 @@ async fn receive_archive(
     kind: BodyKind,
     dest: &std::path::Path,
     max: u64,
-    idle: std::time::Duration,
+    pace: upload::Pace,
     digest: &mut ArchiveDigest,
 ) -> Result<u64, Rejection> {
-    let stream = upload::idle_limited(body.into_data_stream(), idle);
+    let stream = upload::paced(body.into_data_stream(), pace);
     match kind {
         BodyKind::Raw => upload::save(stream, dest, max, digest)
             .await
@@ -419,7 +490,16 @@ async fn start_run(
         Some(v) => v.to_str().map_err(|_| forbidden())?.to_string(),
         None => "default".to_string(),
     };
-    let tenant: Tenant = config.tenant(&tenant_name).cloned().ok_or_else(forbidden)?;
+    // An unknown tenant's upload is read and checked like a known one's,
+    // against a key nobody has, so that its 403 looks the same in body and
+    // timing (§2.1): whether a tenant exists is not told to strangers.
+    let known = config.tenant(&tenant_name).is_some();
+    let tenant: Tenant = config.tenant(&tenant_name).cloned().unwrap_or_else(|| {
+        let mut decoy =
+            Tenant::default_tenant(server.decoy_token.clone(), crate::limits::Limits::default());
+        decoy.name = tenant_name.clone();
+        decoy
+    });
     let sig_text = header_str(headers, "x-signature").ok_or_else(forbidden)?;
     let sig = Signature::parse(sig_text).map_err(|_| forbidden())?;
     // Said only to whoever proves the token (after verifying): otherwise it
@@ -455,13 +535,22 @@ async fn start_run(
             "the audit log cannot be written; runs are refused until it can".into(),
         ));
     }
-    let admission = admit(server, &tenant)?;
+    let mut admission = admit(server)?;
 
+    // Small uploads stay on the runs tmpfs; big ones go to the disk, where
+    // they may not eat into the reserve (undeclared sizes count as the limit).
+    let small = declared.is_some_and(|n| n <= super::SMALL_UPLOAD);
+    let disk_claim = if server.runs_on_tmpfs && small {
+        None
+    } else {
+        Some(claim_disk(
+            server,
+            declared.unwrap_or(config.max_upload + framing),
+        )?)
+    };
     let id = random_hex(8)?;
     let run_dir = server.runs_dir.join(&id);
     std::fs::create_dir(&run_dir).map_err(|e| storage_rejection("create the run directory", &e))?;
-    // Small uploads stay on the runs tmpfs; big ones go to the disk.
-    let small = declared.is_some_and(|n| n <= super::SMALL_UPLOAD);
     let archive = if server.runs_on_tmpfs && !small {
         server.spool_dir.join(format!("{id}.tgz"))
     } else {
@@ -474,10 +563,15 @@ async fn start_run(
         kind,
         &archive,
         config.max_upload,
-        std::time::Duration::from_secs(config.request_timeout_s),
+        upload::Pace {
+            idle: std::time::Duration::from_secs(config.request_timeout_s),
+            min_rate: config.min_upload_rate,
+            grace: std::time::Duration::from_secs(config.upload_grace_s),
+        },
         &mut digest,
     )
     .await?;
+    drop(disk_claim); // written: the file itself now shows in the free space
     let digest = digest.finish();
     server
         .ctx
@@ -494,12 +588,17 @@ async fn start_run(
     digest
         .verify(&sig, tenant.token.as_bytes(), v2.as_ref())
         .map_err(|_| forbidden())?;
+    if !known {
+        return Err(forbidden());
+    }
     if scheme_refused {
         return Err(Rejection(
             StatusCode::FORBIDDEN,
             SignatureError::SchemeRefused.to_string(),
         ));
     }
+    // Verified: now, and only now, the run counts against its tenant.
+    admission.for_tenant(&tenant)?;
     if let Some(ts) = v2_time {
         remember_v2(server, &sig.mac, ts, now)?;
     }

@@ -70,7 +70,8 @@ impl Servo {
         Self::start_in_env(state, extra, &[])
     }
 
-    fn start_in_env(state: tempfile::TempDir, extra: &[&str], env: &[(&str, &str)]) -> Servo {
+    /// Starts servo with `state` as its state dir and extra environment variables.
+    pub fn start_in_env(state: tempfile::TempDir, extra: &[&str], env: &[(&str, &str)]) -> Servo {
         let stderr_log = state.path().join("servo.stderr");
         let err_file = std::fs::File::create(&stderr_log).expect("stderr log");
         let mut args = vec![
