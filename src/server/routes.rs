@@ -150,22 +150,40 @@ fn metrics(server: &Server) -> Response<ResponseBody> {
 }
 
 async fn receive_callback(server: &Server, req: Request<Incoming>) -> Response<ResponseBody> {
-    use super::callback::{self, CallbackError};
+    use super::callback::{self, CallbackError, MAX_CALLBACK_BYTES};
     let path = req.uri().path().to_string();
-    let result = match callback::parse_path(&path) {
-        Ok((secret, name)) => match server.callbacks.lookup(secret) {
-            Some(target) => {
-                let idle = std::time::Duration::from_secs(server.config().request_timeout_s);
-                let body =
-                    crate::bundle::upload::idle_limited(req.into_body().into_data_stream(), idle);
-                callback::store(&target, &name, body)
-                    .await
-                    .map(|n| format!("stored {n} bytes as {name}"))
-            }
-            None => Err(CallbackError::NotFound),
-        },
-        Err(e) => Err(e),
-    };
+    let declared =
+        header_str(req.headers(), CONTENT_LENGTH.as_str()).and_then(|v| v.parse::<u64>().ok());
+    let result = async {
+        let (secret, name) = callback::parse_path(&path)?;
+        let target = server
+            .callbacks
+            .lookup(secret)
+            .ok_or(CallbackError::NotFound)?;
+        let _place = target.enter()?;
+        if declared.is_some_and(|n| n > MAX_CALLBACK_BYTES) {
+            return Err(CallbackError::TooLarge);
+        }
+        if server.ctx.audit.probe().is_err() {
+            return Err(CallbackError::Audit);
+        }
+        let idle = std::time::Duration::from_secs(server.config().request_timeout_s);
+        let body = crate::bundle::upload::idle_limited(req.into_body().into_data_stream(), idle);
+        let stored = callback::store(&target, &name, body).await?;
+        server
+            .ctx
+            .audit
+            .commit(
+                "callback.received",
+                &target.run,
+                &target.tenant,
+                json!({"name": name, "bytes": stored.bytes, "sha256": stored.sha256}),
+            )
+            .await
+            .map_err(|_| CallbackError::Audit)?;
+        Ok(format!("stored {} bytes as {name}", stored.bytes))
+    }
+    .await;
     match result {
         Ok(msg) => full(
             StatusCode::OK,
@@ -178,9 +196,19 @@ async fn receive_callback(server: &Server, req: Request<Incoming>) -> Response<R
                 CallbackError::Name(_) | CallbackError::Body(_) => StatusCode::BAD_REQUEST,
                 CallbackError::TooLarge => StatusCode::PAYLOAD_TOO_LARGE,
                 CallbackError::Stalled(_) => StatusCode::REQUEST_TIMEOUT,
-                CallbackError::Io(_) => StatusCode::CONFLICT,
+                CallbackError::Exists(_) | CallbackError::Io(_) => StatusCode::CONFLICT,
+                CallbackError::TooMany => StatusCode::TOO_MANY_REQUESTS,
+                CallbackError::Audit => StatusCode::SERVICE_UNAVAILABLE,
             };
-            reject(status, Form::Text, &e.to_string())
+            let mut resp = reject(status, Form::Text, &e.to_string());
+            if matches!(
+                status,
+                StatusCode::TOO_MANY_REQUESTS | StatusCode::SERVICE_UNAVAILABLE
+            ) {
+                resp.headers_mut()
+                    .insert("retry-after", HeaderValue::from_static("1"));
+            }
+            resp
         }
     }
 }
@@ -570,11 +598,13 @@ async fn start_run(
     if let Some(secret) = &callback_secret {
         server.callbacks.register(
             secret,
-            super::callback::Target {
-                workdir: crate::sandbox::workdir::RunVolume::dir_of(&run_dir).join("work"),
-                uid: lease.uid,
-                gid: lease.gid,
-            },
+            super::callback::Target::new(
+                crate::sandbox::workdir::RunVolume::dir_of(&run_dir).join("work"),
+                lease.uid,
+                lease.gid,
+                &id,
+                &tenant.name,
+            ),
         );
     }
     let spec = RunSpec {
