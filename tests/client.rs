@@ -225,7 +225,7 @@ fn variables_arrive_and_the_tgz_is_sent_unchanged() {
     let servo = Servo::start(&[]);
     let b = bundle(&[(
         "env.py",
-        "import os\nprint('BUILD_ID=' + os.environ['BUILD_ID'])\nprint('URL=' + os.environ['GIT_URL'])\n",
+        "import os\nprint('BUILD_ID=' + os.environ['BUILD_ID'])\nprint('URL=' + os.environ['REPO_URL'])\n",
     )]);
     let tgz = path_str(&b.tgz);
     let out = servo_run(
@@ -236,7 +236,7 @@ fn variables_arrive_and_the_tgz_is_sent_unchanged() {
             "-v",
             "build-id:42",
             "-v",
-            "git-url:http://git:8080/x",
+            "repo-url:http://git:8080/x",
         ],
     );
     assert_eq!(code(&out), 0, "{}{}", stdout(&out), stderr(&out));
@@ -257,7 +257,7 @@ fn variables_arrive_and_the_tgz_is_sent_unchanged() {
     assert_eq!(started[0]["signature"], "v2");
     assert_eq!(
         started[0]["variables"],
-        serde_json::json!(["BUILD_ID", "GIT_URL"])
+        serde_json::json!(["BUILD_ID", "REPO_URL"])
     );
 
     // --legacy-signature: the guide's sha1= HMAC, same archive.
@@ -269,7 +269,7 @@ fn variables_arrive_and_the_tgz_is_sent_unchanged() {
             "-v",
             "build-id:7",
             "-v",
-            "git-url:x",
+            "repo-url:x",
             "--legacy-signature",
         ],
     );
