@@ -750,3 +750,38 @@ fn servo_sign_matches_openssl_dgst() {
     let out = output(servo_cmd(&["sign", path_str(&file)]).env("SERVO_TOKEN", TOKEN));
     assert_eq!(stdout(&out).trim(), openssl_sign(&file, TOKEN));
 }
+
+// ------------------------------------------------------------ Hardening
+
+#[test]
+fn servo_decrypt_writes_the_plaintext_0600() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let aes = dir.path().join("db.yml.aes");
+    std::fs::write(
+        &aes,
+        openssl(
+            &["enc", "-aes-256-cbc", "-pbkdf2", "-a", "-k", SECRET_TOKEN],
+            b"password: hunter2\n",
+        ),
+    )
+    .expect("write");
+    // A world-readable .aes (it is safe to share); the plaintext is not.
+    std::fs::set_permissions(&aes, std::fs::Permissions::from_mode(0o644)).expect("chmod");
+    let plain = dir.path().join("db.yml");
+    for force in [false, true] {
+        let mut args = vec!["decrypt", "--token", SECRET_TOKEN, path_str(&aes)];
+        if force {
+            args.push("--force");
+        }
+        let out = output(&mut servo_cmd(&args));
+        assert_eq!(code(&out), 0, "{}", stderr(&out));
+        assert_eq!(std::fs::read(&plain).expect("read"), b"password: hunter2\n");
+        let mode = std::fs::metadata(&plain)
+            .expect("stat")
+            .permissions()
+            .mode()
+            & 0o777;
+        assert_eq!(mode, 0o600, "--force {force}: mode {mode:o}");
+    }
+}
