@@ -785,3 +785,28 @@ fn servo_decrypt_writes_the_plaintext_0600() {
         assert_eq!(mode, 0o600, "--force {force}: mode {mode:o}");
     }
 }
+
+#[test]
+fn servo_run_strips_terminal_control_characters_from_the_server_text() {
+    if !require_root() {
+        return;
+    }
+    let servo = Servo::start(&[]);
+    let dir = bundle_dir(&[(
+        "noisy.py",
+        "import sys\nsys.stdout.write('clear\\x1b[2Jscreen\\x07bell\\x1b]0;title\\x07\\ttab\\r\\n')\nprint('next line')\n",
+    )]);
+    let out = servo_run(&servo, &[path_str(dir.path()), "noisy.py"]);
+    assert_eq!(code(&out), 0, "{}{}", stdout(&out), stderr(&out));
+    let text = stdout(&out);
+    assert!(!text.contains('\x1b'), "{text:?}");
+    assert!(!text.contains('\x07'), "{text:?}");
+    assert!(!text.contains('\r'), "{text:?}");
+    assert!(!text.contains("[2J") && !text.contains("title"), "{text:?}");
+    // Newlines and tabs stay.
+    assert!(
+        text.lines().any(|l| l == "clearscreenbell\ttab"),
+        "{text:?}"
+    );
+    assert!(text.lines().any(|l| l == "next line"), "{text:?}");
+}
