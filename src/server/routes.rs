@@ -24,7 +24,7 @@ use super::respond::{full, negotiate, reject, ChannelBody, Form, ResponseBody};
 use super::Server;
 use crate::bundle::signature::{self, ArchiveDigest, Scheme, Signature, SignatureError, V2Context};
 use crate::bundle::upload::{self, UploadError};
-use crate::config::{Portal, Tenant};
+use crate::config::Tenant;
 use crate::run::{self, request, RunEvent, RunSpec};
 
 /// The same answer for a bad signature and an unknown tenant (§2.1).
@@ -117,7 +117,8 @@ fn health(server: &Server) -> Response<ResponseBody> {
     let body = json!({
         "version": env!("CARGO_PKG_VERSION"),
         "uptime_s": server.started.elapsed().as_secs(),
-        "portal": match &config.portal { Portal::Sim => "sim".to_string(), Portal::Url(u) => u.clone() },
+        "portal": config.portal.display(),
+        "legacy_signatures": if config.legacy_signatures_allowed() { "allowed" } else { "refused" },
         "runs_in_flight": in_flight,
         "queue": admitted.saturating_sub(in_flight),
         "audit": if audit_ok { "ok" } else { "failing" },
