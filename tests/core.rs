@@ -810,6 +810,23 @@ fn aes_symlinks_to_host_files_fail_the_run_without_reading_them() {
 // ------------------------------------------------------------ Hardening
 
 #[test]
+fn serve_logs_are_not_coloured_when_stderr_is_not_a_terminal() {
+    if !require_root() {
+        return;
+    }
+    // The support starts servo with its stderr going to a file.
+    let servo = Servo::start(&[]);
+    let b = bundle(&[("ok.py", "print('ok')\n")]);
+    assert_eq!(post_bundle(&servo, &b.tgz, "ok.py", &[]).status, 200);
+    let log = servo.stderr();
+    assert!(log.contains("listening on"), "{log}");
+    assert!(
+        !log.contains("\x1b["),
+        "terminal escapes in a file: {log:?}"
+    );
+}
+
+#[test]
 fn health_hides_the_portal_userinfo_and_the_start_up_log_too() {
     if !require_root() {
         return;
