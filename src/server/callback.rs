@@ -107,8 +107,6 @@ pub enum CallbackError {
     Exists(String),
     #[error("too many callbacks in flight for this run (at most {MAX_IN_FLIGHT} at once); retry when one has finished")]
     TooMany,
-    #[error("the audit log cannot be written; callbacks are refused until it can")]
-    Audit,
     #[error("cannot store the callback: {0}")]
     Io(#[from] std::io::Error),
 }

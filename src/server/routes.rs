@@ -165,13 +165,13 @@ async fn receive_callback(server: &Server, req: Request<Incoming>) -> Response<R
         if declared.is_some_and(|n| n > MAX_CALLBACK_BYTES) {
             return Err(CallbackError::TooLarge);
         }
-        if server.ctx.audit.probe().is_err() {
-            return Err(CallbackError::Audit);
-        }
         let idle = std::time::Duration::from_secs(server.config().request_timeout_s);
         let body = crate::bundle::upload::idle_limited(req.into_body().into_data_stream(), idle);
         let stored = callback::store(&target, &name, body).await?;
-        server
+        // Like the other records of a run under way (a script's end), a
+        // callback is not refused while the audit log cannot be written:
+        // its record is then counted in `audit.resumed`'s `lost_records`.
+        if let Err(e) = server
             .ctx
             .audit
             .commit(
@@ -181,7 +181,12 @@ async fn receive_callback(server: &Server, req: Request<Incoming>) -> Response<R
                 json!({"name": name, "bytes": stored.bytes, "sha256": stored.sha256}),
             )
             .await
-            .map_err(|_| CallbackError::Audit)?;
+        {
+            tracing::warn!(
+                "run {}: callback {name} stored but not audited: {e}",
+                target.run
+            );
+        }
         Ok(format!("stored {} bytes as {name}", stored.bytes))
     }
     .await;
@@ -199,13 +204,9 @@ async fn receive_callback(server: &Server, req: Request<Incoming>) -> Response<R
                 CallbackError::Stalled(_) => StatusCode::REQUEST_TIMEOUT,
                 CallbackError::Exists(_) | CallbackError::Io(_) => StatusCode::CONFLICT,
                 CallbackError::TooMany => StatusCode::TOO_MANY_REQUESTS,
-                CallbackError::Audit => StatusCode::SERVICE_UNAVAILABLE,
             };
             let mut resp = reject(status, Form::Text, &e.to_string());
-            if matches!(
-                status,
-                StatusCode::TOO_MANY_REQUESTS | StatusCode::SERVICE_UNAVAILABLE
-            ) {
+            if status == StatusCode::TOO_MANY_REQUESTS {
                 resp.headers_mut()
                     .insert("retry-after", HeaderValue::from_static("1"));
             }
