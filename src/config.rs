@@ -107,6 +107,10 @@ pub struct ServeArgs {
     /// Seconds an upload may take before --min-upload-rate applies.
     #[arg(long, env = "SERVO_UPLOAD_GRACE_S", default_value_t = 10)]
     pub upload_grace_s: u64,
+    /// Make the default tenant require v2 signatures: its `sha1=` and
+    /// `sha256=` requests (replayable, not binding scripts or variables) get 403.
+    #[arg(long, env = "SERVO_REQUIRE_V2")]
+    pub require_v2: bool,
 }
 
 /// Where the portal is.
@@ -509,9 +513,17 @@ impl Config {
             json_logs: args.log_format == "json",
             uid_base,
             uid_count,
-            tenants: match &args.tenants {
-                Some(path) => crate::tenants::load(path, Some(token), &limits)?,
-                None => vec![Tenant::default_tenant(token, limits)],
+            tenants: {
+                let mut tenants = match &args.tenants {
+                    Some(path) => crate::tenants::load(path, Some(token), &limits)?,
+                    None => vec![Tenant::default_tenant(token, limits)],
+                };
+                if args.require_v2 {
+                    for t in tenants.iter_mut().filter(|t| t.name == "default") {
+                        t.require_v2 = true;
+                    }
+                }
+                tenants
             },
             drain_timeout_s: args.drain_timeout_s,
             portal_timeout_s: args.portal_timeout_s,
@@ -527,11 +539,55 @@ impl Config {
     pub fn tenant(&self, name: &str) -> Option<&Tenant> {
         self.tenants.iter().find(|t| t.name == name)
     }
+
+    /// Whether the default tenant takes legacy `sha1=`/`sha256=` signatures
+    /// (false too when there is no default tenant).
+    pub fn legacy_signatures_allowed(&self) -> bool {
+        self.tenant("default").is_some_and(|t| !t.require_v2)
+    }
+}
+
+impl Portal {
+    /// How the portal is shown (`/health`, the start-up log): a URL without
+    /// its userinfo (`http://user:pw@host:9000` → `http://host:9000`).
+    pub fn display(&self) -> String {
+        match self {
+            Portal::Sim => "sim".to_string(),
+            Portal::Url(u) => without_userinfo(u),
+        }
+    }
+}
+
+/// `url` without the `user:password@` part of its authority.
+pub fn without_userinfo(url: &str) -> String {
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return url.to_string();
+    };
+    let end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
+    let (authority, tail) = rest.split_at(end);
+    match authority.rfind('@') {
+        Some(at) => format!("{scheme}://{}{tail}", &authority[at + 1..]),
+        None => url.to_string(),
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn userinfo_is_hidden() {
+        for (url, shown) in [
+            ("http://user:pw@host:9000", "http://host:9000"),
+            ("https://u@h/p?q=a@b", "https://h/p?q=a@b"),
+            ("http://a:b@c@host:1/x", "http://host:1/x"),
+            ("http://10.0.0.5:9000", "http://10.0.0.5:9000"),
+            ("http://host/path@x", "http://host/path@x"),
+        ] {
+            assert_eq!(without_userinfo(url), shown, "{url}");
+        }
+        assert_eq!(Portal::Sim.display(), "sim");
+    }
 
     #[test]
     fn generated_tokens_use_the_alphabet() {

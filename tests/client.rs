@@ -225,7 +225,7 @@ fn variables_arrive_and_the_tgz_is_sent_unchanged() {
     let servo = Servo::start(&[]);
     let b = bundle(&[(
         "env.py",
-        "import os\nprint('BUILD_ID=' + os.environ['BUILD_ID'])\nprint('URL=' + os.environ['GIT_URL'])\n",
+        "import os\nprint('BUILD_ID=' + os.environ['BUILD_ID'])\nprint('URL=' + os.environ['REPO_URL'])\n",
     )]);
     let tgz = path_str(&b.tgz);
     let out = servo_run(
@@ -236,7 +236,7 @@ fn variables_arrive_and_the_tgz_is_sent_unchanged() {
             "-v",
             "build-id:42",
             "-v",
-            "git-url:http://git:8080/x",
+            "repo-url:http://git:8080/x",
         ],
     );
     assert_eq!(code(&out), 0, "{}{}", stdout(&out), stderr(&out));
@@ -257,7 +257,7 @@ fn variables_arrive_and_the_tgz_is_sent_unchanged() {
     assert_eq!(started[0]["signature"], "v2");
     assert_eq!(
         started[0]["variables"],
-        serde_json::json!(["BUILD_ID", "GIT_URL"])
+        serde_json::json!(["BUILD_ID", "REPO_URL"])
     );
 
     // --legacy-signature: the guide's sha1= HMAC, same archive.
@@ -269,7 +269,7 @@ fn variables_arrive_and_the_tgz_is_sent_unchanged() {
             "-v",
             "build-id:7",
             "-v",
-            "git-url:x",
+            "repo-url:x",
             "--legacy-signature",
         ],
     );
@@ -749,4 +749,64 @@ fn servo_sign_matches_openssl_dgst() {
     // What the harness's guide flow computes, too.
     let out = output(servo_cmd(&["sign", path_str(&file)]).env("SERVO_TOKEN", TOKEN));
     assert_eq!(stdout(&out).trim(), openssl_sign(&file, TOKEN));
+}
+
+// ------------------------------------------------------------ Hardening
+
+#[test]
+fn servo_decrypt_writes_the_plaintext_0600() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let aes = dir.path().join("db.yml.aes");
+    std::fs::write(
+        &aes,
+        openssl(
+            &["enc", "-aes-256-cbc", "-pbkdf2", "-a", "-k", SECRET_TOKEN],
+            b"password: hunter2\n",
+        ),
+    )
+    .expect("write");
+    // A world-readable .aes (it is safe to share); the plaintext is not.
+    std::fs::set_permissions(&aes, std::fs::Permissions::from_mode(0o644)).expect("chmod");
+    let plain = dir.path().join("db.yml");
+    for force in [false, true] {
+        let mut args = vec!["decrypt", "--token", SECRET_TOKEN, path_str(&aes)];
+        if force {
+            args.push("--force");
+        }
+        let out = output(&mut servo_cmd(&args));
+        assert_eq!(code(&out), 0, "{}", stderr(&out));
+        assert_eq!(std::fs::read(&plain).expect("read"), b"password: hunter2\n");
+        let mode = std::fs::metadata(&plain)
+            .expect("stat")
+            .permissions()
+            .mode()
+            & 0o777;
+        assert_eq!(mode, 0o600, "--force {force}: mode {mode:o}");
+    }
+}
+
+#[test]
+fn servo_run_strips_terminal_control_characters_from_the_server_text() {
+    if !require_root() {
+        return;
+    }
+    let servo = Servo::start(&[]);
+    let dir = bundle_dir(&[(
+        "noisy.py",
+        "import sys\nsys.stdout.write('clear\\x1b[2Jscreen\\x07bell\\x1b]0;title\\x07\\ttab\\r\\n')\nprint('next line')\n",
+    )]);
+    let out = servo_run(&servo, &[path_str(dir.path()), "noisy.py"]);
+    assert_eq!(code(&out), 0, "{}{}", stdout(&out), stderr(&out));
+    let text = stdout(&out);
+    assert!(!text.contains('\x1b'), "{text:?}");
+    assert!(!text.contains('\x07'), "{text:?}");
+    assert!(!text.contains('\r'), "{text:?}");
+    assert!(!text.contains("[2J") && !text.contains("title"), "{text:?}");
+    // Newlines and tabs stay.
+    assert!(
+        text.lines().any(|l| l == "clearscreenbell\ttab"),
+        "{text:?}"
+    );
+    assert!(text.lines().any(|l| l == "next line"), "{text:?}");
 }

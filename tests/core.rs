@@ -806,3 +806,79 @@ fn aes_symlinks_to_host_files_fail_the_run_without_reading_them() {
     assert!(!r.body.contains("ran\n"));
     assert_eq!(curl(&format!("{}/health", servo.url), &[]).status, 200);
 }
+
+// ------------------------------------------------------------ Hardening
+
+#[test]
+fn serve_logs_are_not_coloured_when_stderr_is_not_a_terminal() {
+    if !require_root() {
+        return;
+    }
+    // The support starts servo with its stderr going to a file.
+    let servo = Servo::start(&[]);
+    let b = bundle(&[("ok.py", "print('ok')\n")]);
+    assert_eq!(post_bundle(&servo, &b.tgz, "ok.py", &[]).status, 200);
+    let log = servo.stderr();
+    assert!(log.contains("listening on"), "{log}");
+    assert!(
+        !log.contains("\x1b["),
+        "terminal escapes in a file: {log:?}"
+    );
+}
+
+#[test]
+fn health_hides_the_portal_userinfo_and_the_start_up_log_too() {
+    if !require_root() {
+        return;
+    }
+    let servo = Servo::start(&["--portal", "http://user:pw-s3cret@portal.invalid:9000"]);
+    let h = curl(&format!("{}/health", servo.url), &[]);
+    assert_eq!(h.status, 200, "{}", h.body);
+    assert_eq!(
+        h.json()["portal"],
+        "http://portal.invalid:9000",
+        "{}",
+        h.body
+    );
+    assert!(!h.body.contains("pw-s3cret"), "{}", h.body);
+    assert!(!servo.stderr().contains("pw-s3cret"), "{}", servo.stderr());
+}
+
+#[test]
+fn the_default_tenants_legacy_signatures_are_announced_and_can_be_refused() {
+    if !require_root() {
+        return;
+    }
+    let b = bundle(&[("ok.py", "print('ok')\n")]);
+
+    // By default: allowed, and said so at start-up and on /health.
+    let servo = Servo::start(&[]);
+    let h = curl(&format!("{}/health", servo.url), &[]).json();
+    assert_eq!(h["legacy_signatures"], "allowed", "{h}");
+    let log = servo.stderr();
+    assert!(
+        log.contains("legacy signatures (sha1=, sha256=) are allowed for the default tenant"),
+        "{log}"
+    );
+    assert_eq!(post_bundle(&servo, &b.tgz, "ok.py", &[]).status, 200);
+    drop(servo);
+
+    // --require-v2, and SERVO_REQUIRE_V2: sha1= gets 403.
+    for servo in [
+        Servo::start(&["--require-v2"]),
+        Servo::start_with_env(&[], &[("SERVO_REQUIRE_V2", "true")]),
+    ] {
+        let h = curl(&format!("{}/health", servo.url), &[]).json();
+        assert_eq!(h["legacy_signatures"], "refused", "{h}");
+        assert!(
+            servo
+                .stderr()
+                .contains("legacy signatures (sha1=, sha256=) are refused for the default tenant"),
+            "{}",
+            servo.stderr()
+        );
+        let r = post_bundle(&servo, &b.tgz, "ok.py", &[]);
+        assert_eq!(r.status, 403, "{}", r.body);
+        assert!(r.body.contains("v2"), "{}", r.body);
+    }
+}

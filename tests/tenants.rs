@@ -919,6 +919,84 @@ fn callbacks_land_in_the_workdir_while_the_run_lives() {
     assert_eq!(r.status, 404);
 }
 
+#[test]
+fn callbacks_never_replace_a_bundle_file_and_are_audited() {
+    if !require_root() {
+        return;
+    }
+    let servo = Servo::start(&["--public-url", PUBLIC]);
+    let b = bundle(&[
+        ("first.py", &waiting_script("go", "print('first done')")),
+        ("second.py", "print('second: the bundle code')\n"),
+    ]);
+    let mut run = Streaming::start(
+        &servo,
+        &b.tgz,
+        "first.py+second.py",
+        &openssl_sign(&b.tgz, TOKEN),
+        &[],
+    );
+    let url = callback_url(&servo, &run.until("CALLBACK "));
+
+    // Named like the next script: refused, with a sentence saying why.
+    let r = curl(
+        &format!("{url}/second.py"),
+        &[
+            "-X",
+            "POST",
+            "--data-binary",
+            "print('REPLACED BY A CALLBACK')",
+        ],
+    );
+    assert_eq!(r.status, 409, "{}", r.body);
+    assert!(r.body.contains("never replaces"), "{}", r.body);
+    // A second callback under a name a callback already wrote: refused too.
+    let r = curl(
+        &format!("{url}/note"),
+        &["-X", "POST", "--data-binary", "one"],
+    );
+    assert_eq!(r.status, 200, "{}", r.body);
+    let r = curl(
+        &format!("{url}/note"),
+        &["-X", "POST", "--data-binary", "two"],
+    );
+    assert_eq!(r.status, 409, "{}", r.body);
+
+    let r = curl(
+        &format!("{url}/go"),
+        &["-X", "POST", "--data-binary", "go!"],
+    );
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert_eq!(run.until("first done"), "first done");
+    assert_eq!(run.until("second: "), "second: the bundle code");
+    let done = run.finish();
+    assert_eq!(done["ok"], 1, "{done}");
+
+    let audit = servo.audit();
+    let received: Vec<_> = audit
+        .iter()
+        .filter(|r| r["event"] == "callback.received")
+        .collect();
+    let names: Vec<_> = received.iter().map(|r| r["name"].as_str()).collect();
+    assert_eq!(names, [Some("note"), Some("go")], "{received:?}");
+    let go = received[1];
+    assert_eq!(go["bytes"], 3);
+    assert_eq!(go["sha256"], sha256_hex(b"go!"));
+    assert_eq!(go["run"], done["run"]);
+    assert_eq!(go["tenant"], "default");
+    // Never the contents.
+    let text = std::fs::read_to_string(servo.state.path().join("audit.log")).expect("audit");
+    assert!(
+        !text.contains("go!") && !text.contains("REPLACED"),
+        "{text}"
+    );
+}
+
+fn sha256_hex(data: &[u8]) -> String {
+    use sha2::Digest;
+    hex::encode(sha2::Sha256::digest(data))
+}
+
 // ------------------------------------------------------------ concurrent_runs
 
 #[test]

@@ -300,12 +300,13 @@ pub fn decrypt_file(
     force: bool,
 ) -> Result<PathBuf, CryptError> {
     let out = plaintext_name(path)?;
-    let (data, mode) = read(path)?;
+    let (data, _) = read(path)?;
     let plain = decrypt::decrypt(&data, token, kdf).map_err(|_| CryptError::Decrypt {
         path: path.to_owned(),
         kdf,
     })?;
-    write_new(&out, &plain, mode, force)?;
+    // A plaintext secret is its owner's alone, whatever the .aes allowed.
+    write_new(&out, &plain, 0o600, force)?;
     Ok(out)
 }
 

@@ -357,6 +357,7 @@ impl Outgoing<'_> {
                 .ok()
                 .and_then(|v| v["error"].as_str().map(str::to_string))
                 .unwrap_or(text);
+            let reason = strip_controls(&reason);
             return Err(ClientError::Refused {
                 status: status.as_u16(),
                 reason,
@@ -364,6 +365,57 @@ impl Outgoing<'_> {
         }
         Ok(body)
     }
+}
+
+/// Server text made safe for a terminal: control characters other than
+/// newline and tab are dropped, and with them whole terminal escape
+/// sequences (CSI `ESC [ ... final`, OSC `ESC ] ... BEL|ESC \\`, and the
+/// character after a lone ESC), so a script cannot clear, retitle or
+/// otherwise drive the CI console through its log.
+pub fn strip_controls(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut chars = text.chars().peekable();
+    while let Some(c) = chars.next() {
+        match c {
+            '\n' | '\t' => out.push(c),
+            '\u{1b}' => match chars.next() {
+                // CSI: parameters and intermediates, then one final byte.
+                Some('[') => {
+                    for c in chars.by_ref() {
+                        if ('\u{40}'..='\u{7e}').contains(&c) {
+                            break;
+                        }
+                    }
+                }
+                // OSC, DCS, SOS, PM, APC: up to BEL or ST (ESC \\).
+                Some(']' | 'P' | 'X' | '^' | '_') => {
+                    while let Some(c) = chars.next() {
+                        if c == '\u{7}' {
+                            break;
+                        }
+                        if c == '\u{1b}' {
+                            if chars.peek() == Some(&'\\') {
+                                chars.next();
+                            }
+                            break;
+                        }
+                    }
+                }
+                _ => {}
+            },
+            // C1 CSI: up to its final byte.
+            '\u{9b}' => {
+                for c in chars.by_ref() {
+                    if ('\u{40}'..='\u{7e}').contains(&c) {
+                        break;
+                    }
+                }
+            }
+            c if c.is_control() => {}
+            c => out.push(c),
+        }
+    }
+    out
 }
 
 /// Sends the bundle and prints the log as it comes.
@@ -427,7 +479,7 @@ pub async fn run(opts: RunOptions) -> Result<RunResult, ClientError> {
             if opts.json {
                 let _ = stdout.write_all(&line);
             } else if let Some(text) = obj["line"].as_str() {
-                let _ = writeln!(stdout, "{text}");
+                let _ = writeln!(stdout, "{}", strip_controls(text));
             }
             let _ = stdout.flush();
             if let Some(v) = obj.get("ok") {
@@ -447,6 +499,17 @@ pub async fn run(opts: RunOptions) -> Result<RunResult, ClientError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn control_characters_and_escape_sequences_are_stripped() {
+        assert_eq!(strip_controls("a\x1b[2Jb\x07c\td"), "abc\td");
+        assert_eq!(strip_controls("x\x1b]0;title\x07y"), "xy");
+        assert_eq!(strip_controls("x\x1b]0;title\x1b\\y"), "xy");
+        assert_eq!(strip_controls("x\x1b[1;31mred\x1b[0m\r"), "xred");
+        assert_eq!(strip_controls("\u{9b}2Jz\u{85}é ok"), "zé ok");
+        assert_eq!(strip_controls("plain line\n"), "plain line\n");
+        assert_eq!(strip_controls("dangling\x1b"), "dangling");
+    }
 
     #[test]
     fn urls() {

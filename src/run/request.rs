@@ -1,7 +1,7 @@
 //! What a run request names: the script list (SPEC §2.1) and the X-Var
 //! variables (§4.2). Pure functions, so they can be unit-tested and fuzzed.
 
-/// Names servo sets itself; an X-Var for one of them (or any `LD_*`) is refused.
+/// Names servo sets itself; an X-Var for one of them is refused.
 pub const RESERVED: &[&str] = &[
     "PATH",
     "HOME",
@@ -16,6 +16,52 @@ pub const RESERVED: &[&str] = &[
     "CALLBACK",
 ];
 
+/// Prefixes no X-Var may start with (§4.2): variables the dynamic loader,
+/// servo, Python, git and the allocator read.
+pub const RESERVED_PREFIXES: &[&str] = &["LD_", "SERVO_", "PYTHON", "GIT_", "MALLOC_"];
+
+/// More names no X-Var may take (§4.2): variables that make a shell, an
+/// interpreter, the C library or a runtime load or run other code, or move
+/// where files go.
+pub const RESERVED_NAMES: &[&str] = &[
+    "BASH_ENV",
+    "ENV",
+    "PERL5OPT",
+    "PERL5LIB",
+    "RUBYOPT",
+    "NODE_OPTIONS",
+    "JAVA_TOOL_OPTIONS",
+    "GCONV_PATH",
+    "GLIBC_TUNABLES",
+    "IFS",
+    "TMPDIR",
+];
+
+/// Words that make a variable's value show as `***` in the log (§4.3).
+pub const REDACTED_WORDS: &[&str] = &[
+    "SECRET", "TOKEN", "PASSWORD", "PASSWD", "KEY", "PASS", "CRED", "AUTH", "PRIVATE",
+];
+
+/// Why an X-Var name is reserved, as the sentence of the 400; None when it is not.
+pub fn reserved_rule(name: &str) -> Option<String> {
+    if RESERVED.contains(&name) {
+        return Some(format!(
+            "{name} is reserved: servo sets it itself (SPEC §4.2)"
+        ));
+    }
+    if let Some(prefix) = RESERVED_PREFIXES.iter().find(|p| name.starts_with(*p)) {
+        return Some(format!(
+            "{name} is reserved: names starting with {prefix} are reserved (SPEC §4.2)"
+        ));
+    }
+    if RESERVED_NAMES.contains(&name) {
+        return Some(format!(
+            "{name} is reserved: it changes how programs in the sandbox load or run code (SPEC §4.2)"
+        ));
+    }
+    None
+}
+
 pub const MAX_SCRIPTS: usize = 32;
 pub const MAX_VARS: usize = 64;
 pub const MAX_VAR_VALUE: usize = 4096;
@@ -26,6 +72,8 @@ pub enum RequestError {
     Scripts(String),
     #[error("bad variable {0}: {1}")]
     Var(String, &'static str),
+    #[error("reserved variable: {0}")]
+    Reserved(String),
     #[error("too many variables (at most 64)")]
     TooManyVars,
 }
@@ -130,8 +178,8 @@ pub fn var_name(suffix: &str) -> Result<String, RequestError> {
             "names use letters, digits, - and _ only",
         ));
     }
-    if RESERVED.contains(&name.as_str()) || name.starts_with("LD_") {
-        return Err(RequestError::Var(name, "this name is reserved"));
+    if let Some(rule) = reserved_rule(&name) {
+        return Err(RequestError::Reserved(rule));
     }
     Ok(name)
 }
@@ -165,9 +213,7 @@ pub fn parse_vars<'a>(
 
 /// Whether a variable's value is shown as `***` in the log (§4.3).
 pub fn is_redacted(name: &str) -> bool {
-    ["SECRET", "TOKEN", "PASSWORD", "PASSWD", "KEY"]
-        .iter()
-        .any(|w| name.contains(w))
+    REDACTED_WORDS.iter().any(|w| name.contains(w))
 }
 
 #[cfg(test)]
@@ -237,5 +283,59 @@ mod tests {
         let big = vec![b'a'; 4097];
         assert!(parse_vars([("x", &big[..])].into_iter()).is_err());
         assert!(is_redacted("API_TOKEN") && is_redacted("SSH_KEY") && !is_redacted("BUILD_ID"));
+    }
+
+    #[test]
+    fn reserved_by_prefix_and_by_name_with_the_rule_named() {
+        for (suffix, rule) in [
+            ("ld-audit", "names starting with LD_ are reserved"),
+            ("servo-anything", "names starting with SERVO_ are reserved"),
+            ("pythonstartup", "names starting with PYTHON are reserved"),
+            ("pythonhome", "names starting with PYTHON are reserved"),
+            ("git-ssh-command", "names starting with GIT_ are reserved"),
+            ("malloc-check-", "names starting with MALLOC_ are reserved"),
+            ("bash-env", "load or run code"),
+            ("env", "load or run code"),
+            ("perl5opt", "load or run code"),
+            ("perl5lib", "load or run code"),
+            ("rubyopt", "load or run code"),
+            ("node-options", "load or run code"),
+            ("java-tool-options", "load or run code"),
+            ("gconv-path", "load or run code"),
+            ("glibc-tunables", "load or run code"),
+            ("ifs", "load or run code"),
+            ("tmpdir", "load or run code"),
+            ("path", "servo sets it itself"),
+            ("home", "servo sets it itself"),
+            ("lang", "servo sets it itself"),
+            ("callback", "servo sets it itself"),
+        ] {
+            let err = var_name(suffix).expect_err(suffix);
+            assert!(matches!(err, RequestError::Reserved(_)), "{suffix}: {err}");
+            let text = err.to_string();
+            assert!(text.contains(rule), "{suffix}: {text}");
+            assert!(text.contains("reserved"), "{suffix}: {text}");
+        }
+        // Near misses stay allowed.
+        for ok in ["environment", "my-ld-path", "gitsha", "build-id", "tmp"] {
+            assert!(var_name(ok).is_ok(), "{ok}");
+        }
+    }
+
+    #[test]
+    fn redaction_words() {
+        for name in [
+            "DB_PASS",
+            "AWS_CREDENTIALS",
+            "BASIC_AUTH",
+            "PRIVATE_PEM",
+            "API_SECRET",
+            "GH_TOKEN",
+            "SSH_KEY",
+            "PASSWD",
+        ] {
+            assert!(is_redacted(name), "{name}");
+        }
+        assert!(!is_redacted("BUILD_ID") && !is_redacted("REGION"));
     }
 }

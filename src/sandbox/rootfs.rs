@@ -496,18 +496,32 @@ fn build_dev(root: &Path, rootless: bool) -> Result<(), String> {
 
 /// A /proc of the job's PID namespace only: process directories alone
 /// (`subset=pid`: no /proc/sys, /proc/kcore...), and other users' processes
-/// (PID 1) invisible. Falls back to fewer options on older kernels.
+/// (PID 1) invisible. There is no fallback to a fuller /proc: without
+/// `subset=pid` (Linux < 5.8) the sandbox cannot be built, and the start-up
+/// self-test says so.
 fn mount_proc(dst: &Path) -> Result<(), String> {
     std::fs::create_dir_all(dst).map_err(io_err("cannot create /proc"))?;
     let flags = MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC;
-    let mut last = nix::errno::Errno::EINVAL;
-    for options in ["subset=pid,hidepid=invisible", "hidepid=2", ""] {
-        match mount(Some("proc"), dst, Some("proc"), flags, Some(options)) {
-            Ok(()) => return Ok(()),
-            Err(e) => last = e,
-        }
-    }
-    Err(format!("cannot mount /proc: {last}"))
+    mount_proc_with(|options| mount(Some("proc"), dst, Some("proc"), flags, Some(options)))
+}
+
+/// The options /proc is mounted with; both need Linux 5.8.
+const PROC_OPTIONS: &str = "subset=pid,hidepid=invisible";
+
+/// The decision of [`mount_proc`], given the mount call (testable without
+/// an old kernel): the one set of options, or an error sentence.
+fn mount_proc_with(
+    mut mount: impl FnMut(&str) -> Result<(), nix::errno::Errno>,
+) -> Result<(), String> {
+    mount(PROC_OPTIONS).map_err(|e| match e {
+        // What a kernel says to options it does not know.
+        nix::errno::Errno::EINVAL => format!(
+            "cannot mount /proc with {PROC_OPTIONS} ({e}): servo needs Linux 5.8 or later \
+             so that scripts see only their own processes and no /proc/sys or /proc/kcore; \
+             run servo on a newer kernel (it does not fall back to a fuller /proc)"
+        ),
+        e => format!("cannot mount /proc: {e}"),
+    })
 }
 
 /// `pivot_root` into the new root and detach the old one.
@@ -518,4 +532,43 @@ pub(super) fn enter(root: &Path) -> Result<(), String> {
     nix::unistd::pivot_root(".", ".").map_err(err("pivot_root failed"))?;
     umount2(".", MntFlags::MNT_DETACH).map_err(err("cannot detach the old root"))?;
     nix::unistd::chdir("/").map_err(err("cannot enter /"))
+}
+
+#[cfg(test)]
+mod proc_tests {
+    use super::*;
+
+    #[test]
+    fn proc_without_subset_pid_fails_with_a_sentence_instead_of_a_weaker_proc() {
+        // A kernel older than 5.8: the options are unknown (EINVAL).
+        let mut tried = Vec::new();
+        let err = mount_proc_with(|options| {
+            tried.push(options.to_string());
+            if options.contains("subset=pid") {
+                Err(nix::errno::Errno::EINVAL)
+            } else {
+                Ok(())
+            }
+        })
+        .expect_err("mounted a /proc without subset=pid");
+        assert!(
+            tried.iter().all(|o| o.contains("subset=pid")),
+            "fell back to {tried:?}"
+        );
+        assert!(err.contains("subset=pid"), "{err}");
+        assert!(err.contains("Linux 5.8"), "{err}");
+
+        let mut tried = Vec::new();
+        mount_proc_with(|options| {
+            tried.push(options.to_string());
+            Ok(())
+        })
+        .expect("a kernel that knows subset=pid");
+        assert_eq!(tried, ["subset=pid,hidepid=invisible"]);
+
+        // Other errors (no privilege) say what they are, no kernel advice.
+        let err = mount_proc_with(|_| Err(nix::errno::Errno::EPERM)).unwrap_err();
+        assert!(err.starts_with("cannot mount /proc: EPERM"), "{err}");
+        assert!(!err.contains("5.8"), "{err}");
+    }
 }

@@ -6,12 +6,21 @@
 //! for a symlink at any moment: the file is opened with `openat2` and
 //! `RESOLVE_BENEATH | RESOLVE_NO_SYMLINKS`, so the kernel itself refuses any
 //! path that leaves the workdir or passes through a symlink.
+//!
+//! A callback never replaces a file: it is created exclusively
+//! (`O_CREAT | O_EXCL`), so neither a bundle file nor a script still to run
+//! (nor anything a script wrote) can be swapped by whoever knows the URL; an
+//! existing name is refused with 409. Bodies are capped
+//! ([`MAX_CALLBACK_BYTES`]), so is the number of callbacks in flight per run
+//! ([`MAX_IN_FLIGHT`]), and each stored one is audited (`callback.received`:
+//! name, bytes, SHA-256; never the contents).
 
 use std::collections::HashMap;
 use std::io::Write;
 use std::os::fd::{AsFd, OwnedFd};
 use std::path::{Path, PathBuf};
-use std::sync::Mutex;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
 
 use bytes::Bytes;
 use futures_util::{Stream, StreamExt};
@@ -21,12 +30,59 @@ use nix::sys::stat::Mode;
 /// Largest callback body.
 pub const MAX_CALLBACK_BYTES: u64 = 16 * 1024 * 1024;
 
+/// Most callbacks of one run being received at once; more → 429.
+pub const MAX_IN_FLIGHT: usize = 4;
+
 /// Where a live run's callbacks go.
 #[derive(Clone, Debug)]
 pub struct Target {
     pub workdir: PathBuf,
     pub uid: u32,
     pub gid: u32,
+    /// The run and its tenant, for the audit record.
+    pub run: String,
+    pub tenant: String,
+    /// Callbacks of this run being received now.
+    pub in_flight: Arc<AtomicUsize>,
+}
+
+impl Target {
+    pub fn new(workdir: PathBuf, uid: u32, gid: u32, run: &str, tenant: &str) -> Target {
+        Target {
+            workdir,
+            uid,
+            gid,
+            run: run.to_string(),
+            tenant: tenant.to_string(),
+            in_flight: Arc::default(),
+        }
+    }
+
+    /// Takes one of the run's [`MAX_IN_FLIGHT`] places, given back on drop.
+    pub fn enter(&self) -> Result<InFlight, CallbackError> {
+        self.in_flight
+            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| {
+                (n < MAX_IN_FLIGHT).then_some(n + 1)
+            })
+            .map_err(|_| CallbackError::TooMany)?;
+        Ok(InFlight(self.in_flight.clone()))
+    }
+}
+
+/// A callback being received; frees its place on drop.
+pub struct InFlight(Arc<AtomicUsize>);
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
+/// What was stored: for the answer and the audit record.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Stored {
+    pub bytes: u64,
+    pub sha256: String,
 }
 
 /// The live runs' callback secrets.
@@ -47,6 +103,10 @@ pub enum CallbackError {
     Body(String),
     #[error("the callback body stalled: {0}")]
     Stalled(crate::bundle::upload::Stalled),
+    #[error("{0} already exists in the run's workdir: a callback never replaces a file (a bundle file, a script, or an earlier callback); post under another name")]
+    Exists(String),
+    #[error("too many callbacks in flight for this run (at most {MAX_IN_FLIGHT} at once); retry when one has finished")]
+    TooMany,
     #[error("cannot store the callback: {0}")]
     Io(#[from] std::io::Error),
 }
@@ -85,16 +145,18 @@ pub fn parse_path(path: &str) -> Result<(&str, String), CallbackError> {
     Ok((secret, name))
 }
 
-/// Opens `name` under `dir` for writing, refusing symlinks and escapes.
+/// Creates `name` under `dir` for writing, exclusively (an existing name,
+/// a symlink included, fails with `EEXIST`), refusing symlinks and escapes.
 fn open_beneath(dir: &Path, name: &str) -> std::io::Result<OwnedFd> {
-    let root = std::fs::File::open(dir)?;
+    let root = nix::fcntl::open(
+        dir,
+        OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC | OFlag::O_NOFOLLOW,
+        Mode::empty(),
+    )
+    .map_err(std::io::Error::from)?;
     let how = OpenHow::new()
         .flags(
-            OFlag::O_WRONLY
-                | OFlag::O_CREAT
-                | OFlag::O_TRUNC
-                | OFlag::O_CLOEXEC
-                | OFlag::O_NOFOLLOW,
+            OFlag::O_WRONLY | OFlag::O_CREAT | OFlag::O_EXCL | OFlag::O_CLOEXEC | OFlag::O_NOFOLLOW,
         )
         .mode(Mode::from_bits_truncate(0o644))
         .resolve(
@@ -105,8 +167,9 @@ fn open_beneath(dir: &Path, name: &str) -> std::io::Result<OwnedFd> {
     nix::fcntl::openat2(root.as_fd(), name, how).map_err(std::io::Error::from)
 }
 
-/// Streams a callback body into the run's workdir.
-pub async fn store<S, E>(target: &Target, name: &str, mut body: S) -> Result<u64, CallbackError>
+/// Reads a callback body (capped) and stores it in the run's workdir as a
+/// new file.
+pub async fn store<S, E>(target: &Target, name: &str, mut body: S) -> Result<Stored, CallbackError>
 where
     S: Stream<Item = Result<Bytes, E>> + Unpin,
     E: Into<Box<dyn std::error::Error + Send + Sync>>,
@@ -126,13 +189,24 @@ where
         data.extend_from_slice(&chunk);
     }
     let (target, name) = (target.clone(), name.to_string());
-    tokio::task::spawn_blocking(move || -> Result<u64, CallbackError> {
-        let fd = open_beneath(&target.workdir, &name)?;
+    tokio::task::spawn_blocking(move || -> Result<Stored, CallbackError> {
+        use sha2::Digest;
+        let sha256 = hex::encode(sha2::Sha256::digest(&data));
+        let fd = match open_beneath(&target.workdir, &name) {
+            Ok(fd) => fd,
+            Err(e) if e.raw_os_error() == Some(libc::EEXIST) => {
+                return Err(CallbackError::Exists(name))
+            }
+            Err(e) => return Err(e.into()),
+        };
         nix::unistd::fchown(&fd, Some(target.uid.into()), Some(target.gid.into()))
             .map_err(std::io::Error::from)?;
         let mut file = std::fs::File::from(fd);
         file.write_all(&data)?;
-        Ok(data.len() as u64)
+        Ok(Stored {
+            bytes: data.len() as u64,
+            sha256,
+        })
     })
     .await
     .map_err(|e| CallbackError::Body(e.to_string()))?
@@ -166,5 +240,32 @@ mod tests {
         assert!(open_beneath(dir.path(), "file").is_err());
         assert!(open_beneath(dir.path(), "ok.txt").is_ok());
         assert!(std::fs::read_dir(outside.path()).unwrap().next().is_none());
+    }
+
+    #[test]
+    fn never_replaces_an_existing_file() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("next.py"), "print('bundle')").unwrap();
+        let err = open_beneath(dir.path(), "next.py").expect_err("replaced a file");
+        assert_eq!(err.raw_os_error(), Some(libc::EEXIST), "{err}");
+        assert_eq!(
+            std::fs::read_to_string(dir.path().join("next.py")).unwrap(),
+            "print('bundle')"
+        );
+        // A dangling symlink is not created through either.
+        std::os::unix::fs::symlink("/nonexistent-servo-test", dir.path().join("dangling")).unwrap();
+        assert!(open_beneath(dir.path(), "dangling").is_err());
+    }
+
+    #[test]
+    fn callbacks_in_flight_are_capped_per_run() {
+        let a = Target::new(PathBuf::from("/nonexistent"), 1, 1, "run-a", "default");
+        let b = Target::new(PathBuf::from("/nonexistent"), 1, 1, "run-b", "default");
+        let held: Vec<_> = (0..MAX_IN_FLIGHT).map(|_| a.enter().unwrap()).collect();
+        // The clone the route gets from `lookup` shares the count.
+        assert!(matches!(a.clone().enter(), Err(CallbackError::TooMany)));
+        assert!(b.enter().is_ok(), "another run's count is its own");
+        drop(held);
+        assert!(a.enter().is_ok());
     }
 }

@@ -284,7 +284,17 @@ impl Server {
         let mut interrupt = signal(tokio::signal::unix::SignalKind::interrupt())?;
         match &self.config().portal {
             Portal::Sim => tracing::info!("{}", crate::run::SIM_LINE),
-            Portal::Url(url) => tracing::info!("portal: {url}"),
+            Portal::Url(_) => tracing::info!("portal: {}", self.config().portal.display()),
+        }
+        if self.config().legacy_signatures_allowed() {
+            tracing::info!(
+                "legacy signatures (sha1=, sha256=) are allowed for the default tenant; \
+                 --require-v2 (SERVO_REQUIRE_V2) makes it require v2"
+            );
+        } else if self.config().tenant("default").is_some() {
+            tracing::info!(
+                "legacy signatures (sha1=, sha256=) are refused for the default tenant (--require-v2)"
+            );
         }
         tracing::info!("servo {} listening on {local}", env!("CARGO_PKG_VERSION"));
 

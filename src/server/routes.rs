@@ -27,7 +27,7 @@ use super::respond::{full, negotiate, reject, ChannelBody, Form, ResponseBody};
 use super::{replay, Server};
 use crate::bundle::signature::{self, ArchiveDigest, Scheme, Signature, SignatureError, V2Context};
 use crate::bundle::upload::{self, UploadError};
-use crate::config::{Portal, Tenant};
+use crate::config::Tenant;
 use crate::run::{self, request, RunEvent, RunSpec};
 
 /// The same answer for a bad signature and an unknown tenant (§2.1).
@@ -122,8 +122,9 @@ fn health(server: &Server) -> Response<ResponseBody> {
     let body = json!({
         "version": env!("CARGO_PKG_VERSION"),
         "uptime_s": server.started.elapsed().as_secs(),
-        "portal": match &config.portal { Portal::Sim => "sim".to_string(), Portal::Url(u) => u.clone() },
+        "portal": config.portal.display(),
         "pod_cidrs": config.pod_cidrs.iter().map(ToString::to_string).collect::<Vec<_>>(),
+        "legacy_signatures": if config.legacy_signatures_allowed() { "allowed" } else { "refused" },
         "runs_in_flight": in_flight,
         "queue": admitted.saturating_sub(in_flight),
         "audit": if audit_ok { "ok" } else { "failing" },
@@ -156,22 +157,45 @@ fn metrics(server: &Server) -> Response<ResponseBody> {
 }
 
 async fn receive_callback(server: &Server, req: Request<Incoming>) -> Response<ResponseBody> {
-    use super::callback::{self, CallbackError};
+    use super::callback::{self, CallbackError, MAX_CALLBACK_BYTES};
     let path = req.uri().path().to_string();
-    let result = match callback::parse_path(&path) {
-        Ok((secret, name)) => match server.callbacks.lookup(secret) {
-            Some(target) => {
-                let idle = std::time::Duration::from_secs(server.config().request_timeout_s);
-                let body =
-                    crate::bundle::upload::idle_limited(req.into_body().into_data_stream(), idle);
-                callback::store(&target, &name, body)
-                    .await
-                    .map(|n| format!("stored {n} bytes as {name}"))
-            }
-            None => Err(CallbackError::NotFound),
-        },
-        Err(e) => Err(e),
-    };
+    let declared =
+        header_str(req.headers(), CONTENT_LENGTH.as_str()).and_then(|v| v.parse::<u64>().ok());
+    let result = async {
+        let (secret, name) = callback::parse_path(&path)?;
+        let target = server
+            .callbacks
+            .lookup(secret)
+            .ok_or(CallbackError::NotFound)?;
+        let _place = target.enter()?;
+        if declared.is_some_and(|n| n > MAX_CALLBACK_BYTES) {
+            return Err(CallbackError::TooLarge);
+        }
+        let idle = std::time::Duration::from_secs(server.config().request_timeout_s);
+        let body = crate::bundle::upload::idle_limited(req.into_body().into_data_stream(), idle);
+        let stored = callback::store(&target, &name, body).await?;
+        // Like the other records of a run under way (a script's end), a
+        // callback is not refused while the audit log cannot be written:
+        // its record is then counted in `audit.resumed`'s `lost_records`.
+        if let Err(e) = server
+            .ctx
+            .audit
+            .commit(
+                "callback.received",
+                &target.run,
+                &target.tenant,
+                json!({"name": name, "bytes": stored.bytes, "sha256": stored.sha256}),
+            )
+            .await
+        {
+            tracing::warn!(
+                "run {}: callback {name} stored but not audited: {e}",
+                target.run
+            );
+        }
+        Ok(format!("stored {} bytes as {name}", stored.bytes))
+    }
+    .await;
     match result {
         Ok(msg) => full(
             StatusCode::OK,
@@ -184,9 +208,15 @@ async fn receive_callback(server: &Server, req: Request<Incoming>) -> Response<R
                 CallbackError::Name(_) | CallbackError::Body(_) => StatusCode::BAD_REQUEST,
                 CallbackError::TooLarge => StatusCode::PAYLOAD_TOO_LARGE,
                 CallbackError::Stalled(_) => StatusCode::REQUEST_TIMEOUT,
-                CallbackError::Io(_) => StatusCode::CONFLICT,
+                CallbackError::Exists(_) | CallbackError::Io(_) => StatusCode::CONFLICT,
+                CallbackError::TooMany => StatusCode::TOO_MANY_REQUESTS,
             };
-            reject(status, Form::Text, &e.to_string())
+            let mut resp = reject(status, Form::Text, &e.to_string());
+            if status == StatusCode::TOO_MANY_REQUESTS {
+                resp.headers_mut()
+                    .insert("retry-after", HeaderValue::from_static("1"));
+            }
+            resp
         }
     }
 }
@@ -667,11 +697,13 @@ async fn start_run(
     if let Some(secret) = &callback_secret {
         server.callbacks.register(
             secret,
-            super::callback::Target {
-                workdir: crate::sandbox::workdir::RunVolume::dir_of(&run_dir).join("work"),
-                uid: lease.uid,
-                gid: lease.gid,
-            },
+            super::callback::Target::new(
+                crate::sandbox::workdir::RunVolume::dir_of(&run_dir).join("work"),
+                lease.uid,
+                lease.gid,
+                &id,
+                &tenant.name,
+            ),
         );
     }
     let spec = RunSpec {

@@ -5,6 +5,7 @@
 pub mod escape;
 pub mod fake_portal;
 pub mod shell_portal;
+pub mod zookeeper;
 
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
