@@ -240,61 +240,6 @@ async fn portal_answering_garbage_fails_cleanly() {
 
 // ---------------------------------------------------------------- disk full
 
-/// A small tmpfs mounted on a fresh directory; unmounted on drop.
-struct SmallFs {
-    dir: tempfile::TempDir,
-}
-
-impl SmallFs {
-    fn mount(size: &str) -> SmallFs {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let status = Command::new("mount")
-            .args([
-                "-t",
-                "tmpfs",
-                "-o",
-                &format!("size={size},mode=0700"),
-                "tmpfs",
-            ])
-            .arg(dir.path())
-            .status()
-            .expect("mount");
-        assert!(status.success(), "mount tmpfs failed");
-        SmallFs { dir }
-    }
-
-    fn path(&self) -> &Path {
-        self.dir.path()
-    }
-
-    fn free(&self) -> u64 {
-        let s = nix::sys::statvfs::statvfs(self.path()).expect("statvfs");
-        s.blocks_available() * s.fragment_size()
-    }
-
-    /// Writes zeros into `name` until the filesystem is full.
-    fn fill(&self, name: &str) {
-        let mut f = std::fs::File::create(self.path().join(name)).expect("filler");
-        let block = vec![0u8; 64 * 1024];
-        loop {
-            if f.write_all(&block).is_err() {
-                break;
-            }
-        }
-        // Whatever fits in the last page too.
-        while f.write_all(&[0u8]).is_ok() {}
-    }
-}
-
-impl Drop for SmallFs {
-    fn drop(&mut self) {
-        let _ = Command::new("umount")
-            .arg("-l")
-            .arg(self.dir.path())
-            .status();
-    }
-}
-
 /// A `TempDir`-shaped handle on a directory inside the small fs, so that
 /// `Servo` can use it as its state dir.
 fn state_on(fs: &SmallFs) -> tempfile::TempDir {

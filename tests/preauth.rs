@@ -154,44 +154,6 @@ fn fake_signed_uploads_take_no_tenant_place() {
 
 // ------------------------------------------------------------- 2. disk reserve
 
-/// A small tmpfs mounted on a fresh directory; unmounted on drop.
-struct SmallFs {
-    dir: tempfile::TempDir,
-}
-
-impl SmallFs {
-    fn mount(size: &str) -> SmallFs {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let status = Command::new("mount")
-            .args([
-                "-t",
-                "tmpfs",
-                "-o",
-                &format!("size={size},mode=0700"),
-                "tmpfs",
-            ])
-            .arg(dir.path())
-            .status()
-            .expect("mount");
-        assert!(status.success(), "mount tmpfs failed");
-        SmallFs { dir }
-    }
-
-    fn free(&self) -> u64 {
-        let s = nix::sys::statvfs::statvfs(self.dir.path()).expect("statvfs");
-        s.blocks_available() * s.fragment_size()
-    }
-}
-
-impl Drop for SmallFs {
-    fn drop(&mut self) {
-        let _ = Command::new("umount")
-            .arg("-l")
-            .arg(self.dir.path())
-            .status();
-    }
-}
-
 fn random_file(path: &Path, bytes: usize) {
     let mut data = vec![0u8; bytes];
     getrandom::fill(&mut data).expect("random");
