@@ -111,6 +111,27 @@ pub struct ServeArgs {
     /// `sha256=` requests (replayable, not binding scripts or variables) get 403.
     #[arg(long, env = "SERVO_REQUIRE_V2")]
     pub require_v2: bool,
+    /// Serve HTTPS with this certificate chain (PEM, server certificate
+    /// first); needs --tls-key. Both files are read again on SIGHUP.
+    #[arg(
+        long,
+        env = "SERVO_TLS_CERT",
+        value_name = "FILE",
+        requires = "tls_key"
+    )]
+    pub tls_cert: Option<PathBuf>,
+    /// The private key of --tls-cert (PEM: PKCS#8, RSA or EC).
+    #[arg(
+        long,
+        env = "SERVO_TLS_KEY",
+        value_name = "FILE",
+        requires = "tls_cert"
+    )]
+    pub tls_key: Option<PathBuf>,
+    /// For an https:// --portal: trust the CA certificates in FILE (PEM)
+    /// instead of the system's trust store.
+    #[arg(long, env = "SERVO_PORTAL_CACERT", value_name = "FILE")]
+    pub portal_cacert: Option<PathBuf>,
 }
 
 /// Where the portal is.
@@ -190,6 +211,17 @@ pub struct Config {
     pub disk_reserve: Option<u64>,
     pub min_upload_rate: u64,
     pub upload_grace_s: u64,
+    /// HTTPS: the certificate chain and key files (SPEC §12).
+    pub tls: Option<TlsFiles>,
+    /// CA certificates for an https:// portal (else the system's store).
+    pub portal_cacert: Option<PathBuf>,
+}
+
+/// The PEM files of `--tls-cert` / `--tls-key`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TlsFiles {
+    pub cert: PathBuf,
+    pub key: PathBuf,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -436,7 +468,7 @@ impl Config {
             Portal::Url(args.portal.trim_end_matches('/').to_string())
         } else {
             return Err(invalid(format!(
-                "--portal {}: expected `sim` or an http:// URL such as http://10.0.0.5:9000",
+                "--portal {}: expected `sim` or an http:// or https:// URL such as http://10.0.0.5:9000",
                 args.portal
             )));
         };
@@ -533,6 +565,19 @@ impl Config {
             disk_reserve: args.disk_reserve_mib.map(|m| m.saturating_mul(1 << 20)),
             min_upload_rate: args.min_upload_rate,
             upload_grace_s: args.upload_grace_s,
+            tls: match (&args.tls_cert, &args.tls_key) {
+                (Some(cert), Some(key)) => Some(TlsFiles {
+                    cert: cert.clone(),
+                    key: key.clone(),
+                }),
+                (None, None) => None,
+                _ => {
+                    return Err(invalid(
+                        "--tls-cert and --tls-key go together: give both or neither",
+                    ))
+                }
+            },
+            portal_cacert: args.portal_cacert.clone(),
         })
     }
 

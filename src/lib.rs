@@ -16,3 +16,4 @@ pub mod run;
 pub mod sandbox;
 pub mod server;
 pub mod tenants;
+pub mod tls;

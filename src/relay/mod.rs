@@ -126,6 +126,12 @@ impl Relay {
         }
     }
 
+    /// An `https://` portal: trust the CAs in `cacert`, else the system's store.
+    pub fn use_portal_tls(&mut self, cacert: Option<&Path>) -> Result<(), String> {
+        self.client = portal::tls_client(cacert)?;
+        Ok(())
+    }
+
     /// Serves a run's socket at `dir/portal.sock`, owned by `uid:gid` (the
     /// sandbox user) with mode 0660. `dir` is a fresh directory servo made.
     /// The workdir is never read from the host here: files a script sends
