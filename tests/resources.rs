@@ -114,3 +114,39 @@ fn bombs_end_their_run_and_nothing_else() {
     );
     assert_healthy(&servo, &b.tgz);
 }
+
+/// The run's tmpfs caps inodes (SPEC §3.2, §4.4): `nr_inodes` is twice the
+/// entries limit, plus 16 for the volume's own, plus 16,384 for scripts. A
+/// script that creates empty files (which take no page) stops there.
+#[test]
+fn the_run_volume_caps_inodes() {
+    if !require_root() {
+        return;
+    }
+    let servo = Servo::start(&["--limit", "entries=100"]);
+    let b = bundle(&[(
+        "inodes.py",
+        "for line in open('/proc/self/mountinfo'):\n    if line.split()[4] == '/work':\n        print('work:', line.strip())\nn = 0\ntry:\n    while True:\n        open('e%d' % n, 'w').close()\n        n += 1\nexcept OSError as e:\n    print('created', n, e.strerror)\n",
+    )]);
+    let r = post_bundle(&servo, &b.tgz, "inodes.py", &[]);
+    assert_eq!(r.status, 200, "{}", r.body);
+    let work = r
+        .lines()
+        .into_iter()
+        .find(|l| l.starts_with("work: "))
+        .unwrap_or_else(|| panic!("no /work mount:\n{}", r.body))
+        .to_string();
+    assert!(
+        work.contains(" - tmpfs ") && work.contains(",nr_inodes=16600"),
+        "{work}"
+    );
+    let created = r
+        .lines()
+        .into_iter()
+        .find_map(|l| l.strip_prefix("created "))
+        .unwrap_or_else(|| panic!("{}", r.body))
+        .to_string();
+    let n: u64 = created.split(' ').next().unwrap().parse().unwrap();
+    assert!((16_500..16_600).contains(&n), "{created}");
+    assert!(created.ends_with("No space left on device"), "{created}");
+}
