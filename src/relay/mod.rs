@@ -22,8 +22,8 @@ use std::sync::atomic::AtomicU64;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use bytes::Bytes;
-use http_body_util::{BodyExt, Full, LengthLimitError, Limited};
+use bytes::{Bytes, BytesMut};
+use http_body_util::{BodyExt, Full};
 use hyper::body::Incoming;
 use hyper::server::conn::http1;
 use hyper::service::service_fn;
@@ -32,7 +32,7 @@ use hyper_util::rt::TokioIo;
 use serde_json::{json, Value};
 use sha2::{Digest, Sha256};
 use tokio::net::{UnixListener, UnixStream};
-use tokio::sync::Semaphore;
+use tokio::sync::{Semaphore, SemaphorePermit};
 use tokio::task::{JoinHandle, JoinSet};
 
 use crate::audit::Audit;
@@ -45,6 +45,12 @@ pub const SOCKET_NAME: &str = "portal.sock";
 pub const MAX_REQUEST_BYTES: usize = 64 * 1024 * 1024;
 /// Requests of one run handled at once (§6.4); more wait their turn.
 pub const MAX_IN_FLIGHT: usize = 8;
+/// Bytes of request bodies one run's relay holds at once, all its in-flight
+/// requests together (§6.4): one request of the largest size. A request with
+/// a `Content-Length` waits until its whole length fits; one without (chunked)
+/// takes room as its body arrives and gets 503 when there is none left.
+/// Without it, 8 requests of 64 MiB made 512 MiB per run.
+pub const RUN_BODY_BUDGET: usize = MAX_REQUEST_BYTES;
 /// Open connections per run; further connections wait to be accepted.
 const MAX_CONNECTIONS: usize = 64;
 /// Default time the portal has to answer (§6.3).
@@ -84,6 +90,8 @@ struct RunState {
     /// Commands seen so far: numbers the audit records of one command.
     commands: AtomicU64,
     in_flight: Semaphore,
+    /// [`RUN_BODY_BUDGET`], one permit per byte of request body held.
+    body_budget: Semaphore,
     /// `ip:port` the portal reported to this run (`port`/`grep`), for `/http`.
     endpoints: Mutex<egress::Endpoints>,
 }
@@ -168,6 +176,7 @@ impl Relay {
             script: Mutex::new(String::new()),
             commands: AtomicU64::new(0),
             in_flight: Semaphore::new(MAX_IN_FLIGHT),
+            body_budget: Semaphore::new(RUN_BODY_BUDGET),
             endpoints: Mutex::new(Default::default()),
         });
         let task = tokio::spawn(accept_loop(listener, Arc::clone(&state)));
@@ -252,7 +261,8 @@ async fn handle(state: Arc<RunState>, req: Request<Incoming>) -> Answer {
     let Ok(_permit) = state.in_flight.acquire().await else {
         return fail(StatusCode::SERVICE_UNAVAILABLE, "the relay is closing");
     };
-    let (parts, body) = match read_body(req).await {
+    // `_held` keeps the body's bytes counted until the answer is made.
+    let (parts, body, _held) = match read_body(&state.body_budget, req).await {
         Ok(v) => v,
         Err(resp) => return resp,
     };
@@ -267,7 +277,12 @@ enum Route {
     Http,
 }
 
-async fn read_body(req: Request<Incoming>) -> Result<(hyper::http::request::Parts, Bytes), Answer> {
+/// Reads a request's body, counting its bytes against the run's `budget`
+/// ([`RUN_BODY_BUDGET`]); the permit returned holds them.
+async fn read_body(
+    budget: &Semaphore,
+    req: Request<Incoming>,
+) -> Result<(hyper::http::request::Parts, Bytes, SemaphorePermit<'_>), Answer> {
     let too_large = || {
         fail(
             StatusCode::PAYLOAD_TOO_LARGE,
@@ -277,7 +292,8 @@ async fn read_body(req: Request<Incoming>) -> Result<(hyper::http::request::Part
             ),
         )
     };
-    let (parts, body) = req.into_parts();
+    let closing = || fail(StatusCode::SERVICE_UNAVAILABLE, "the relay is closing");
+    let (parts, mut body) = req.into_parts();
     let declared = parts
         .headers
         .get(hyper::header::CONTENT_LENGTH)
@@ -286,14 +302,53 @@ async fn read_body(req: Request<Incoming>) -> Result<(hyper::http::request::Part
     if declared.is_some_and(|n| n > MAX_REQUEST_BYTES as u64) {
         return Err(too_large());
     }
-    match Limited::new(body, MAX_REQUEST_BYTES).collect().await {
-        Ok(c) => Ok((parts, c.to_bytes())),
-        Err(e) if e.downcast_ref::<LengthLimitError>().is_some() => Err(too_large()),
-        Err(e) => Err(fail(
-            StatusCode::BAD_REQUEST,
-            format!("cannot read the request: {e}"),
-        )),
+    // A declared length is reserved whole before the body is read (waiting
+    // for the run's other requests to free room: never more than the budget,
+    // since no request is larger); a streamed body grows its reservation.
+    let declared = declared.map_or(0, |n| n as usize);
+    let mut held = budget
+        .acquire_many(permits(declared))
+        .await
+        .map_err(|_| closing())?;
+    let mut data = BytesMut::with_capacity(declared);
+    while let Some(frame) = body.frame().await {
+        let frame = frame.map_err(|e| {
+            fail(
+                StatusCode::BAD_REQUEST,
+                format!("cannot read the request: {e}"),
+            )
+        })?;
+        let Ok(chunk) = frame.into_data() else {
+            continue;
+        };
+        let len = data.len() + chunk.len();
+        if len > MAX_REQUEST_BYTES {
+            return Err(too_large());
+        }
+        if len > held.num_permits() {
+            let more = budget
+                .try_acquire_many(permits(len - held.num_permits()))
+                .map_err(|_| {
+                    fail(
+                        StatusCode::SERVICE_UNAVAILABLE,
+                        format!(
+                            "the relay is busy: this run's requests in flight already hold \
+                             their share of the {} MiB it keeps for request bodies; send a \
+                             Content-Length to wait for room, or retry later",
+                            RUN_BODY_BUDGET / (1024 * 1024)
+                        ),
+                    )
+                })?;
+            held.merge(more);
+        }
+        data.extend_from_slice(&chunk);
     }
+    Ok((parts, data.freeze(), held))
+}
+
+/// Permits for `bytes` bytes (never more than [`RUN_BODY_BUDGET`], which fits).
+fn permits(bytes: usize) -> u32 {
+    u32::try_from(bytes.min(RUN_BODY_BUDGET)).unwrap_or(u32::MAX)
 }
 
 /// A file name a script may upload (SPEC §6.3): a plain base name, which the
