@@ -207,6 +207,8 @@ pub struct Config {
     /// The portal's addresses, resolved once at start-up: `/http` never
     /// reaches them.
     pub portal_addrs: Vec<SocketAddr>,
+    /// The portal's host and port when its name did not resolve at start-up.
+    pub portal_unresolved: Option<(String, u16)>,
     /// `--disk-reserve-mib` in bytes; None: 64 MiB or 5 % of the filesystem.
     pub disk_reserve: Option<u64>,
     pub min_upload_rate: u64,
@@ -383,9 +385,17 @@ pub fn parse_pod_cidrs(specs: &[String]) -> Result<Vec<Cidr>, ConfigError> {
         .collect()
 }
 
+/// What `/http` must know of the portal's address.
+#[derive(Debug, PartialEq)]
+enum PortalAddrs {
+    Resolved(Vec<SocketAddr>),
+    /// The name does not resolve now: looked up again before `/http` requests.
+    Unresolved(String, u16),
+}
+
 /// The addresses of the portal's host and port, looked up once (`/http`
 /// refuses them; a name that later points elsewhere is not followed).
-fn portal_addrs(url: &str) -> Result<Vec<SocketAddr>, ConfigError> {
+fn portal_addrs(url: &str) -> Result<PortalAddrs, ConfigError> {
     use std::net::ToSocketAddrs;
     let bad = |why: String| invalid(format!("--portal {url}: {why}"));
     let uri: hyper::Uri = url.parse().map_err(|e| bad(format!("not a URL ({e})")))?;
@@ -401,14 +411,16 @@ fn portal_addrs(url: &str) -> Result<Vec<SocketAddr>, ConfigError> {
         } else {
             80
         });
-    let addrs: Vec<SocketAddr> = (host, port)
-        .to_socket_addrs()
-        .map_err(|e| bad(format!("cannot resolve {host} ({e})")))?
-        .collect();
-    if addrs.is_empty() {
-        return Err(bad(format!("{host} resolves to no address")));
+    match (host, port).to_socket_addrs() {
+        Ok(addrs) => {
+            let addrs: Vec<SocketAddr> = addrs.collect();
+            if addrs.is_empty() {
+                return Ok(PortalAddrs::Unresolved(host.to_string(), port));
+            }
+            Ok(PortalAddrs::Resolved(addrs))
+        }
+        Err(_) => Ok(PortalAddrs::Unresolved(host.to_string(), port)),
     }
-    Ok(addrs)
 }
 
 pub fn parse_ro_bind(spec: &str) -> Result<(PathBuf, PathBuf), ConfigError> {
@@ -472,9 +484,12 @@ impl Config {
                 args.portal
             )));
         };
-        let portal_addrs = match &portal {
-            Portal::Sim => Vec::new(),
-            Portal::Url(url) => portal_addrs(url)?,
+        let (portal_addrs, portal_unresolved) = match &portal {
+            Portal::Sim => (Vec::new(), None),
+            Portal::Url(url) => match portal_addrs(url)? {
+                PortalAddrs::Resolved(addrs) => (addrs, None),
+                PortalAddrs::Unresolved(host, port) => (Vec::new(), Some((host, port))),
+            },
         };
         if !args.python.is_absolute() {
             return Err(invalid(
@@ -562,6 +577,7 @@ impl Config {
             request_timeout_s: args.request_timeout_s,
             pod_cidrs,
             portal_addrs,
+            portal_unresolved,
             disk_reserve: args.disk_reserve_mib.map(|m| m.saturating_mul(1 << 20)),
             min_upload_rate: args.min_upload_rate,
             upload_grace_s: args.upload_grace_s,
@@ -691,20 +707,24 @@ mod tests {
     fn portal_addresses() {
         assert_eq!(
             portal_addrs("http://127.0.0.1:9000").unwrap(),
-            vec!["127.0.0.1:9000".parse::<SocketAddr>().unwrap()]
+            PortalAddrs::Resolved(vec!["127.0.0.1:9000".parse::<SocketAddr>().unwrap()])
         );
         assert_eq!(
             portal_addrs("http://[::1]").unwrap(),
-            vec!["[::1]:80".parse::<SocketAddr>().unwrap()]
+            PortalAddrs::Resolved(vec!["[::1]:80".parse::<SocketAddr>().unwrap()])
         );
-        assert!(portal_addrs("http://localhost:9000")
-            .unwrap()
+        let PortalAddrs::Resolved(local) = portal_addrs("http://localhost:9000").unwrap() else {
+            panic!("localhost does not resolve");
+        };
+        assert!(local
             .iter()
             .all(|a| a.ip().is_loopback() && a.port() == 9000));
-        assert!(portal_addrs("http://no-such-host.invalid:1")
-            .unwrap_err()
-            .to_string()
-            .contains("cannot resolve no-such-host.invalid"));
+        // A name that does not resolve yet (a portal started after servo)
+        // is not a start-up error: /http looks it up again.
+        assert_eq!(
+            portal_addrs("http://no-such-host.invalid:1").unwrap(),
+            PortalAddrs::Unresolved("no-such-host.invalid".into(), 1)
+        );
     }
 
     #[test]

@@ -154,7 +154,11 @@ pub fn default_pod_cidrs() -> Vec<Cidr> {
 #[derive(Debug)]
 pub struct EgressConfig {
     pub pod_cidrs: Vec<Cidr>,
-    pub portal: Vec<SocketAddr>,
+    portal: RwLock<Vec<SocketAddr>>,
+    /// The portal's host name and port while it has not resolved (it did
+    /// not at start-up): `/http` looks it up before any request, and refuses
+    /// while it cannot, since the portal's address would be unknown.
+    portal_name: RwLock<Option<(String, u16)>>,
     listen: RwLock<Vec<SocketAddr>>,
 }
 
@@ -179,9 +183,32 @@ impl EgressConfig {
     pub fn new(pod_cidrs: Vec<Cidr>, portal: Vec<SocketAddr>) -> EgressConfig {
         EgressConfig {
             pod_cidrs,
-            portal,
+            portal: RwLock::new(portal),
+            portal_name: RwLock::new(None),
             listen: RwLock::new(Vec::new()),
         }
+    }
+
+    /// The portal's name and port, when it did not resolve at start-up.
+    pub fn set_unresolved_portal(&self, host: String, port: u16) {
+        *self.portal_name.write().unwrap_or_else(|p| p.into_inner()) = Some((host, port));
+    }
+
+    /// The portal's name and port while they are not resolved yet.
+    pub fn unresolved_portal(&self) -> Option<(String, u16)> {
+        self.portal_name
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    /// Records the portal's addresses once its name resolved.
+    pub fn portal_resolved(&self, addrs: Vec<SocketAddr>) {
+        self.portal
+            .write()
+            .unwrap_or_else(|p| p.into_inner())
+            .extend(addrs);
+        *self.portal_name.write().unwrap_or_else(|p| p.into_inner()) = None;
     }
 
     /// Records an address servo listens on (the bound one: `--listen
@@ -269,6 +296,8 @@ impl EgressConfig {
         }
         if self
             .portal
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
             .iter()
             .any(|p| p.ip().to_canonical() == ip && p.port() == port)
         {

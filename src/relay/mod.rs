@@ -751,6 +751,21 @@ async fn http(state: &RunState, body: Bytes) -> Answer {
     }
     let relay = &state.relay;
     let cfg = &relay.egress;
+    if let Some((name, portal_port)) = cfg.unresolved_portal() {
+        match portal::resolve(&name, portal_port, Duration::from_secs(5)).await {
+            Ok(ips) => cfg.portal_resolved(
+                ips.into_iter()
+                    .map(|ip| std::net::SocketAddr::new(ip, portal_port))
+                    .collect(),
+            ),
+            Err(e) => {
+                let why = format!(
+                    "the portal's name does not resolve ({e}), so servo cannot tell the portal's address from a pod's: retry when it does"
+                );
+                return state.deny("http", record(), &why);
+            }
+        }
+    }
     let allowed = {
         let reported = state.endpoints.lock().unwrap_or_else(|p| p.into_inner());
         egress::allow(

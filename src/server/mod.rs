@@ -289,6 +289,12 @@ impl Server {
             config.pod_cidrs.clone(),
             config.portal_addrs.clone(),
         ));
+        if let Some((host, port)) = &config.portal_unresolved {
+            tracing::warn!(
+                "the portal's name {host} does not resolve now: commands will fail until it does, and scripts' /http requests are refused until servo can tell the portal's address"
+            );
+            relay.egress.set_unresolved_portal(host.clone(), *port);
+        }
         Ok(Arc::new(Server {
             ctx: Arc::new(RunContext {
                 relay: Arc::new(relay),
