@@ -8,6 +8,7 @@
 
 pub mod deploy_yaml;
 pub mod egress;
+pub mod glob;
 pub mod grammar;
 pub mod policy;
 mod portal;
