@@ -125,11 +125,16 @@ impl Servo {
     }
 
     pub fn audit(&self) -> Vec<serde_json::Value> {
-        std::fs::read_to_string(self.state.path().join("audit.log"))
-            .unwrap_or_default()
-            .lines()
-            .map(|l| serde_json::from_str(l).expect("audit lines are JSON"))
-            .collect()
+        let path = self.state.path().join("audit.log");
+        if !path.exists() {
+            return Vec::new();
+        }
+        audit_lines(&path)
+    }
+
+    /// `GET /health`.
+    pub fn health(&self) -> Reply {
+        curl(&format!("{}/health", self.url), &[])
     }
 
     /// SIGTERM, then wait (bounded) for the exit status.
@@ -408,4 +413,22 @@ impl Drop for SmallFs {
             .arg(self.dir.path())
             .status();
     }
+}
+
+/// The records of an audit log, each a JSON object.
+pub fn audit_lines(path: &Path) -> Vec<serde_json::Value> {
+    std::fs::read_to_string(path)
+        .expect("audit log")
+        .lines()
+        .map(|l| {
+            serde_json::from_str(l).unwrap_or_else(|e| panic!("audit line not JSON ({e}): {l}"))
+        })
+        .collect()
+}
+
+/// Incompressible bytes, so an archive stays as large as the file.
+pub fn random_file(path: &Path, bytes: usize) {
+    let mut data = vec![0u8; bytes];
+    getrandom::fill(&mut data).expect("random");
+    std::fs::write(path, data).expect("write");
 }
