@@ -111,6 +111,21 @@ pub struct ServeArgs {
     /// `sha256=` requests (replayable, not binding scripts or variables) get 403.
     #[arg(long, env = "SERVO_REQUIRE_V2")]
     pub require_v2: bool,
+    /// Run as an Ochothon pod (SPEC §13) even without `ochopod_cluster` in
+    /// the environment (which turns it on by itself).
+    #[arg(long, env = "SERVO_OCHOPOD")]
+    pub ochopod: bool,
+    /// The pod's ZooKeeper, host:port[,host:port...] (a zk://.../path URL is
+    /// accepted) [default: from the Mesos configuration files, then $ochopod_zk].
+    #[arg(long, env = "SERVO_OCHOPOD_ZK", value_name = "HOSTS")]
+    pub ochopod_zk: Option<String>,
+    /// Where the pod's control listener binds [default: 0.0.0.0:$ochopod_port, 8080].
+    #[arg(long, env = "SERVO_OCHOPOD_LISTEN", value_name = "ADDR")]
+    pub ochopod_listen: Option<SocketAddr>,
+    /// Keep the default tenant's token out of the pod's `/info` metrics
+    /// (which `poll` shows to whoever reaches the control port).
+    #[arg(long, env = "SERVO_OCHOPOD_HIDE_TOKEN")]
+    pub ochopod_hide_token: bool,
 }
 
 /// Where the portal is.
@@ -190,6 +205,8 @@ pub struct Config {
     pub disk_reserve: Option<u64>,
     pub min_upload_rate: u64,
     pub upload_grace_s: u64,
+    /// Running as an Ochothon pod (SPEC §13).
+    pub ochopod: Option<crate::ochopod::PodConfig>,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -400,6 +417,24 @@ pub fn parse_ro_bind(spec: &str) -> Result<(PathBuf, PathBuf), ConfigError> {
     Ok((host, inside))
 }
 
+/// Whether servo runs as an Ochothon pod, and as which (SPEC §13).
+fn detect_pod(args: &ServeArgs) -> Result<Option<crate::ochopod::PodConfig>, ConfigError> {
+    let env = |name: &str| std::env::var(name).ok();
+    let read = |path: &Path| std::fs::read_to_string(path).ok();
+    crate::ochopod::detect(&crate::ochopod::Sources {
+        flag: args.ochopod,
+        zk_flag: args.ochopod_zk.as_deref(),
+        listen_flag: args.ochopod_listen,
+        hide_token: args.ochopod_hide_token,
+        env: &env,
+        vars: std::env::vars_os()
+            .filter_map(|(k, v)| Some((k.into_string().ok()?, v.into_string().ok()?)))
+            .collect(),
+        read_file: &read,
+        resolve_ipv4: &crate::ochopod::resolve_ipv4,
+    })
+}
+
 impl Config {
     /// Validates the flags, creates the state directory and resolves the token.
     pub fn from_args(args: &ServeArgs) -> Result<Config, ConfigError> {
@@ -533,6 +568,7 @@ impl Config {
             disk_reserve: args.disk_reserve_mib.map(|m| m.saturating_mul(1 << 20)),
             min_upload_rate: args.min_upload_rate,
             upload_grace_s: args.upload_grace_s,
+            ochopod: detect_pod(args)?,
         })
     }
 

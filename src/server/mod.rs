@@ -16,7 +16,7 @@ pub use connections::raise_open_files_limit;
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -87,6 +87,11 @@ pub struct Server {
     /// told): it is read and verified as a known tenant's would be, and fails
     /// the same way (§2.1).
     pub decoy_token: String,
+    /// Whether new runs are admitted: false once the pod was turned `off`
+    /// or `kill`ed (SPEC §13); they get 503 with Retry-After.
+    pub accepting: AtomicBool,
+    /// The Ochothon pod servo is, when it is one (SPEC §13).
+    pub pod: Option<Arc<crate::ochopod::control::Pod>>,
     /// `STATE/servo.lock`, held while this server runs.
     _state_lock: nix::fcntl::Flock<std::fs::File>,
 }
@@ -232,6 +237,10 @@ impl Server {
             config.pod_cidrs.clone(),
             config.portal_addrs.clone(),
         ));
+        let pod = config
+            .ochopod
+            .clone()
+            .map(|c| Arc::new(crate::ochopod::control::Pod::new(c)));
         Ok(Arc::new(Server {
             ctx: Arc::new(RunContext {
                 relay: Arc::new(relay),
@@ -255,12 +264,36 @@ impl Server {
             rejections,
             spool_claims: AtomicU64::new(0),
             decoy_token: hex::encode(decoy),
+            accepting: AtomicBool::new(true),
+            pod,
             _state_lock: state_lock,
         }))
     }
 
     pub fn config(&self) -> &Config {
         &self.ctx.config
+    }
+
+    /// Waits until no request holds a place (uploading, queued or running),
+    /// at most `within`; whether that happened.
+    pub async fn wait_drained(&self, within: Duration) -> bool {
+        let deadline = tokio::time::Instant::now() + within;
+        loop {
+            let notified = self.run_ended.notified();
+            if self.admitted.load(Ordering::SeqCst) == 0 {
+                return true;
+            }
+            // A refused request gives its place back without a notice: look
+            // again now and then.
+            let tick = (tokio::time::Instant::now() + Duration::from_millis(100)).min(deadline);
+            tokio::select! {
+                _ = notified => {}
+                _ = tokio::time::sleep_until(tick) => {}
+            }
+            if tokio::time::Instant::now() >= deadline {
+                return self.admitted.load(Ordering::SeqCst) == 0;
+            }
+        }
     }
 
     /// Accepts connections until SIGTERM/SIGINT, then drains: no new
@@ -294,6 +327,24 @@ impl Server {
         } else if self.config().tenant("default").is_some() {
             tracing::info!(
                 "legacy signatures (sha1=, sha256=) are refused for the default tenant (--require-v2)"
+            );
+        }
+        if let Some(pod) = &self.pod {
+            let control =
+                crate::ochopod::control::bind(pod)
+                    .await
+                    .map_err(|source| ServeError::Listen {
+                        addr: pod.config.listen,
+                        source,
+                    })?;
+            let control_addr = control.local_addr().unwrap_or(pod.config.listen);
+            self.ctx.relay.egress.add_listen(control_addr);
+            tokio::spawn(crate::ochopod::control::serve(self.clone(), control));
+            tokio::spawn(Arc::clone(&pod.registry).run());
+            tracing::info!(
+                "ochopod: pod of {} (ZooKeeper {}); control port on {control_addr}",
+                pod.config.qualified,
+                pod.config.zk
             );
         }
         tracing::info!("servo {} listening on {local}", env!("CARGO_PKG_VERSION"));
@@ -346,6 +397,10 @@ impl Server {
             }
         }
         drop(listener);
+        if let Some(pod) = &self.pod {
+            // Out of ZooKeeper first: the tools stop sending us work.
+            pod.registry.deregister(Duration::from_secs(3)).await;
+        }
         let drain = Duration::from_secs(self.config().drain_timeout_s);
         tracing::info!(
             "stopping: no new connections; waiting up to {}s for {} run(s)",

@@ -268,10 +268,18 @@ fn admit(server: &Arc<Server>) -> Result<Admission, Rejection> {
             (n < cap).then_some(n + 1)
         })
         .map_err(|_| busy("busy: too many runs and queued requests; retry later"))?;
-    Ok(Admission {
+    let admission = Admission {
         server: server.clone(),
         tenant: None,
-    })
+    };
+    // After taking the place: a drain that set the flag and then saw no
+    // place taken cannot miss this request (both sides are SeqCst).
+    if !server.accepting.load(Ordering::SeqCst) {
+        return Err(busy(
+            "busy: servo is drained (Ochothon off or kill) and accepts no runs; retry later",
+        ));
+    }
+    Ok(admission)
 }
 
 impl Admission {
