@@ -153,6 +153,11 @@ pub struct Tenant {
     /// Dotted paths the `verbatim` of a deployed YAML may set (empty: none; §6.3, §7).
     pub verbatim: Vec<String>,
     pub limits: Limits,
+    /// The tenant's own portal (SPEC §7 `portal`); None: the server's.
+    pub portal: Option<Portal>,
+    /// The token that signs commands to the tenant's own portal
+    /// (`portal_token_file`); never the server's portal token.
+    pub portal_token: Option<String>,
 }
 
 impl Tenant {
@@ -169,6 +174,8 @@ impl Tenant {
             images: None,
             verbatim: Vec::new(),
             limits,
+            portal: None,
+            portal_token: None,
         }
     }
 }
@@ -465,17 +472,9 @@ impl Config {
             (None, None) => None,
         };
         let pod_cidrs = parse_pod_cidrs(&args.pod_cidr)?;
-        let portal = if args.portal == "sim" {
-            Portal::Sim
-        } else if args.portal.starts_with("http://") || args.portal.starts_with("https://") {
-            Portal::Url(args.portal.trim_end_matches('/').to_string())
-        } else {
-            return Err(invalid(format!(
-                "--portal {}: expected `sim` or an http:// URL such as http://10.0.0.5:9000",
-                args.portal
-            )));
-        };
-        let portal_addrs = match &portal {
+        let portal =
+            Portal::parse(&args.portal).map_err(|why| invalid(format!("--portal {why}")))?;
+        let mut portal_addrs = match &portal {
             Portal::Sim => Vec::new(),
             Portal::Url(url) => portal_addrs(url)?,
         };
@@ -519,6 +518,23 @@ impl Config {
         for spec in &args.limit {
             apply_limit(&mut limits, spec)?;
         }
+        let mut tenants = match &args.tenants {
+            Some(path) => crate::tenants::load(path, Some(token), &limits)?,
+            None => vec![Tenant::default_tenant(token, limits)],
+        };
+        if args.require_v2 {
+            for t in tenants.iter_mut().filter(|t| t.name == "default") {
+                t.require_v2 = true;
+            }
+        }
+        // Tenants' own portals are portals too: `/http` never reaches them.
+        for t in &tenants {
+            if let Some(Portal::Url(url)) = &t.portal {
+                let addrs = self::portal_addrs(url)
+                    .map_err(|e| invalid(format!("tenant `{}`: portal: {e}", t.name)))?;
+                portal_addrs.extend(addrs);
+            }
+        }
         let audit = match args.audit.as_deref() {
             Some("-") => AuditTarget::Stdout,
             Some(p) => AuditTarget::File(PathBuf::from(p)),
@@ -548,18 +564,7 @@ impl Config {
             json_logs: args.log_format == "json",
             uid_base,
             uid_count,
-            tenants: {
-                let mut tenants = match &args.tenants {
-                    Some(path) => crate::tenants::load(path, Some(token), &limits)?,
-                    None => vec![Tenant::default_tenant(token, limits)],
-                };
-                if args.require_v2 {
-                    for t in tenants.iter_mut().filter(|t| t.name == "default") {
-                        t.require_v2 = true;
-                    }
-                }
-                tenants
-            },
+            tenants,
             drain_timeout_s: args.drain_timeout_s,
             portal_timeout_s: args.portal_timeout_s,
             request_timeout_s: args.request_timeout_s,
@@ -584,6 +589,24 @@ impl Config {
 }
 
 impl Portal {
+    /// `sim`, or an http(s):// URL (its trailing `/` dropped).
+    pub fn parse(text: &str) -> Result<Portal, String> {
+        if text == "sim" {
+            Ok(Portal::Sim)
+        } else if (text.starts_with("http://") || text.starts_with("https://"))
+            && text
+                .parse::<hyper::Uri>()
+                .is_ok_and(|u| u.host().is_some_and(|h| !h.is_empty()))
+        {
+            Ok(Portal::Url(text.trim_end_matches('/').to_string()))
+        } else {
+            Err(format!(
+                "{}: expected `sim` or an http:// URL such as http://10.0.0.5:9000",
+                without_userinfo(text)
+            ))
+        }
+    }
+
     /// How the portal is shown (`/health`, the start-up log): a URL without
     /// its userinfo (`http://user:pw@host:9000` → `http://host:9000`).
     pub fn display(&self) -> String {

@@ -466,3 +466,106 @@ fn the_index_survives_a_zookeeper_restart_and_a_reset() {
     assert_eq!(later.hints["task"], "ci.servo.zk2", "{key}");
     assert!(later.hints["seq"].as_i64() > Some(1), "{key}");
 }
+
+// ---------------------------------------------------------------------------
+// Per-tenant portals (SPEC §7 `portal`, `portal_token_file`).
+
+#[test]
+fn a_tenants_commands_go_to_its_own_portal() {
+    if !require_root() {
+        return;
+    }
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("runtime");
+    // The server's portal, and one restricted to the `pay` namespace.
+    let shared = rt.block_on(support::fake_portal::FakePortal::start(Some(
+        "shared-secret",
+    )));
+    let own = rt.block_on(support::fake_portal::FakePortal::start(Some("pay-secret")));
+    let conf = tempfile::tempdir().expect("tempdir");
+    let token_file = conf.path().join("pay-portal-token");
+    std::fs::write(&token_file, "pay-secret\n").expect("write");
+    // Credentials in the URL are never shown (/health, logs).
+    let own_url = own.url.replace("http://", "http://user:hidden-pw@");
+    let tenants = conf.path().join("tenants.json");
+    std::fs::write(
+        &tenants,
+        json!({"tenants": [{"name": "pay", "token": "pay-token-0123456789", "namespaces": ["pay"],
+                            "portal": own_url, "portal_token_file": token_file}]})
+        .to_string(),
+    )
+    .expect("write");
+    let check = std::process::Command::new(support::servo_bin())
+        .args(["policy", "check"])
+        .arg(&tenants)
+        .output()
+        .expect("servo policy check");
+    assert!(
+        check.status.success(),
+        "{}",
+        String::from_utf8_lossy(&check.stderr)
+    );
+
+    let servo = Servo::start(&[
+        "--tenants",
+        tenants.to_str().expect("utf-8"),
+        "--portal",
+        &shared.url,
+        "--portal-token",
+        "shared-secret",
+    ]);
+    let health = curl(&format!("{}/health", servo.url), &[]);
+    let h = health.json();
+    assert_eq!(h["portal"], shared.url.as_str());
+    assert_eq!(h["portals"]["default"], shared.url.as_str());
+    assert_eq!(h["portals"]["pay"], own.url.as_str());
+    assert!(
+        !health.body.contains("hidden-pw") && !health.body.contains("secret"),
+        "{}",
+        health.body
+    );
+
+    let b = bundle(&[(
+        "ls.py",
+        "from servo import servo\nwith servo(verbose=True) as proxy:\n    proxy('ls')\n",
+    )]);
+    // The `pay` tenant: its own portal, signed with its own portal token.
+    let sig = support::openssl_sign(&b.tgz, "pay-token-0123456789");
+    let form = format!("tgz=@{}", b.tgz.display());
+    let r = curl(
+        &format!("{}/run/ls.py", servo.url),
+        &[
+            "-X",
+            "POST",
+            "-F",
+            &form,
+            "-H",
+            &format!("X-Signature:{sig}"),
+            "-H",
+            "X-Tenant: pay",
+        ],
+    );
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert!(r.body.contains("[passed] \"ls\""), "{}", r.body);
+    let got = own.requests();
+    assert_eq!(got.len(), 1, "{got:?}");
+    assert_eq!(got[0].line, "ls -j");
+    assert!(got[0].signature_ok, "{got:?}");
+    assert!(
+        shared.requests().is_empty(),
+        "the server's portal saw the tenant's command"
+    );
+
+    // The default tenant: the server's portal.
+    let r = post_bundle(&servo, &b.tgz, "ls.py", &[]);
+    assert_eq!(r.status, 200, "{}", r.body);
+    let got = shared.requests();
+    assert_eq!(got.len(), 1, "{got:?}");
+    assert!(got[0].line.starts_with("ls"), "{got:?}");
+    assert!(got[0].signature_ok, "{got:?}");
+    assert_eq!(own.requests().len(), 1);
+    assert!(!servo.stderr().contains("hidden-pw"));
+}

@@ -123,6 +123,12 @@ fn health(server: &Server) -> Response<ResponseBody> {
         "version": env!("CARGO_PKG_VERSION"),
         "uptime_s": server.started.elapsed().as_secs(),
         "portal": config.portal.display(),
+        // Each tenant's portal (its own or the server's), without credentials.
+        "portals": config
+            .tenants
+            .iter()
+            .map(|t| (t.name.clone(), json!(t.portal.as_ref().unwrap_or(&config.portal).display())))
+            .collect::<serde_json::Map<_, _>>(),
         "pod_cidrs": config.pod_cidrs.iter().map(ToString::to_string).collect::<Vec<_>>(),
         "legacy_signatures": if config.legacy_signatures_allowed() { "allowed" } else { "refused" },
         "runs_in_flight": in_flight,
