@@ -427,6 +427,22 @@ fn the_index_survives_a_zookeeper_restart_and_a_reset() {
     assert_eq!(after["ci.servo #1"].hints["task"], "ci.servo.zk");
     assert_eq!(after["ci.servo #1"].hints, before["ci.servo #1"].hints);
 
+    // A lost session (a ZooKeeper that forgot it): registered again, in a
+    // new znode, with the same index.
+    zk.stop();
+    zk.forget();
+    zk.resume();
+    let again = wait_for_pods(&zk.address(), "ci.servo", &["ci.servo #1"]);
+    assert_eq!(again["ci.servo #1"].hints["task"], "ci.servo.zk");
+    let log = pod.servo.stderr();
+    assert!(
+        log.lines()
+            .any(|l| l.contains("ZooKeeper session") && l.contains("registering again")),
+        "{log}"
+    );
+    assert_eq!(pod.post("info").1["seq"], 1);
+    let after = again;
+
     // `/reset`: a new znode, the same index.
     let old = after["ci.servo #1"].znode.clone();
     assert_eq!(pod.post("reset").0, 200);
