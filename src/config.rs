@@ -378,8 +378,15 @@ pub fn parse_pod_cidrs(specs: &[String]) -> Result<Vec<Cidr>, ConfigError> {
 /// The addresses of the portal's host and port, looked up once (`/http`
 /// refuses them; a name that later points elsewhere is not followed).
 fn portal_addrs(url: &str) -> Result<Vec<SocketAddr>, ConfigError> {
+    portal_addrs_of("--portal", url)
+}
+
+/// `label` names where the URL came from (`--portal`, a tenant's `portal`).
+fn portal_addrs_of(label: &str, url: &str) -> Result<Vec<SocketAddr>, ConfigError> {
     use std::net::ToSocketAddrs;
-    let bad = |why: String| invalid(format!("--portal {url}: {why}"));
+    // Errors show the URL without its `user:password@`.
+    let shown = without_userinfo(url);
+    let bad = |why: String| invalid(format!("{label} {shown}: {why}"));
     let uri: hyper::Uri = url.parse().map_err(|e| bad(format!("not a URL ({e})")))?;
     let host = uri
         .host()

@@ -8,7 +8,7 @@ use std::sync::{Mutex, OnceLock};
 /// Lines kept; older ones are dropped.
 pub const CAPACITY: usize = 256;
 /// Longest line kept, in bytes (longer ones are cut).
-const MAX_LINE: usize = 2048;
+const MAX_LINE: usize = 1024;
 
 fn ring() -> &'static Mutex<VecDeque<String>> {
     static RING: OnceLock<Mutex<VecDeque<String>>> = OnceLock::new();
