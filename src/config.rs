@@ -132,6 +132,21 @@ pub struct ServeArgs {
     /// instead of the system's trust store.
     #[arg(long, env = "SERVO_PORTAL_CACERT", value_name = "FILE")]
     pub portal_cacert: Option<PathBuf>,
+    /// Run as an Ochothon pod (SPEC §13) even without `ochopod_cluster` in
+    /// the environment (which turns it on by itself).
+    #[arg(long, env = "SERVO_OCHOPOD")]
+    pub ochopod: bool,
+    /// The pod's ZooKeeper, host:port[,host:port...] (a zk://.../path URL is
+    /// accepted) [default: from the Mesos configuration files, then $ochopod_zk].
+    #[arg(long, env = "SERVO_OCHOPOD_ZK", value_name = "HOSTS")]
+    pub ochopod_zk: Option<String>,
+    /// Where the pod's control listener binds [default: 0.0.0.0:$ochopod_port, 8080].
+    #[arg(long, env = "SERVO_OCHOPOD_LISTEN", value_name = "ADDR")]
+    pub ochopod_listen: Option<SocketAddr>,
+    /// Keep the default tenant's token out of the pod's `/info` metrics
+    /// (which `poll` shows to whoever reaches the control port).
+    #[arg(long, env = "SERVO_OCHOPOD_HIDE_TOKEN")]
+    pub ochopod_hide_token: bool,
 }
 
 /// Where the portal is.
@@ -159,6 +174,11 @@ pub struct Tenant {
     /// Dotted paths the `verbatim` of a deployed YAML may set (empty: none; §6.3, §7).
     pub verbatim: Vec<String>,
     pub limits: Limits,
+    /// The tenant's own portal (SPEC §7 `portal`); None: the server's.
+    pub portal: Option<Portal>,
+    /// The token that signs commands to the tenant's own portal
+    /// (`portal_token_file`); never the server's portal token.
+    pub portal_token: Option<String>,
 }
 
 impl Tenant {
@@ -175,6 +195,8 @@ impl Tenant {
             images: None,
             verbatim: Vec::new(),
             limits,
+            portal: None,
+            portal_token: None,
         }
     }
 }
@@ -207,8 +229,8 @@ pub struct Config {
     /// The portal's addresses, resolved once at start-up: `/http` never
     /// reaches them.
     pub portal_addrs: Vec<SocketAddr>,
-    /// The portal's host and port when its name did not resolve at start-up.
-    pub portal_unresolved: Option<(String, u16)>,
+    /// Portals' hosts and ports whose names did not resolve at start-up.
+    pub portal_unresolved: Vec<(String, u16)>,
     /// `--disk-reserve-mib` in bytes; None: 64 MiB or 5 % of the filesystem.
     pub disk_reserve: Option<u64>,
     pub min_upload_rate: u64,
@@ -217,6 +239,8 @@ pub struct Config {
     pub tls: Option<TlsFiles>,
     /// CA certificates for an https:// portal (else the system's store).
     pub portal_cacert: Option<PathBuf>,
+    /// Running as an Ochothon pod (SPEC §13).
+    pub ochopod: Option<crate::ochopod::PodConfig>,
 }
 
 /// The PEM files of `--tls-cert` / `--tls-key`.
@@ -396,8 +420,15 @@ enum PortalAddrs {
 /// The addresses of the portal's host and port, looked up once (`/http`
 /// refuses them; a name that later points elsewhere is not followed).
 fn portal_addrs(url: &str) -> Result<PortalAddrs, ConfigError> {
+    portal_addrs_of("--portal", url)
+}
+
+/// `label` names where the URL came from (`--portal`, a tenant's `portal`).
+fn portal_addrs_of(label: &str, url: &str) -> Result<PortalAddrs, ConfigError> {
     use std::net::ToSocketAddrs;
-    let bad = |why: String| invalid(format!("--portal {url}: {why}"));
+    // Errors show the URL without its `user:password@`.
+    let shown = without_userinfo(url);
+    let bad = |why: String| invalid(format!("{label} {shown}: {why}"));
     let uri: hyper::Uri = url.parse().map_err(|e| bad(format!("not a URL ({e})")))?;
     let host = uri
         .host()
@@ -444,6 +475,24 @@ pub fn parse_ro_bind(spec: &str) -> Result<(PathBuf, PathBuf), ConfigError> {
     Ok((host, inside))
 }
 
+/// Whether servo runs as an Ochothon pod, and as which (SPEC §13).
+fn detect_pod(args: &ServeArgs) -> Result<Option<crate::ochopod::PodConfig>, ConfigError> {
+    let env = |name: &str| std::env::var(name).ok();
+    let read = |path: &Path| std::fs::read_to_string(path).ok();
+    crate::ochopod::detect(&crate::ochopod::Sources {
+        flag: args.ochopod,
+        zk_flag: args.ochopod_zk.as_deref(),
+        listen_flag: args.ochopod_listen,
+        hide_token: args.ochopod_hide_token,
+        env: &env,
+        vars: std::env::vars_os()
+            .filter_map(|(k, v)| Some((k.into_string().ok()?, v.into_string().ok()?)))
+            .collect(),
+        read_file: &read,
+        resolve_ipv4: &crate::ochopod::resolve_ipv4,
+    })
+}
+
 impl Config {
     /// Validates the flags, creates the state directory and resolves the token.
     pub fn from_args(args: &ServeArgs) -> Result<Config, ConfigError> {
@@ -474,23 +523,16 @@ impl Config {
             (None, None) => None,
         };
         let pod_cidrs = parse_pod_cidrs(&args.pod_cidr)?;
-        let portal = if args.portal == "sim" {
-            Portal::Sim
-        } else if args.portal.starts_with("http://") || args.portal.starts_with("https://") {
-            Portal::Url(args.portal.trim_end_matches('/').to_string())
-        } else {
-            return Err(invalid(format!(
-                "--portal {}: expected `sim` or an http:// or https:// URL such as http://10.0.0.5:9000",
-                args.portal
-            )));
-        };
-        let (portal_addrs, portal_unresolved) = match &portal {
-            Portal::Sim => (Vec::new(), None),
-            Portal::Url(url) => match portal_addrs(url)? {
-                PortalAddrs::Resolved(addrs) => (addrs, None),
-                PortalAddrs::Unresolved(host, port) => (Vec::new(), Some((host, port))),
-            },
-        };
+        let portal =
+            Portal::parse(&args.portal).map_err(|why| invalid(format!("--portal {why}")))?;
+        let mut portal_addrs = Vec::new();
+        let mut portal_unresolved = Vec::new();
+        if let Portal::Url(url) = &portal {
+            match self::portal_addrs(url)? {
+                PortalAddrs::Resolved(addrs) => portal_addrs = addrs,
+                PortalAddrs::Unresolved(host, port) => portal_unresolved.push((host, port)),
+            }
+        }
         if !args.python.is_absolute() {
             return Err(invalid(
                 "--python must be an absolute path (it is looked up inside the sandbox)",
@@ -531,6 +573,26 @@ impl Config {
         for spec in &args.limit {
             apply_limit(&mut limits, spec)?;
         }
+        let mut tenants = match &args.tenants {
+            Some(path) => crate::tenants::load(path, Some(token), &limits)?,
+            None => vec![Tenant::default_tenant(token, limits)],
+        };
+        if args.require_v2 {
+            for t in tenants.iter_mut().filter(|t| t.name == "default") {
+                t.require_v2 = true;
+            }
+        }
+        // Tenants' own portals are portals too: `/http` never reaches them.
+        for t in &tenants {
+            if let Some(Portal::Url(url)) = &t.portal {
+                match self::portal_addrs(url)
+                    .map_err(|e| invalid(format!("tenant `{}`: portal: {e}", t.name)))?
+                {
+                    PortalAddrs::Resolved(addrs) => portal_addrs.extend(addrs),
+                    PortalAddrs::Unresolved(host, port) => portal_unresolved.push((host, port)),
+                }
+            }
+        }
         let audit = match args.audit.as_deref() {
             Some("-") => AuditTarget::Stdout,
             Some(p) => AuditTarget::File(PathBuf::from(p)),
@@ -560,18 +622,7 @@ impl Config {
             json_logs: args.log_format == "json",
             uid_base,
             uid_count,
-            tenants: {
-                let mut tenants = match &args.tenants {
-                    Some(path) => crate::tenants::load(path, Some(token), &limits)?,
-                    None => vec![Tenant::default_tenant(token, limits)],
-                };
-                if args.require_v2 {
-                    for t in tenants.iter_mut().filter(|t| t.name == "default") {
-                        t.require_v2 = true;
-                    }
-                }
-                tenants
-            },
+            tenants,
             drain_timeout_s: args.drain_timeout_s,
             portal_timeout_s: args.portal_timeout_s,
             request_timeout_s: args.request_timeout_s,
@@ -594,6 +645,7 @@ impl Config {
                 }
             },
             portal_cacert: args.portal_cacert.clone(),
+            ochopod: detect_pod(args)?,
         })
     }
 
@@ -609,6 +661,24 @@ impl Config {
 }
 
 impl Portal {
+    /// `sim`, or an http(s):// URL (its trailing `/` dropped).
+    pub fn parse(text: &str) -> Result<Portal, String> {
+        if text == "sim" {
+            Ok(Portal::Sim)
+        } else if (text.starts_with("http://") || text.starts_with("https://"))
+            && text
+                .parse::<hyper::Uri>()
+                .is_ok_and(|u| u.host().is_some_and(|h| !h.is_empty()))
+        {
+            Ok(Portal::Url(text.trim_end_matches('/').to_string()))
+        } else {
+            Err(format!(
+                "{}: expected `sim` or an http:// URL such as http://10.0.0.5:9000",
+                without_userinfo(text)
+            ))
+        }
+    }
+
     /// How the portal is shown (`/health`, the start-up log): a URL without
     /// its userinfo (`http://user:pw@host:9000` → `http://host:9000`).
     pub fn display(&self) -> String {

@@ -11,6 +11,7 @@ pub mod config;
 pub mod fuzzing;
 pub mod limits;
 pub mod metrics;
+pub mod ochopod;
 pub mod relay;
 pub mod run;
 pub mod sandbox;

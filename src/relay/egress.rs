@@ -155,10 +155,10 @@ pub fn default_pod_cidrs() -> Vec<Cidr> {
 pub struct EgressConfig {
     pub pod_cidrs: Vec<Cidr>,
     portal: RwLock<Vec<SocketAddr>>,
-    /// The portal's host name and port while it has not resolved (it did
-    /// not at start-up): `/http` looks it up before any request, and refuses
-    /// while it cannot, since the portal's address would be unknown.
-    portal_name: RwLock<Option<(String, u16)>>,
+    /// Portals' host names and ports while they have not resolved (they did
+    /// not at start-up): `/http` looks them up before any request, and
+    /// refuses while it cannot, since a portal's address would be unknown.
+    portal_names: RwLock<Vec<(String, u16)>>,
     listen: RwLock<Vec<SocketAddr>>,
 }
 
@@ -184,31 +184,37 @@ impl EgressConfig {
         EgressConfig {
             pod_cidrs,
             portal: RwLock::new(portal),
-            portal_name: RwLock::new(None),
+            portal_names: RwLock::new(Vec::new()),
             listen: RwLock::new(Vec::new()),
         }
     }
 
-    /// The portal's name and port, when it did not resolve at start-up.
-    pub fn set_unresolved_portal(&self, host: String, port: u16) {
-        *self.portal_name.write().unwrap_or_else(|p| p.into_inner()) = Some((host, port));
+    /// A portal's name and port, when it did not resolve at start-up.
+    pub fn add_unresolved_portal(&self, host: String, port: u16) {
+        self.portal_names
+            .write()
+            .unwrap_or_else(|p| p.into_inner())
+            .push((host, port));
     }
 
-    /// The portal's name and port while they are not resolved yet.
-    pub fn unresolved_portal(&self) -> Option<(String, u16)> {
-        self.portal_name
+    /// The portals' names and ports not resolved yet.
+    pub fn unresolved_portals(&self) -> Vec<(String, u16)> {
+        self.portal_names
             .read()
             .unwrap_or_else(|p| p.into_inner())
             .clone()
     }
 
-    /// Records the portal's addresses once its name resolved.
-    pub fn portal_resolved(&self, addrs: Vec<SocketAddr>) {
+    /// Records a portal's addresses once its name resolved.
+    pub fn portal_resolved(&self, host: &str, port: u16, addrs: Vec<SocketAddr>) {
         self.portal
             .write()
             .unwrap_or_else(|p| p.into_inner())
             .extend(addrs);
-        *self.portal_name.write().unwrap_or_else(|p| p.into_inner()) = None;
+        self.portal_names
+            .write()
+            .unwrap_or_else(|p| p.into_inner())
+            .retain(|(h, p)| !(h == host && *p == port));
     }
 
     /// Records an address servo listens on (the bound one: `--listen

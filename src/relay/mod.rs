@@ -141,6 +141,15 @@ impl Relay {
         Ok(())
     }
 
+    /// The portal a tenant's commands go to, and the token that signs them:
+    /// its own (SPEC §7 `portal`, `portal_token_file`) or the server's.
+    pub fn portal_of<'a>(&'a self, tenant: &'a Tenant) -> (&'a Portal, Option<&'a str>) {
+        match &tenant.portal {
+            Some(own) => (own, tenant.portal_token.as_deref()),
+            None => (&self.portal, self.portal_token.as_deref()),
+        }
+    }
+
     /// Serves a run's socket at `dir/portal.sock`, owned by `uid:gid` (the
     /// sandbox user) with mode 0660. `dir` is a fresh directory servo made.
     /// The workdir is never read from the host here: files a script sends
@@ -654,12 +663,13 @@ async fn shell(state: &RunState, parts: &hyper::http::request::Parts, body: Byte
     };
     let started = admitted.started;
     let relay = &state.relay;
-    let mut answer = match &relay.portal {
+    let (target, token) = relay.portal_of(&state.tenant);
+    let mut answer = match target {
         Portal::Sim => relay.sim.shell(&line, &files),
         Portal::Url(base) => portal::shell(
             &relay.client,
             base,
-            relay.portal_token.as_deref(),
+            token,
             &line,
             &files,
             relay.portal_timeout,
@@ -687,7 +697,7 @@ async fn shell(state: &RunState, parts: &hyper::http::request::Parts, body: Byte
         }
     }
     let ok = answer.get("ok") == Some(&Value::Bool(true));
-    if answer.get("ms").is_none() || matches!(relay.portal, Portal::Sim) {
+    if answer.get("ms").is_none() || matches!(target, Portal::Sim) {
         answer["ms"] = json!(started.elapsed().as_millis() as u64);
     }
     state.finish(admitted, &line, ok, StatusCode::OK, answer)
@@ -752,9 +762,11 @@ async fn http(state: &RunState, body: Bytes) -> Answer {
     }
     let relay = &state.relay;
     let cfg = &relay.egress;
-    if let Some((name, portal_port)) = cfg.unresolved_portal() {
+    for (name, portal_port) in cfg.unresolved_portals() {
         match portal::resolve(&name, portal_port, Duration::from_secs(5)).await {
             Ok(ips) => cfg.portal_resolved(
+                &name,
+                portal_port,
                 ips.into_iter()
                     .map(|ip| std::net::SocketAddr::new(ip, portal_port))
                     .collect(),
@@ -801,7 +813,7 @@ async fn http(state: &RunState, body: Bytes) -> Answer {
         Err(e) => return not_relayed(e),
     };
     let path = uri.path_and_query().map(|p| p.as_str()).unwrap_or("/");
-    let stub = match relay.portal {
+    let stub = match relay.portal_of(&state.tenant).0 {
         Portal::Sim => relay.sim.pod_http(&host, port, path),
         Portal::Url(_) => None,
     };

@@ -210,7 +210,8 @@ async fn run_steps(
     started: Instant,
 ) -> Result<(), Failure> {
     let limits = &spec.tenant.limits;
-    if ctx.config.portal == Portal::Sim {
+    // The portal this tenant's commands go to (its own, or the server's).
+    if spec.tenant.portal.as_ref().unwrap_or(&ctx.config.portal) == &Portal::Sim {
         out.line(SIM_LINE.to_string());
     }
     for (name, value) in &spec.vars {

@@ -16,7 +16,7 @@ pub use connections::raise_open_files_limit;
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -136,6 +136,11 @@ pub struct Server {
     pub decoy_token: String,
     /// HTTPS, when --tls-cert and --tls-key are given.
     pub tls: Option<Tls>,
+    /// Whether new runs are admitted: false once the pod was turned `off`
+    /// or `kill`ed (SPEC §13); they get 503 with Retry-After.
+    pub accepting: AtomicBool,
+    /// The Ochothon pod servo is, when it is one (SPEC §13).
+    pub pod: Option<Arc<crate::ochopod::control::Pod>>,
     /// `STATE/servo.lock`, held while this server runs.
     _state_lock: nix::fcntl::Flock<std::fs::File>,
 }
@@ -289,12 +294,16 @@ impl Server {
             config.pod_cidrs.clone(),
             config.portal_addrs.clone(),
         ));
-        if let Some((host, port)) = &config.portal_unresolved {
+        for (host, port) in &config.portal_unresolved {
             tracing::warn!(
-                "the portal's name {host} does not resolve now: commands will fail until it does, and scripts' /http requests are refused until servo can tell the portal's address"
+                "the portal name {host} does not resolve now: its commands fail until it does, and scripts' /http requests are refused until servo can tell the portal's address"
             );
-            relay.egress.set_unresolved_portal(host.clone(), *port);
+            relay.egress.add_unresolved_portal(host.clone(), *port);
         }
+        let pod = config
+            .ochopod
+            .clone()
+            .map(|c| Arc::new(crate::ochopod::control::Pod::new(c)));
         Ok(Arc::new(Server {
             ctx: Arc::new(RunContext {
                 relay: Arc::new(relay),
@@ -319,6 +328,8 @@ impl Server {
             spool_claims: AtomicU64::new(0),
             decoy_token: hex::encode(decoy),
             tls,
+            accepting: AtomicBool::new(true),
+            pod,
             _state_lock: state_lock,
         }))
     }
@@ -344,6 +355,28 @@ impl Server {
                 "SIGHUP: TLS certificate not reloaded, keeping the current one: {e}"
             ),
             Err(e) => tracing::error!("SIGHUP: TLS certificate not reloaded: {e}"),
+        }
+    }
+
+    /// Waits until no request holds a place (uploading, queued or running),
+    /// at most `within`; whether that happened.
+    pub async fn wait_drained(&self, within: Duration) -> bool {
+        let deadline = tokio::time::Instant::now() + within;
+        loop {
+            let notified = self.run_ended.notified();
+            if self.admitted.load(Ordering::SeqCst) == 0 {
+                return true;
+            }
+            // A refused request gives its place back without a notice: look
+            // again now and then.
+            let tick = (tokio::time::Instant::now() + Duration::from_millis(100)).min(deadline);
+            tokio::select! {
+                _ = notified => {}
+                _ = tokio::time::sleep_until(tick) => {}
+            }
+            if tokio::time::Instant::now() >= deadline {
+                return self.admitted.load(Ordering::SeqCst) == 0;
+            }
         }
     }
 
@@ -386,6 +419,24 @@ impl Server {
             tracing::info!(
                 "HTTPS: certificate {} (SIGHUP reloads it)",
                 tls.cert.cert_path().display()
+            );
+        }
+        if let Some(pod) = &self.pod {
+            let control =
+                crate::ochopod::control::bind(pod)
+                    .await
+                    .map_err(|source| ServeError::Listen {
+                        addr: pod.config.listen,
+                        source,
+                    })?;
+            let control_addr = control.local_addr().unwrap_or(pod.config.listen);
+            self.ctx.relay.egress.add_listen(control_addr);
+            tokio::spawn(crate::ochopod::control::serve(self.clone(), control));
+            tokio::spawn(Arc::clone(&pod.registry).run());
+            tracing::info!(
+                "ochopod: pod of {} (ZooKeeper {}); control port on {control_addr}",
+                pod.config.qualified,
+                pod.config.zk
             );
         }
         tracing::info!("servo {} listening on {local}", env!("CARGO_PKG_VERSION"));
@@ -440,6 +491,10 @@ impl Server {
             }
         }
         drop(listener);
+        if let Some(pod) = &self.pod {
+            // Out of ZooKeeper first: the tools stop sending us work.
+            pod.registry.deregister(Duration::from_secs(3)).await;
+        }
         let drain = Duration::from_secs(self.config().drain_timeout_s);
         tracing::info!(
             "stopping: no new connections; waiting up to {}s for {} run(s)",
