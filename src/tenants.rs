@@ -10,6 +10,7 @@ use serde_json::Value;
 use crate::bundle::decrypt::Kdf;
 use crate::config::{read_token_file, ConfigError, Tenant};
 use crate::limits::Limits;
+use crate::relay::grammar;
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -46,12 +47,6 @@ struct Entry {
     /// The token that portal checks relayed commands against.
     portal_token_file: Option<std::path::PathBuf>,
 }
-
-/// The toolset verbs a tenant's `commands` may name (§6.5).
-pub const VERBS: &[&str] = &[
-    "ls", "grep", "port", "poll", "deploy", "scale", "kill", "off", "on", "reset", "bump", "exec",
-    "log", "help",
-];
 
 fn err(path: &Path, msg: String) -> ConfigError {
     ConfigError::Invalid(format!("tenants file {}: {msg}", path.display()))
@@ -154,10 +149,16 @@ pub fn parse(
             }
         }
         if let Some(cmds) = &entry.commands {
-            if let Some(bad) = cmds.iter().find(|c| !VERBS.contains(&c.as_str())) {
+            if let Some(bad) = cmds
+                .iter()
+                .find(|c| !grammar::verbs().any(|v| v == c.as_str()))
+            {
                 return Err(field(
                     "commands",
-                    format!("`{bad}` is not a toolset verb ({})", VERBS.join(" ")),
+                    format!(
+                        "`{bad}` is not a toolset verb ({})",
+                        grammar::verbs().collect::<Vec<_>>().join(" ")
+                    ),
                 ));
             }
         }
