@@ -84,6 +84,7 @@ fn serve(args: servo::config::ServeArgs) -> ExitCode {
     // Few malloc arenas: the runtime's worker and blocking threads would
     // otherwise each grow one, and servo's memory with them (SPEC §9).
     #[cfg(target_env = "gnu")]
+    // SAFETY: mallopt only tunes glibc's allocator; no thread exists yet.
     unsafe {
         libc::mallopt(libc::M_ARENA_MAX, 2);
     }

@@ -546,6 +546,7 @@ struct HostShm(i32);
 
 impl Drop for HostShm {
     fn drop(&mut self) {
+        // SAFETY: IPC_RMID reads no buffer (null is allowed); the id is ours.
         unsafe { libc::shmctl(self.0, libc::IPC_RMID, std::ptr::null_mut()) };
     }
 }
@@ -557,6 +558,7 @@ fn s5_4_host_sysv_ipc_is_not_visible() {
     }
     let jail = Jail::new();
     let key = 0x5E00_0000 | (std::process::id() as i32 & 0x00FF_FFFF);
+    // SAFETY: shmget takes integers only and returns an id or -1.
     let id = unsafe { libc::shmget(key, 4096, libc::IPC_CREAT | 0o666) };
     assert!(id >= 0, "cannot create a SysV shm segment on the host");
     let _shm = HostShm(id);

@@ -10,7 +10,7 @@ use std::sync::atomic::{AtomicI32, Ordering};
 use nix::sched::CloneFlags;
 use nix::sys::signal::{SaFlags, SigAction, SigHandler, SigSet, Signal};
 use nix::sys::wait::{waitpid, WaitStatus};
-use nix::unistd::{fork, ForkResult, Pid};
+use nix::unistd::{ForkResult, Pid};
 
 use super::spec::{HelperSpec, Report};
 
@@ -107,10 +107,13 @@ fn read_spec() -> Result<HelperSpec, String> {
 
 /// Whether this kernel lets an unprivileged process make a user namespace.
 pub fn user_namespaces_available() -> bool {
-    match unsafe { fork() } {
+    // SAFETY: the caller may be multi-threaded (the server at start-up), so
+    // the child makes only async-signal-safe calls: unshare and _exit.
+    match unsafe { super::fork::fork() } {
         Ok(ForkResult::Child) => {
-            // Only async-signal-safe calls here: the caller may be threaded.
+            // SAFETY: unshare takes flags only; async-signal-safe.
             let ok = unsafe { libc::unshare(libc::CLONE_NEWUSER) } == 0;
+            // SAFETY: _exit ends the child without running anything.
             unsafe { libc::_exit(if ok { 0 } else { 1 }) }
         }
         Ok(ForkResult::Parent { child }) => {
@@ -134,7 +137,10 @@ pub fn run_job(spec: &HelperSpec) -> Result<Report, String> {
     // init -> helper: the script's status, or why set-up failed.
     let (status_r, status_w) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)
         .map_err(|e| format!("cannot create a pipe: {e}"))?;
-    match unsafe { fork() }.map_err(|e| format!("cannot fork the sandbox init: {e}"))? {
+    // SAFETY: the helper (and `servo sandbox`) is single-threaded: a child
+    // of the single-threaded launcher, or servo's CLI before any thread.
+    let forked = unsafe { super::fork::fork() };
+    match forked.map_err(|e| format!("cannot fork the sandbox init: {e}"))? {
         ForkResult::Child => {
             drop(status_r);
             super::init::init_main(spec, status_w)
@@ -153,6 +159,8 @@ pub fn run_job(spec: &HelperSpec) -> Result<Report, String> {
 
 fn close_stdout() {
     if let Ok(null) = std::fs::OpenOptions::new().write(true).open("/dev/null") {
+        // SAFETY: dup2 onto fd 1 from a descriptor we hold; fd 1 is replaced
+        // on purpose and nothing owns it as an OwnedFd.
         unsafe { libc::dup2(null.as_raw_fd(), 1) };
     }
 }
@@ -160,6 +168,7 @@ fn close_stdout() {
 extern "C" fn forward(sig: libc::c_int) {
     let pid = INIT_PID.load(Ordering::Relaxed);
     if pid > 0 {
+        // SAFETY: kill is async-signal-safe and takes integers only.
         unsafe { libc::kill(pid, sig) };
     }
 }
@@ -171,6 +180,8 @@ fn forward_signals_to_init() {
         SigSet::empty(),
     );
     for sig in [Signal::SIGTERM, Signal::SIGINT, Signal::SIGHUP] {
+        // SAFETY: `forward` only reads an atomic and calls kill, both
+        // async-signal-safe.
         let _ = unsafe { nix::sys::signal::sigaction(sig, &action) };
     }
 }
@@ -216,6 +227,9 @@ fn enter_user_namespace(spec: &HelperSpec, outer_uid: u32, outer_gid: u32) -> Re
 
 /// Opens `/dev/null` read-only as an owned descriptor.
 pub(super) fn dev_null() -> Option<OwnedFd> {
+    // SAFETY: open with a NUL-terminated path literal; no allocation (the
+    // init and the script's child call this after fork).
     let fd = unsafe { libc::open(c"/dev/null".as_ptr(), libc::O_RDONLY | libc::O_CLOEXEC) };
+    // SAFETY: `fd` is a new descriptor that nothing else owns.
     (fd >= 0).then(|| unsafe { OwnedFd::from_raw_fd(fd) })
 }

@@ -25,7 +25,7 @@ use nix::sys::socket::{
     recvmsg, sendmsg, socketpair, AddressFamily, ControlMessage, ControlMessageOwned, MsgFlags,
     SockFlag, SockType,
 };
-use nix::unistd::{fork, ForkResult, Pid};
+use nix::unistd::{ForkResult, Pid};
 
 /// The server's end of the launcher.
 pub struct Launcher {
@@ -185,22 +185,15 @@ fn fork_warm(server: &OwnedFd) -> Option<Warm> {
         SockFlag::SOCK_CLOEXEC,
     )
     .ok()?;
-    // A fork into a new PID namespace: libc's fork takes no flags, so the
-    // raw syscall (no new stack: the child runs on a copy of this one, as
-    // after fork). The launcher is single-threaded and holds no lock.
-    // SAFETY: see above; the child only calls warm_init_main.
-    let pid = unsafe {
-        libc::syscall(
-            libc::SYS_clone,
-            libc::CLONE_NEWPID | libc::SIGCHLD,
-            0usize,
-            0usize,
-            0usize,
-            0usize,
-        )
-    };
-    match pid {
-        0 => {
+    // SAFETY: the launcher is single-threaded (a fresh image of servo that
+    // starts no thread) and holds no lock; the child only calls
+    // warm_init_main.
+    match unsafe { super::fork::fork_into_new_pid_namespace() } {
+        Ok(ForkResult::Child) => {
+            // SAFETY: `server` is the launcher's socket, which the child
+            // closes without an owner (its OwnedFd is never dropped here,
+            // since warm_init_main does not return); SIG_DFL is a valid
+            // disposition.
             unsafe {
                 libc::close(server.as_raw_fd());
                 libc::signal(libc::SIGCHLD, libc::SIG_DFL);
@@ -208,15 +201,15 @@ fn fork_warm(server: &OwnedFd) -> Option<Warm> {
             drop(ours);
             super::helper::warm_init_main(theirs)
         }
-        child if child > 0 => {
+        Ok(ForkResult::Parent { child }) => {
             drop(theirs);
-            let pidfd = pidfd_open(Pid::from_raw(child as i32)).ok()?;
+            let pidfd = pidfd_open(child).ok()?;
             Some(Warm {
                 socket: ours,
                 pidfd,
             })
         }
-        _ => None,
+        Err(_) => None,
     }
 }
 
@@ -261,12 +254,15 @@ pub(super) fn receive_stdio(socket: &OwnedFd) -> Result<(), ()> {
         return Err(());
     }
     for (fd, target) in fds.iter().zip([0, 1, 2]) {
+        // SAFETY: dup2 of a descriptor the kernel just gave us; 0, 1 and 2
+        // are this process's stdio, replaced on purpose.
         if unsafe { libc::dup2(*fd, target) } < 0 {
             return Err(());
         }
     }
     for fd in fds {
         if fd > 2 {
+            // SAFETY: received above and owned by nothing else; closed once.
             unsafe { libc::close(fd) };
         }
     }
@@ -274,6 +270,8 @@ pub(super) fn receive_stdio(socket: &OwnedFd) -> Result<(), ()> {
 }
 
 fn pidfd_open(pid: Pid) -> Result<OwnedFd, i32> {
+    // SAFETY: a plain syscall with integer arguments; returns a new
+    // descriptor or -1.
     let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid.as_raw(), 0) };
     if fd < 0 {
         return Err(std::io::Error::last_os_error()
@@ -306,6 +304,8 @@ pub fn launcher_main() -> ! {
     // SAFETY: fd 0 is the socket servo gave us, and nothing else owns it.
     let socket = unsafe { OwnedFd::from_raw_fd(libc::dup(0)) };
     if let Some(null) = super::helper::dev_null() {
+        // SAFETY: dup2 onto fd 0, whose old description `socket` now holds
+        // through its own duplicate.
         unsafe { libc::dup2(null.as_raw_fd(), 0) };
     }
     serve(socket, warm)
@@ -315,6 +315,7 @@ pub fn launcher_main() -> ! {
 fn serve(socket: OwnedFd, warm: bool) -> ! {
     let _ = nix::sys::prctl::set_pdeathsig(Signal::SIGKILL);
     // Helpers are reaped by the kernel; the server waits on their pidfds.
+    // SAFETY: SIG_IGN is a valid disposition; no handler runs.
     unsafe { libc::signal(libc::SIGCHLD, libc::SIG_IGN) };
     let _ = nix::sys::prctl::set_name(c"servo-launcher");
     let mut ready = if warm { fork_warm(&socket) } else { None };
@@ -331,7 +332,9 @@ fn serve(socket: OwnedFd, warm: bool) -> ! {
         let msg = match received {
             Ok(m) if m.bytes > 0 => m,
             Err(nix::errno::Errno::EINTR) => continue,
-            _ => unsafe { libc::_exit(0) }, // servo closed its end, or is gone
+            // servo closed its end, or is gone.
+            // SAFETY: _exit ends the process without running anything.
+            _ => unsafe { libc::_exit(0) },
         };
         let mut fds: Vec<OwnedFd> = Vec::new();
         if let Ok(cmsgs) = msg.cmsgs() {
@@ -375,6 +378,7 @@ fn serve(socket: OwnedFd, warm: bool) -> ! {
         )
         .is_err()
         {
+            // SAFETY: _exit ends the process without running anything.
             unsafe { libc::_exit(0) }
         }
         // The next job's helper, made while the server waits for this one.
@@ -387,9 +391,15 @@ fn serve(socket: OwnedFd, warm: bool) -> ! {
 /// Forks one helper; returns its pidfd, or an errno.
 fn start_helper(socket: &OwnedFd, fds: &[OwnedFd]) -> Result<OwnedFd, i32> {
     let launcher = std::process::id();
-    match unsafe { fork() } {
+    // SAFETY: the launcher is single-threaded and holds no lock.
+    match unsafe { super::fork::fork() } {
         Err(e) => Err(e as i32),
         Ok(ForkResult::Child) => {
+            // SAFETY: the child closes the launcher's socket (never used
+            // again: launched_main does not return) and moves the job's
+            // descriptors, which it holds, to 0, 1 and 2; the originals
+            // above 2 are closed once, and their OwnedFds are never dropped
+            // in this process.
             unsafe {
                 libc::close(socket.as_raw_fd());
                 libc::signal(libc::SIGCHLD, libc::SIG_DFL);

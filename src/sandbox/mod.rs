@@ -48,6 +48,7 @@ mod builtin_filters;
 mod cgroup;
 pub mod cli;
 mod exec;
+mod fork;
 mod helper;
 mod init;
 mod launcher;

@@ -23,7 +23,7 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicI32, Ordering};
 
 use nix::mount::{mount, umount2, MntFlags, MsFlags};
-use nix::unistd::{fork, ForkResult};
+use nix::unistd::ForkResult;
 
 /// The template namespace inits of this process use; -1: none (an init then
 /// builds its root in a copy of the host's namespace).
@@ -69,7 +69,9 @@ pub fn make(prepare: impl FnOnce() -> Result<PathBuf, String>) -> Result<OwnedFd
     // parent -> child: closed when the parent holds the namespace.
     let (ready_r, ready_w) = pipe()?;
     let (done_r, done_w) = pipe()?;
-    match unsafe { fork() }.map_err(|e| format!("cannot fork: {e}"))? {
+    // SAFETY: single-threaded callers only (see above): the launcher and
+    // `servo sandbox`.
+    match unsafe { super::fork::fork() }.map_err(|e| format!("cannot fork: {e}"))? {
         ForkResult::Child => {
             drop(ready_r);
             drop(done_w);
@@ -82,6 +84,7 @@ pub fn make(prepare: impl FnOnce() -> Result<PathBuf, String>) -> Result<OwnedFd
             let why = made.err().unwrap_or_default();
             let _ = std::fs::File::from(ready_w).write_all(why.as_bytes());
             let _ = std::fs::File::from(done_r).read(&mut [0u8; 1]);
+            // SAFETY: _exit ends the child without running anything.
             unsafe { libc::_exit(0) }
         }
         ForkResult::Parent { child } => {
