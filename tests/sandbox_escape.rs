@@ -1098,7 +1098,7 @@ fn s5_8_nothing_of_a_run_outlives_it() {
         "SPEC §5.8 clean-up: mounts under the state dir outlived the run: {leaked:?}\n{show}"
     );
     // ... and the run left none of its own mounts in that namespace.
-    let kept = template_mounts(&pin);
+    let kept = root_ns_mounts(&pin);
     assert!(
         kept.contains(" / / ") && kept.contains(" /usr "),
         "the prepared root's mount table must be readable: {kept}"
@@ -1451,9 +1451,9 @@ fn s5_9_mountinfo_does_not_show_the_state_dir() {
     );
 }
 
-/// The mount table of the namespace pinned at `pin`, read from a private
+/// The mount table of the root namespace pinned at `pin`, read from a private
 /// copy of it (with a /proc of its own: the prepared root has none mounted).
-fn template_mounts(pin: &Path) -> String {
+fn root_ns_mounts(pin: &Path) -> String {
     let out = std::process::Command::new("nsenter")
         .arg(format!("--mount={}", pin.display()))
         .args(["unshare", "--mount", "--propagation", "private", "sh", "-c"])
@@ -1465,7 +1465,7 @@ fn template_mounts(pin: &Path) -> String {
         "cannot read the prepared root's mounts: {}",
         String::from_utf8_lossy(&out.stderr)
     );
-    // The copy's own /proc is not the template's.
+    // The copy's own /proc is not the root namespace's.
     String::from_utf8_lossy(&out.stdout)
         .lines()
         .filter(|l| !l.contains(" /proc "))

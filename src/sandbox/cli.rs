@@ -76,16 +76,16 @@ fn run(args: SandboxArgs) -> Result<Report, String> {
     let root = scratch.join("root");
     std::fs::create_dir_all(&root).map_err(|e| format!("cannot create {}: {e}", root.display()))?;
     if root_user {
-        // The prepared root, kept across calls (template.rs); rootless calls
+        // The prepared root, kept across calls (root_ns.rs); rootless calls
         // build theirs each time.
         let users = [(args.uid, args.uid)];
         let key = super::rootfs::static_key(&users, &ro_binds);
-        let ns = super::template::pinned(&scratch, &key, || {
+        let ns = super::root_ns::pinned(&scratch, &key, || {
             super::rootfs::build_static(&root, &users, &ro_binds, false)?;
             Ok(root.clone())
         })
         .map_err(|e| format!("cannot prepare the sandbox root: {e}"))?;
-        super::template::set_current(ns);
+        super::root_ns::set_current(ns);
     }
 
     let workdir = match args.workdir {
@@ -122,7 +122,7 @@ fn run(args: SandboxArgs) -> Result<Report, String> {
     }
     let spec = HelperSpec {
         root,
-        template: None,
+        prepared_root: None,
         workdir,
         argv: command,
         env: vec![

@@ -34,7 +34,7 @@ pub(super) const WARM_NAMESPACES: CloneFlags = CloneFlags::CLONE_NEWNET
     .union(CloneFlags::CLONE_NEWIPC)
     .union(CloneFlags::CLONE_NEWUTS);
 
-/// A job's init made ahead of its job (root mode): the launcher cloned it
+/// A warm init: a job's init made ahead of its job (root mode): the launcher cloned it
 /// as PID 1 of a new PID namespace, and it makes the network, IPC and UTS
 /// namespaces (the costliest step of a sandbox's start, done here off the
 /// job's critical path) while it waits for the job's stdin, stdout and

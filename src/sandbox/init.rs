@@ -36,10 +36,10 @@ fn run(spec: &HelperSpec) -> Result<Report, String> {
             .map_err(|e| format!("cannot join the cgroup {}: {e}", procs.display()))?;
     }
     // A mount namespace of the init's own (its parent keeps the host's): a
-    // copy of the prepared root's template namespace when there is one,
+    // copy of the root namespace (root_ns.rs) when there is one,
     // otherwise of the host's, in which the root is then built and entered.
-    match super::template::current() {
-        Some(ns) => super::rootfs::enter_template(ns, spec)?,
+    match super::root_ns::current() {
+        Some(ns) => super::rootfs::enter_root_ns(ns, spec)?,
         None => {
             nix::sched::unshare(nix::sched::CloneFlags::CLONE_NEWNS)
                 .map_err(|e| format!("cannot create the mount namespace: {e}"))?;

@@ -29,9 +29,10 @@ use nix::unistd::{ForkResult, Pid};
 
 /// The server's end of the launcher.
 pub struct Launcher {
-    /// Root mode: the server's prepared root, which the launcher keeps as a
-    /// template namespace (template.rs) and makes each next init ahead.
-    template: Option<PathBuf>,
+    /// Root mode: where the server's prepared root is mounted; the launcher
+    /// keeps it as a root namespace (root_ns.rs) and makes each next init
+    /// ahead (a warm init).
+    prepared_root: Option<PathBuf>,
     /// One request and its answer at a time.
     process: Mutex<Process>,
 }
@@ -60,7 +61,7 @@ impl Process {
     /// forked from it hold nothing of servo's memory (tokens, tenants) or
     /// environment (SPEC §5.9). `std::process::Command` is safe to use from
     /// the runtime's threads (nothing runs between its fork and its exec).
-    fn spawn(template: Option<&Path>) -> std::io::Result<Process> {
+    fn spawn(prepared_root: Option<&Path>) -> std::io::Result<Process> {
         let (ours, theirs) = socketpair(
             AddressFamily::Unix,
             SockType::SeqPacket,
@@ -70,7 +71,7 @@ impl Process {
         .map_err(io("cannot create the launcher's socket"))?;
         let mut command = std::process::Command::new("/proc/self/exe");
         command.arg(LAUNCHER_ARG);
-        match template {
+        match prepared_root {
             Some(root) => command.arg("warm").arg(root),
             None => command.arg("cold"),
         };
@@ -129,14 +130,14 @@ impl Process {
 }
 
 impl Launcher {
-    /// Starts the launcher. With a `template` (root mode: the server's
-    /// prepared root), it keeps one job's init made ahead of its job
-    /// (`helper::warm_init_main`), in whose copy of the template namespace
+    /// Starts the launcher. With a `prepared_root` (root mode), it keeps one
+    /// job's init made ahead of its job, a warm init
+    /// (`helper::warm_init_main`), in whose copy of the root namespace
     /// the job's root is mounted.
-    pub fn start(template: Option<PathBuf>) -> std::io::Result<Launcher> {
-        let process = Process::spawn(template.as_deref())?;
+    pub fn start(prepared_root: Option<PathBuf>) -> std::io::Result<Launcher> {
+        let process = Process::spawn(prepared_root.as_deref())?;
         Ok(Launcher {
-            template,
+            prepared_root,
             process: Mutex::new(process),
         })
     }
@@ -159,7 +160,7 @@ impl Launcher {
                 tracing::warn!("{e}: starting a new sandbox launcher");
                 let _ = process.child.kill();
                 let _ = process.child.wait();
-                *process = Process::spawn(self.template.as_deref())?;
+                *process = Process::spawn(self.prepared_root.as_deref())?;
                 match process.request(&fds) {
                     Ok(pidfd) => Ok(pidfd),
                     Err(LaunchError::Refused(e) | LaunchError::Gone(e)) => Err(e),
@@ -169,15 +170,15 @@ impl Launcher {
     }
 }
 
-/// A helper forked ahead of its job, waiting for its descriptors.
-struct Warm {
+/// A warm init: an init cloned ahead of its job, waiting for its descriptors.
+struct WarmInit {
     socket: OwnedFd,
     pidfd: OwnedFd,
 }
 
 /// Clones a warm init: PID 1 of a new PID namespace, waiting for its job
 /// (`helper::warm_init_main`).
-fn fork_warm(server: &OwnedFd) -> Option<Warm> {
+fn fork_warm_init(server: &OwnedFd) -> Option<WarmInit> {
     let (ours, theirs) = socketpair(
         AddressFamily::Unix,
         SockType::SeqPacket,
@@ -204,7 +205,7 @@ fn fork_warm(server: &OwnedFd) -> Option<Warm> {
         Ok(ForkResult::Parent { child }) => {
             drop(theirs);
             let pidfd = pidfd_open(child).ok()?;
-            Some(Warm {
+            Some(WarmInit {
                 socket: ours,
                 pidfd,
             })
@@ -213,8 +214,8 @@ fn fork_warm(server: &OwnedFd) -> Option<Warm> {
     }
 }
 
-/// Hands a job's three descriptors to a warm helper.
-fn hand_over(warm: Warm, fds: &[OwnedFd]) -> Result<OwnedFd, i32> {
+/// Hands a job's three descriptors to a warm init.
+fn hand_over(warm: WarmInit, fds: &[OwnedFd]) -> Result<OwnedFd, i32> {
     let raw: Vec<RawFd> = fds.iter().map(|f| f.as_raw_fd()).collect();
     sendmsg::<()>(
         warm.socket.as_raw_fd(),
@@ -227,7 +228,7 @@ fn hand_over(warm: Warm, fds: &[OwnedFd]) -> Result<OwnedFd, i32> {
     Ok(warm.pidfd)
 }
 
-/// In a warm helper: receives its stdin, stdout and stderr.
+/// In a warm init: receives its stdin, stdout and stderr.
 pub(super) fn receive_stdio(socket: &OwnedFd) -> Result<(), ()> {
     let mut buf = [0u8; 16];
     let mut space = nix::cmsg_space!([RawFd; 3]);
@@ -291,10 +292,10 @@ pub fn launcher_main() -> ! {
     let warm = std::env::args_os().nth(2).is_some_and(|a| a == "warm");
     if let Some(root) = std::env::args_os().nth(3).filter(|_| warm) {
         // Jobs then mount their root in a copy of this namespace instead of
-        // a copy of the host's (template.rs). Without it they still run, in
+        // a copy of the host's (root_ns.rs). Without it they still run, in
         // the slower way.
-        match super::template::make(|| Ok(PathBuf::from(root))) {
-            Ok(ns) => super::template::set_current(ns),
+        match super::root_ns::make(|| Ok(PathBuf::from(root))) {
+            Ok(ns) => super::root_ns::set_current(ns),
             Err(e) => eprintln!(
                 "servo: cannot keep the prepared root as a mount namespace ({e}); \
                  each script's root is mounted in a copy of the host's mounts"
@@ -318,7 +319,7 @@ fn serve(socket: OwnedFd, warm: bool) -> ! {
     // SAFETY: SIG_IGN is a valid disposition; no handler runs.
     unsafe { libc::signal(libc::SIGCHLD, libc::SIG_IGN) };
     let _ = nix::sys::prctl::set_name(c"servo-launcher");
-    let mut ready = if warm { fork_warm(&socket) } else { None };
+    let mut ready = if warm { fork_warm_init(&socket) } else { None };
     loop {
         let mut buf = [0u8; 16];
         let mut space = nix::cmsg_space!([RawFd; 3]);
@@ -351,7 +352,7 @@ fn serve(socket: OwnedFd, warm: bool) -> ! {
         let answer = if fds.len() != 3 {
             Err(libc::EINVAL)
         } else {
-            // A warm helper if there is one (it may have died: then cold).
+            // A warm init if there is one (it may have died: then a helper).
             match ready.take().map(|w| hand_over(w, &fds)) {
                 Some(Ok(pidfd)) => Ok(pidfd),
                 _ => start_helper(&socket, &fds),
@@ -383,7 +384,7 @@ fn serve(socket: OwnedFd, warm: bool) -> ! {
         }
         // The next job's helper, made while the server waits for this one.
         if warm && ready.is_none() {
-            ready = fork_warm(&socket);
+            ready = fork_warm_init(&socket);
         }
     }
 }

@@ -1,6 +1,6 @@
 //! The job's root file system (SPEC §5.2). Its static part (`build_static`)
-//! is prepared once on a read-only tmpfs and kept as a template namespace
-//! (`template.rs`), whose private copy an init enters (`enter_template`);
+//! is prepared once on a read-only tmpfs and kept as a root namespace
+//! (`root_ns.rs`), whose private copy an init enters (`enter_root_ns`);
 //! without one, the init builds it in its copy of the host's mount
 //! namespace and enters it with `pivot_root` (`build`). Either way the job
 //! then gets its own /work, /tmp, /dev/shm, /proc and /run/servo.
@@ -114,14 +114,14 @@ pub(super) fn make_private() -> Result<(), String> {
     .map_err(err("cannot make the mounts private"))
 }
 
-/// The job's root without a template namespace, in the init's own copy of
-/// the host's mount namespace: the server's prepared root (`spec.template`)
+/// The job's root without a root namespace, in the init's own copy of
+/// the host's mount namespace: the server's prepared root (`spec.prepared_root`)
 /// or one built here, then the job's mounts, then `pivot_root`.
 pub fn build(spec: &HelperSpec) -> Result<(), String> {
     make_private()?;
-    let root = match &spec.template {
+    let root = match &spec.prepared_root {
         // The server's prepared root: this namespace has its own copy of it.
-        Some(template) => template.as_path(),
+        Some(prepared) => prepared.as_path(),
         None => {
             let users = [(spec.uid, spec.gid)];
             build_static(&spec.root, &users, &spec.ro_binds, spec.rootless.is_some())?;
@@ -134,21 +134,21 @@ pub fn build(spec: &HelperSpec) -> Result<(), String> {
     enter(root)
 }
 
-/// The job's root from a template namespace (`template.rs`): the host
+/// The job's root from a root namespace (`root_ns.rs`): the host
 /// directories it needs (/work, /run/servo) are cloned while the host's tree
-/// is still in view, then the init joins the template, makes its private
+/// is still in view, then the init joins the root namespace, makes its private
 /// copy and mounts its own parts. Already at `/`: nothing to pivot.
-pub fn enter_template(ns: RawFd, spec: &HelperSpec) -> Result<(), String> {
+pub fn enter_root_ns(ns: RawFd, spec: &HelperSpec) -> Result<(), String> {
     let work = Source::Tree(clone_tree(&spec.workdir)?);
     let relay = match &spec.relay_dir {
         Some(dir) => Some(Source::Tree(clone_tree(dir)?)),
         None => None,
     };
-    // SAFETY: `ns` is the template's descriptor, open for this process's life.
+    // SAFETY: `ns` is the root namespace's descriptor, open for this process's life.
     let ns = unsafe { BorrowedFd::borrow_raw(ns) };
     nix::sched::setns(ns, CloneFlags::CLONE_NEWNS)
         .map_err(err("cannot join the prepared root's namespace"))?;
-    super::template::forget_current();
+    super::root_ns::forget_current();
     nix::sched::unshare(CloneFlags::CLONE_NEWNS)
         .map_err(err("cannot create the mount namespace"))?;
     nix::unistd::chdir("/").map_err(err("cannot enter /"))?;
@@ -227,7 +227,7 @@ fn attach(source: Source, dst: &Path, flags: MsFlags) -> Result<(), String> {
 /// Builds the parts of a root that are the same for every job of a server,
 /// read-only: system directories, /etc (naming every uid in `users`), /dev,
 /// the servo package, `--ro-bind` paths, and the mount points of the job's
-/// own mounts. The server builds it once (`Template`); `servo sandbox` and
+/// own mounts. The server builds it once (`PreparedRoot`); `servo sandbox` and
 /// rootless servers build it in each job's namespace.
 pub fn build_static(
     root: &Path,
@@ -242,7 +242,7 @@ pub fn build_static(
         &format!("size={size},nr_inodes=4096,mode=0755"),
         MsFlags::MS_NOSUID | MsFlags::MS_NODEV,
     )?;
-    // Built in servo's own namespace (the server's template), nothing of it
+    // Built in servo's own namespace (the server's PreparedRoot), nothing of it
     // may propagate to other namespaces.
     mount(
         None::<&str>,

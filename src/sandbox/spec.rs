@@ -14,9 +14,9 @@ pub type Program = Vec<(u16, u8, u8, u32)>;
 pub struct HelperSpec {
     /// Host directory on which the job's private root tmpfs is mounted.
     pub root: PathBuf,
-    /// The server's prepared static root (`Template`), used instead of
-    /// building one at `root`.
-    pub template: Option<PathBuf>,
+    /// Where the server's prepared static root (`PreparedRoot`) is mounted,
+    /// used instead of building one at `root`.
+    pub prepared_root: Option<PathBuf>,
     pub workdir: PathBuf,
     pub argv: Vec<String>,
     pub env: Vec<(String, String)>,

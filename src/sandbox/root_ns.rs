@@ -1,12 +1,12 @@
 //! Prepared roots kept as mount namespaces (SPEC §9: a sandbox must cost
 //! next to nothing to start).
 //!
-//! A template namespace is a mount namespace whose root *is* a prepared
+//! A root namespace is a mount namespace whose root *is* a prepared
 //! static root (`rootfs::build_static`): its maker pivoted into it and
 //! detached the host's tree, so it holds a dozen mounts, not the host's
 //! hundred or more. A job's init joins it with `setns`, makes its private
 //! copy with `unshare(CLONE_NEWNS)` and mounts only its own /work, /tmp,
-//! /dev/shm, /proc and /run/servo (`rootfs::enter_template`): no copy of the
+//! /dev/shm, /proc and /run/servo (`rootfs::enter_root_ns`): no copy of the
 //! host's mount table, no `pivot_root`, no old root to detach and no large
 //! namespace to tear down when the job ends.
 //!
@@ -25,11 +25,11 @@ use std::sync::atomic::{AtomicI32, Ordering};
 use nix::mount::{mount, umount2, MntFlags, MsFlags};
 use nix::unistd::ForkResult;
 
-/// The template namespace inits of this process use; -1: none (an init then
+/// The root namespace inits of this process use; -1: none (an init then
 /// builds its root in a copy of the host's namespace).
 static CURRENT: AtomicI32 = AtomicI32::new(-1);
 
-/// Makes `ns` the template of every init this process forks from now on
+/// Makes `ns` the root namespace of every init this process forks from now on
 /// (the descriptor is kept for the process's life).
 pub fn set_current(ns: OwnedFd) {
     let old = CURRENT.swap(ns.into_raw_fd(), Ordering::Relaxed);
@@ -39,13 +39,13 @@ pub fn set_current(ns: OwnedFd) {
     }
 }
 
-/// The template namespace set by `set_current`, if any.
+/// The root namespace set by `set_current`, if any.
 pub fn current() -> Option<RawFd> {
     let fd = CURRENT.load(Ordering::Relaxed);
     (fd >= 0).then_some(fd)
 }
 
-/// Forgets (and closes) the template, in an init that has joined it: the
+/// Forgets (and closes) the root namespace, in an init that has joined it: the
 /// init keeps nothing that reaches outside its sandbox.
 pub fn forget_current() {
     let fd = CURRENT.swap(-1, Ordering::Relaxed);
@@ -55,7 +55,7 @@ pub fn forget_current() {
     }
 }
 
-/// Makes a template namespace: a child process makes a mount namespace,
+/// Makes a root namespace: a child process makes a mount namespace,
 /// runs `prepare` in it (which mounts the root and returns its path), pivots
 /// into that root and detaches the rest; the namespace's descriptor is
 /// returned, and the child exits. Single-threaded callers only (the child
@@ -106,7 +106,7 @@ pub fn make(prepare: impl FnOnce() -> Result<PathBuf, String>) -> Result<OwnedFd
     }
 }
 
-/// `servo sandbox`'s template, kept across calls in `dir` (the state dir's
+/// `servo sandbox`'s root namespace, kept across calls in `dir` (the state dir's
 /// `sandbox/`): `root.mnt` pins it, `root.key` says what it was built from.
 /// If `key` differs (another uid, `--ro-bind`, servo binary or host /etc),
 /// or nothing is pinned (first call, reboot, a server's start-up sweep), it
