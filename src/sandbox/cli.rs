@@ -125,7 +125,7 @@ fn run(call: SandboxCall) -> Result<Report, String> {
             ("PATH".into(), "/usr/local/bin:/usr/bin:/bin".into()),
             ("HOME".into(), "/work".into()),
             ("LANG".into(), "C.UTF-8".into()),
-            ("PYTHONPATH".into(), super::PYTHON_PKG_INSIDE.into()),
+            ("PYTHONPATH".into(), super::rootfs::PYTHON_PKG_INSIDE.into()),
         ],
         uid,
         gid: uid,

@@ -33,7 +33,7 @@ fn prepare(spec: &HelperSpec, err: &OwnedFd) -> Result<(), String> {
     // can signal as a whole.
     nix::unistd::setsid().map_err(fail("setsid failed"))?;
     // stdin /dev/null; stdout and stderr both the output pipe (fd 1).
-    let null = super::helper::dev_null().ok_or("cannot open /dev/null")?;
+    let null = super::stdio::dev_null().ok_or("cannot open /dev/null")?;
     // SAFETY: dup2 onto fds 0 and 2 from descriptors we hold; both are
     // replaced on purpose and nothing owns them as OwnedFds.
     unsafe {

@@ -4,7 +4,7 @@
 //! in-process.
 
 use std::io::{Read, Write};
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::os::fd::{AsRawFd, OwnedFd};
 use std::sync::atomic::{AtomicI32, Ordering};
 
 use nix::sched::CloneFlags;
@@ -28,50 +28,6 @@ const NAMESPACES: CloneFlags = CloneFlags::CLONE_NEWPID
     .union(CloneFlags::CLONE_NEWIPC)
     .union(CloneFlags::CLONE_NEWUTS);
 
-/// The namespaces a warm init makes itself; the launcher made its PID
-/// namespace when it cloned it.
-pub(super) const WARM_NAMESPACES: CloneFlags = CloneFlags::CLONE_NEWNET
-    .union(CloneFlags::CLONE_NEWIPC)
-    .union(CloneFlags::CLONE_NEWUTS);
-
-/// A warm init: a job's init made ahead of its job (root mode): the launcher cloned it
-/// as PID 1 of a new PID namespace, and it makes the network, IPC and UTS
-/// namespaces (the costliest step of a sandbox's start, done here off the
-/// job's critical path) while it waits for the job's stdin, stdout and
-/// stderr on `socket`. Then it is the job's init: no helper process between
-/// the launcher and the init (one fork, exit and set of page faults fewer
-/// per script). It reports on stderr, as a helper would.
-pub fn warm_init_main(socket: OwnedFd) -> ! {
-    let _ = nix::sys::prctl::set_pdeathsig(Signal::SIGKILL);
-    let made = nix::sched::unshare(WARM_NAMESPACES);
-    // A launcher that died (before the parent-death signal was set, too)
-    // closed the socket: nothing would kill this job if servo went away.
-    if super::launcher::receive_stdio(&socket).is_err() {
-        std::process::exit(0);
-    }
-    drop(socket);
-    // The init reports on its own copy of the report pipe (fd 2),
-    // close-on-exec so that the script never holds it.
-    // SAFETY: fcntl on a descriptor this process holds.
-    let report = unsafe { libc::fcntl(2, libc::F_DUPFD_CLOEXEC, 3) };
-    let spec = match made {
-        Err(e) => Err(format!("cannot create the namespaces: {e}")),
-        Ok(()) if report < 0 => Err("cannot keep the report pipe".into()),
-        Ok(()) => read_spec(),
-    };
-    match spec {
-        Ok(spec) => {
-            // SAFETY: `report` is a new descriptor owned by nothing else.
-            let report = unsafe { OwnedFd::from_raw_fd(report) };
-            super::init::init_main(&spec, report)
-        }
-        Err(e) => {
-            let _ = std::io::stderr().write_all(Report::Error(e).to_line().as_bytes());
-            std::process::exit(0)
-        }
-    }
-}
-
 /// Job on stdin, report on stderr.
 fn helper_body(launcher: u32) -> ! {
     // If servo dies (even by SIGKILL), so does the helper, then the init
@@ -79,7 +35,7 @@ fn helper_body(launcher: u32) -> ! {
     // The helper's parent is the launcher, whose own parent-death signal is
     // tied to servo's main thread.
     let _ = nix::sys::prctl::set_pdeathsig(Signal::SIGKILL);
-    let report = match read_spec() {
+    let report = match HelperSpec::read_stdin() {
         // The launcher died before the parent-death signal was set: nothing
         // would kill this job if servo went away.
         Ok(_) if std::os::unix::process::parent_id() != launcher => {
@@ -95,14 +51,6 @@ fn helper_body(launcher: u32) -> ! {
     let _ = err.write_all(report.to_line().as_bytes());
     let _ = err.flush();
     std::process::exit(0)
-}
-
-fn read_spec() -> Result<HelperSpec, String> {
-    let mut text = Vec::new();
-    std::io::stdin()
-        .read_to_end(&mut text)
-        .map_err(|e| format!("cannot read the job: {e}"))?;
-    serde_json::from_slice(&text).map_err(|e| format!("cannot parse the job: {e}"))
 }
 
 /// Whether this kernel lets an unprivileged process make a user namespace.
@@ -223,13 +171,4 @@ fn enter_user_namespace(spec: &HelperSpec, outer_uid: u32, outer_gid: u32) -> Re
     write("uid_map", format!("{} {outer_uid} 1\n", spec.uid))?;
     write("gid_map", format!("{} {outer_gid} 1\n", spec.gid))?;
     Ok(())
-}
-
-/// Opens `/dev/null` read-only as an owned descriptor.
-pub(super) fn dev_null() -> Option<OwnedFd> {
-    // SAFETY: open with a NUL-terminated path literal; no allocation (the
-    // init and the script's child call this after fork).
-    let fd = unsafe { libc::open(c"/dev/null".as_ptr(), libc::O_RDONLY | libc::O_CLOEXEC) };
-    // SAFETY: `fd` is a new descriptor that nothing else owns.
-    (fd >= 0).then(|| unsafe { OwnedFd::from_raw_fd(fd) })
 }

@@ -38,7 +38,7 @@ fn run(spec: &HelperSpec) -> Result<Report, String> {
     // A mount namespace of the init's own (its parent keeps the host's): a
     // copy of the root namespace (root_ns.rs) when there is one,
     // otherwise of the host's, in which the root is then built and entered.
-    match super::root_ns::current() {
+    match super::root_ns::take_current() {
         Some(ns) => super::rootfs::enter_root_ns(ns, spec)?,
         None => {
             nix::sched::unshare(nix::sched::CloneFlags::CLONE_NEWNS)
@@ -79,7 +79,7 @@ fn run(spec: &HelperSpec) -> Result<Report, String> {
     let _ = std::fs::File::from(err_r).read_to_string(&mut why);
     // The output pipe belongs to the script now; holding it would keep the
     // server reading after the script is gone.
-    if let Some(null) = super::helper::dev_null() {
+    if let Some(null) = super::stdio::dev_null() {
         // SAFETY: dup2 onto fd 1 from a descriptor we hold; fd 1 is replaced
         // on purpose and nothing owns it as an OwnedFd.
         unsafe { libc::dup2(null.as_raw_fd(), 1) };

@@ -132,7 +132,7 @@ impl Process {
 impl Launcher {
     /// Starts the launcher. With a `prepared_root` (root mode), it keeps one
     /// job's init made ahead of its job, a warm init
-    /// (`helper::warm_init_main`), in whose copy of the root namespace
+    /// (`warm_init::warm_init_main`), in whose copy of the root namespace
     /// the job's root is mounted.
     pub fn start(prepared_root: Option<PathBuf>) -> std::io::Result<Launcher> {
         let process = Process::spawn(prepared_root.as_deref())?;
@@ -177,7 +177,7 @@ struct WarmInit {
 }
 
 /// Clones a warm init: PID 1 of a new PID namespace, waiting for its job
-/// (`helper::warm_init_main`).
+/// (`warm_init::warm_init_main`).
 fn fork_warm_init(server: &OwnedFd) -> Option<WarmInit> {
     let (ours, theirs) = socketpair(
         AddressFamily::Unix,
@@ -200,7 +200,7 @@ fn fork_warm_init(server: &OwnedFd) -> Option<WarmInit> {
                 libc::signal(libc::SIGCHLD, libc::SIG_DFL);
             }
             drop(ours);
-            super::helper::warm_init_main(theirs)
+            super::warm_init::warm_init_main(theirs)
         }
         Ok(ForkResult::Parent { child }) => {
             drop(theirs);
@@ -226,48 +226,6 @@ fn hand_over(warm: WarmInit, fds: &[OwnedFd]) -> Result<OwnedFd, i32> {
     )
     .map_err(|e| e as i32)?;
     Ok(warm.pidfd)
-}
-
-/// In a warm init: receives its stdin, stdout and stderr.
-pub(super) fn receive_stdio(socket: &OwnedFd) -> Result<(), ()> {
-    let mut buf = [0u8; 16];
-    let mut space = nix::cmsg_space!([RawFd; 3]);
-    let mut iov = [IoSliceMut::new(&mut buf)];
-    let msg = loop {
-        match recvmsg::<()>(
-            socket.as_raw_fd(),
-            &mut iov,
-            Some(&mut space),
-            MsgFlags::MSG_CMSG_CLOEXEC,
-        ) {
-            Ok(m) if m.bytes > 0 => break m,
-            Err(nix::errno::Errno::EINTR) => continue,
-            _ => return Err(()),
-        }
-    };
-    let mut fds: Vec<RawFd> = Vec::new();
-    for cmsg in msg.cmsgs().map_err(|_| ())? {
-        if let ControlMessageOwned::ScmRights(raw) = cmsg {
-            fds.extend(raw);
-        }
-    }
-    if fds.len() != 3 {
-        return Err(());
-    }
-    for (fd, target) in fds.iter().zip([0, 1, 2]) {
-        // SAFETY: dup2 of a descriptor the kernel just gave us; 0, 1 and 2
-        // are this process's stdio, replaced on purpose.
-        if unsafe { libc::dup2(*fd, target) } < 0 {
-            return Err(());
-        }
-    }
-    for fd in fds {
-        if fd > 2 {
-            // SAFETY: received above and owned by nothing else; closed once.
-            unsafe { libc::close(fd) };
-        }
-    }
-    Ok(())
 }
 
 fn pidfd_open(pid: Pid) -> Result<OwnedFd, i32> {
@@ -304,7 +262,7 @@ pub fn launcher_main() -> ! {
     }
     // SAFETY: fd 0 is the socket servo gave us, and nothing else owns it.
     let socket = unsafe { OwnedFd::from_raw_fd(libc::dup(0)) };
-    if let Some(null) = super::helper::dev_null() {
+    if let Some(null) = super::stdio::dev_null() {
         // SAFETY: dup2 onto fd 0, whose old description `socket` now holds
         // through its own duplicate.
         unsafe { libc::dup2(null.as_raw_fd(), 0) };

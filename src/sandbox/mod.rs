@@ -8,7 +8,7 @@
 //! (`launcher.rs`; no token or tenant in its memory), which may allocate
 //! freely. In root mode it keeps the next job's init made ahead, the warm
 //! init: cloned as PID 1 of a new PID namespace, it makes its network, IPC
-//! and UTS namespaces while it waits (`helper::warm_init_main`). Otherwise (rootless,
+//! and UTS namespaces while it waits (`warm_init.rs`). Otherwise (rootless,
 //! or no init ready) the launcher forks a helper that makes the namespaces
 //! and forks the init. The job reaches the init (or helper) on its stdin as
 //! JSON (in a memfd, so there is no size limit and nothing in its
@@ -42,6 +42,17 @@
 //! 6. server: reads the report, checks the cgroup for an OOM kill, kills what
 //!    is left in the cgroup and removes it. Mounts only ever exist in the
 //!    job's own mount namespace, so they vanish with its last process.
+//!
+//! Modules, each using only those below it (tests/layering.rs checks this,
+//! and that nothing here uses servo beyond `crate::limits`):
+//! - this file: the server's façade (`Sandbox`, `Job`, `Running`); `cli.rs`:
+//!   `servo sandbox`, its command line parsed by `client::sandbox`;
+//! - the process roles, one way: `launcher` → `warm_init` (root mode) or
+//!   `helper` → `init` (PID 1) → `exec` (the script's last steps);
+//! - what they use: `root_ns` (root namespaces) → `rootfs` (mounts);
+//!   `cgroup` → `workdir`; `seccomp` → `bpf`, `builtin_filters`;
+//! - leaves: `spec` (the job and the report), `fork` (the one fork),
+//!   `stdio`.
 
 mod bpf;
 mod builtin_filters;
@@ -56,6 +67,8 @@ mod root_ns;
 mod rootfs;
 pub mod seccomp;
 mod spec;
+mod stdio;
+mod warm_init;
 pub mod workdir;
 
 use std::io::{Read, Seek, Write};
@@ -68,13 +81,9 @@ use crate::limits::Limits;
 
 pub use cgroup::CgroupMode;
 pub use launcher::launcher_main;
+pub use rootfs::{PYTHON_PACKAGE, PYTHON_PKG_INSIDE};
 use spec::{HelperSpec, Report};
 
-/// Where the servo Python package directory (PYTHONPATH) appears inside the sandbox.
-pub const PYTHON_PKG_INSIDE: &str = "/opt/servo/python";
-/// The in-sandbox `servo` Python package (SPEC §6.2), shipped inside the binary
-/// and written read-only into every sandbox's root.
-pub const PYTHON_PACKAGE: &str = include_str!("../../python/servo/__init__.py");
 /// The relay socket inside the sandbox (SPEC §6.1).
 pub const SOCKET_INSIDE: &str = "/run/servo/portal.sock";
 

@@ -17,7 +17,7 @@
 //! before forking the inits, which inherit the descriptor.
 
 use std::io::{Read, Write};
-use std::os::fd::{AsRawFd, FromRawFd, IntoRawFd, OwnedFd, RawFd};
+use std::os::fd::{AsRawFd, FromRawFd, IntoRawFd, OwnedFd};
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicI32, Ordering};
@@ -39,20 +39,13 @@ pub fn set_current(ns: OwnedFd) {
     }
 }
 
-/// The root namespace set by `set_current`, if any.
-pub fn current() -> Option<RawFd> {
-    let fd = CURRENT.load(Ordering::Relaxed);
-    (fd >= 0).then_some(fd)
-}
-
-/// Forgets (and closes) the root namespace, in an init that has joined it: the
-/// init keeps nothing that reaches outside its sandbox.
-pub fn forget_current() {
+/// Takes the root namespace set by `set_current`, if any, in an init: the
+/// init closes it once it has joined it, and so keeps nothing that reaches
+/// outside its sandbox.
+pub fn take_current() -> Option<OwnedFd> {
     let fd = CURRENT.swap(-1, Ordering::Relaxed);
-    if fd >= 0 {
-        // SAFETY: as in `set_current`.
-        drop(unsafe { OwnedFd::from_raw_fd(fd) });
-    }
+    // SAFETY: as in `set_current`; the swap leaves no other owner.
+    (fd >= 0).then(|| unsafe { OwnedFd::from_raw_fd(fd) })
 }
 
 /// Makes a root namespace: a child process makes a mount namespace,

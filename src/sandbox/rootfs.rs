@@ -12,7 +12,7 @@
 //! nodes; `/run/servo` the relay directory; `/opt/servo/python` the package;
 //! the `--ro-bind` paths. The root itself is read-only once built.
 
-use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::os::unix::fs::symlink;
 use std::path::{Component, Path, PathBuf};
 
@@ -20,7 +20,12 @@ use nix::mount::{mount, umount2, MntFlags, MsFlags};
 use nix::sched::CloneFlags;
 
 use super::spec::HelperSpec;
-use super::{PYTHON_PACKAGE, PYTHON_PKG_INSIDE};
+
+/// Where the servo Python package directory (PYTHONPATH) appears inside the sandbox.
+pub const PYTHON_PKG_INSIDE: &str = "/opt/servo/python";
+/// The in-sandbox `servo` Python package (SPEC §6.2), shipped inside the binary
+/// and written read-only into every sandbox's root.
+pub const PYTHON_PACKAGE: &str = include_str!("../../python/servo/__init__.py");
 
 /// Read-only directories of the host's system, bound as they are.
 const SYSTEM_DIRS: [&str; 7] = ["usr", "bin", "sbin", "lib", "lib32", "lib64", "libx32"];
@@ -138,17 +143,16 @@ pub fn build(spec: &HelperSpec) -> Result<(), String> {
 /// directories it needs (/work, /run/servo) are cloned while the host's tree
 /// is still in view, then the init joins the root namespace, makes its private
 /// copy and mounts its own parts. Already at `/`: nothing to pivot.
-pub fn enter_root_ns(ns: RawFd, spec: &HelperSpec) -> Result<(), String> {
+pub fn enter_root_ns(ns: OwnedFd, spec: &HelperSpec) -> Result<(), String> {
     let work = Source::Tree(clone_tree(&spec.workdir)?);
     let relay = match &spec.relay_dir {
         Some(dir) => Some(Source::Tree(clone_tree(dir)?)),
         None => None,
     };
-    // SAFETY: `ns` is the root namespace's descriptor, open for this process's life.
-    let ns = unsafe { BorrowedFd::borrow_raw(ns) };
-    nix::sched::setns(ns, CloneFlags::CLONE_NEWNS)
+    nix::sched::setns(&ns, CloneFlags::CLONE_NEWNS)
         .map_err(err("cannot join the prepared root's namespace"))?;
-    super::root_ns::forget_current();
+    // Joined: the init keeps nothing that reaches outside its sandbox.
+    drop(ns);
     nix::sched::unshare(CloneFlags::CLONE_NEWNS)
         .map_err(err("cannot create the mount namespace"))?;
     nix::unistd::chdir("/").map_err(err("cannot enter /"))?;

@@ -1,6 +1,7 @@
 //! What the server tells the sandbox helper (one JSON document on its stdin),
 //! and what the helper answers (one JSON line on its stderr).
 
+use std::io::Read;
 use std::path::PathBuf;
 
 use serde::{Deserialize, Serialize};
@@ -32,6 +33,17 @@ pub struct HelperSpec {
     /// Rootless mode: servo's own uid/gid outside the user namespace.
     pub rootless: Option<(u32, u32)>,
     pub filters: Vec<Program>,
+}
+
+impl HelperSpec {
+    /// The job, as the launcher's helper or warm init reads it on stdin.
+    pub fn read_stdin() -> Result<HelperSpec, String> {
+        let mut text = Vec::new();
+        std::io::stdin()
+            .read_to_end(&mut text)
+            .map_err(|e| format!("cannot read the job: {e}"))?;
+        serde_json::from_slice(&text).map_err(|e| format!("cannot parse the job: {e}"))
+    }
 }
 
 /// The helper's last word about a job.
