@@ -75,9 +75,12 @@ fn run(call: SandboxCall) -> Result<Report, String> {
         // The prepared root, kept across calls (root_ns.rs); rootless calls
         // build theirs each time.
         let users = [(uid, uid)];
-        let key = super::rootfs::static_key(&users, &ro_binds);
+        let plan = super::plan::Host::read()
+            .map(|host| super::plan::static_root(&host, &users, &ro_binds, false))
+            .map_err(|e| format!("cannot prepare the sandbox root: {e}"))?;
+        let key = super::plan::key(&plan);
         let ns = super::root_ns::pinned(&scratch, &key, || {
-            super::rootfs::build_static(&root, &users, &ro_binds, false)?;
+            super::rootfs::build_static(&root, &plan)?;
             Ok(root.clone())
         })
         .map_err(|e| format!("cannot prepare the sandbox root: {e}"))?;
@@ -125,7 +128,7 @@ fn run(call: SandboxCall) -> Result<Report, String> {
             ("PATH".into(), "/usr/local/bin:/usr/bin:/bin".into()),
             ("HOME".into(), "/work".into()),
             ("LANG".into(), "C.UTF-8".into()),
-            ("PYTHONPATH".into(), super::rootfs::PYTHON_PKG_INSIDE.into()),
+            ("PYTHONPATH".into(), super::plan::PYTHON_PKG_INSIDE.into()),
         ],
         uid,
         gid: uid,

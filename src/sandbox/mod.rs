@@ -49,7 +49,8 @@
 //!   `servo sandbox`, its command line parsed by `client::sandbox`;
 //! - the process roles, one way: `launcher` → `warm_init` (root mode) or
 //!   `helper` → `init` (PID 1) → `exec` (the script's last steps);
-//! - what they use: `root_ns` (root namespaces) → `rootfs` (mounts);
+//! - what they use: `root_ns` (root namespaces) → `rootfs` (performs the
+//!   mounts) → `plan` (which mounts, as data);
 //!   `cgroup` → `workdir`; `seccomp` → `bpf`, `builtin_filters`;
 //! - leaves: `spec` (the job and the report), `fork` (the one fork),
 //!   `stdio`.
@@ -63,6 +64,7 @@ mod fork;
 mod helper;
 mod init;
 mod launcher;
+mod plan;
 mod root_ns;
 mod rootfs;
 pub mod seccomp;
@@ -81,7 +83,7 @@ use crate::limits::Limits;
 
 pub use cgroup::CgroupMode;
 pub use launcher::launcher_main;
-pub use rootfs::{PYTHON_PACKAGE, PYTHON_PKG_INSIDE};
+pub use plan::{PYTHON_PACKAGE, PYTHON_PKG_INSIDE};
 use spec::{HelperSpec, Report};
 
 /// The relay socket inside the sandbox (SPEC §6.1).
@@ -383,7 +385,9 @@ impl PreparedRoot {
             .map(|id| (id, id))
             .collect();
         let prepared = PreparedRoot { path };
-        rootfs::build_static(&prepared.path, &users, &cfg.ro_binds, false)
+        plan::Host::read()
+            .map(|host| plan::static_root(&host, &users, &cfg.ro_binds, false))
+            .and_then(|plan| rootfs::build_static(&prepared.path, &plan))
             .map_err(|e| SandboxError::Setup(format!("cannot prepare the sandbox root: {e}")))?;
         Ok(prepared)
     }

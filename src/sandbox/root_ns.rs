@@ -2,7 +2,7 @@
 //! next to nothing to start).
 //!
 //! A root namespace is a mount namespace whose root *is* a prepared
-//! static root (`rootfs::build_static`): its maker pivoted into it and
+//! static root (`plan::static_root`, `rootfs::build_static`): its maker pivoted into it and
 //! detached the host's tree, so it holds a dozen mounts, not the host's
 //! hundred or more. A job's init joins it with `setns`, makes its private
 //! copy with `unshare(CLONE_NEWNS)` and mounts only its own /work, /tmp,
