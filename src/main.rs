@@ -42,7 +42,7 @@ enum Command {
     /// Print the server's token (from the state directory).
     Token(servo::client::crypt::TokenCmdArgs),
     /// Run one command in the sandbox scripts get (for trying it, and for benchmarks).
-    Sandbox(servo::sandbox::cli::SandboxArgs),
+    Sandbox(servo::client::sandbox::SandboxArgs),
     /// Check a seccomp policy or a tenants file (errors name the line).
     #[command(subcommand)]
     Policy(PolicyCommand),
@@ -86,6 +86,7 @@ fn serve(args: servo::config::ServeArgs) -> ExitCode {
     // Few malloc arenas: the runtime's worker and blocking threads would
     // otherwise each grow one, and servo's memory with them (SPEC §9).
     #[cfg(target_env = "gnu")]
+    // SAFETY: mallopt only tunes glibc's allocator; no thread exists yet.
     unsafe {
         libc::mallopt(libc::M_ARENA_MAX, 2);
     }
@@ -142,9 +143,9 @@ fn main() -> ExitCode {
         Command::Decrypt(args) => crypt(servo::client::crypt::decrypt_main(&args)),
         Command::Sign(args) => crypt(servo::client::crypt::sign_main(&args)),
         Command::Token(args) => crypt(servo::client::crypt::token_main(&args)),
-        Command::Sandbox(args) => servo::sandbox::cli::sandbox_main(args),
+        Command::Sandbox(args) => servo::client::sandbox::sandbox_main(args),
         Command::Policy(PolicyCommand::Check { file }) => {
-            servo::sandbox::cli::policy_check_main(file)
+            servo::client::sandbox::policy_check_main(file)
         }
     }
 }

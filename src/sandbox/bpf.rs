@@ -657,7 +657,9 @@ impl Asm {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::sandbox::seccomp::DEFAULT_POLICY;
+    /// `seccomp::DEFAULT_POLICY`, included here too: the compiler's tests
+    /// do not depend on the compiler's caller.
+    const DEFAULT_POLICY: &str = include_str!("../../policy/seccomp.json");
     use serde_json::{json, Value};
 
     /// A classic-BPF interpreter for the opcodes either compiler emits.

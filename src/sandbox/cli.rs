@@ -1,5 +1,7 @@
-//! `servo sandbox -- CMD...` (run one command in the sandbox, for trying it
-//! and for the benchmark) and `servo policy check FILE`.
+//! `servo sandbox -- CMD...`: run one command in the sandbox, for trying it
+//! and for the benchmark. Its command line is parsed by `client::sandbox`,
+//! which hands this module the values (the sandbox depends on no
+//! configuration code).
 //!
 //! `servo sandbox` is single-threaded, so it plays the helper's part itself
 //! instead of re-executing servo: one process fewer to start.
@@ -9,86 +11,83 @@ use std::process::ExitCode;
 
 use super::cgroup::{CgroupMode, CliJob};
 use super::spec::{HelperSpec, Report};
-use crate::config::{apply_limit, default_state_dir, parse_ro_bind};
 use crate::limits::Limits;
 
-#[derive(clap::Args, Debug)]
-pub struct SandboxArgs {
-    /// A limit of SPEC §4.4 as NAME=VALUE (e.g. memory_mib=256); repeatable.
-    #[arg(long = "limit", value_name = "NAME=VALUE")]
-    pub limits: Vec<String>,
+/// One `servo sandbox` call, its command line parsed (`client::sandbox`).
+#[derive(Debug)]
+pub struct SandboxCall {
+    /// The limits of SPEC §4.4 (`--limit`).
+    pub limits: Limits,
     /// Host directory mounted read-write at /work (default: the current directory).
-    #[arg(long)]
     pub workdir: Option<PathBuf>,
-    /// uid and gid the command runs as (the default is just below the
-    /// server's default --uid-range, so a call never shares a run's uid).
-    #[arg(long, default_value_t = 99999)]
+    /// uid and gid the command runs as.
     pub uid: u32,
     /// seccomp policy file (default: the built-in policy/seccomp.json).
-    #[arg(long, value_name = "FILE")]
     pub seccomp_policy: Option<PathBuf>,
-    /// Extra read-only bind HOST[:INSIDE]; repeatable.
-    #[arg(long = "ro-bind", value_name = "HOST[:INSIDE]")]
-    pub ro_bind: Vec<String>,
+    /// Extra read-only binds (`--ro-bind`): (host, inside).
+    pub ro_binds: Vec<(PathBuf, PathBuf)>,
     /// servo's state directory (the sandbox root's mount point lives there).
-    #[arg(long, env = "SERVO_STATE_DIR", value_name = "DIR")]
-    pub state_dir: Option<PathBuf>,
+    pub state_dir: PathBuf,
     /// The command and its arguments (a bare name is looked up in the sandbox's PATH).
-    #[arg(last = true, required = true, value_name = "CMD")]
     pub command: Vec<String>,
 }
 
 /// Exit status: the command's own; 128+N when killed by signal N; 125 when
 /// the sandbox could not be built.
-pub fn sandbox_main(args: SandboxArgs) -> ExitCode {
-    match run(args) {
+pub fn sandbox_main(call: SandboxCall) -> ExitCode {
+    match run(call) {
         Ok(Report::Exit(code)) => ExitCode::from(code.clamp(0, 255) as u8),
         Ok(Report::Signal(sig)) => {
             eprintln!("servo: killed by signal {sig}");
             ExitCode::from((128 + sig).clamp(0, 255) as u8)
         }
-        Ok(Report::Error(e)) | Err(e) => {
-            eprintln!("servo: the sandbox could not be built: {e}");
-            ExitCode::from(125)
-        }
+        Ok(Report::Error(e)) | Err(e) => setup_failed(&e),
     }
 }
 
-fn run(args: SandboxArgs) -> Result<Report, String> {
-    let mut limits = Limits::default();
-    for l in &args.limits {
-        apply_limit(&mut limits, l).map_err(|e| e.to_string())?;
-    }
-    let ro_binds = args
-        .ro_bind
-        .iter()
-        .map(|s| parse_ro_bind(s))
-        .collect::<Result<Vec<_>, _>>()
-        .map_err(|e| e.to_string())?;
+/// What `servo sandbox` says and exits with when the sandbox could not be
+/// built (also for a command line that does not parse).
+pub fn setup_failed(why: &str) -> ExitCode {
+    eprintln!("servo: the sandbox could not be built: {why}");
+    ExitCode::from(125)
+}
+
+fn run(call: SandboxCall) -> Result<Report, String> {
+    let SandboxCall {
+        limits,
+        workdir,
+        uid,
+        seccomp_policy,
+        ro_binds,
+        state_dir,
+        command,
+    } = call;
     let filters =
-        super::seccomp::Filters::load(args.seccomp_policy.as_deref()).map_err(|e| e.to_string())?;
+        super::seccomp::Filters::load(seccomp_policy.as_deref()).map_err(|e| e.to_string())?;
     let root_user = nix::unistd::geteuid().is_root();
     if !root_user && !super::helper::user_namespaces_available() {
         return Err("not root, and unprivileged user namespaces are not available".into());
     }
-    let state = args.state_dir.unwrap_or_else(default_state_dir);
-    let scratch = state.join("sandbox");
+    let scratch = state_dir.join("sandbox");
     let root = scratch.join("root");
     std::fs::create_dir_all(&root).map_err(|e| format!("cannot create {}: {e}", root.display()))?;
     if root_user {
-        // The prepared root, kept across calls (template.rs); rootless calls
+        // The prepared root, kept across calls (root_ns.rs); rootless calls
         // build theirs each time.
-        let users = [(args.uid, args.uid)];
-        let key = super::rootfs::static_key(&users, &ro_binds);
-        let ns = super::template::pinned(&scratch, &key, || {
-            super::rootfs::build_static(&root, &users, &ro_binds, false)?;
+        let users = [(uid, uid)];
+        let plan = super::plan::Host::read()
+            .map(|host| super::plan::static_root(&host, &users, &ro_binds, false))
+            .map_err(|e| format!("cannot prepare the sandbox root: {e}"))?;
+        let key = super::plan::key(&plan);
+        let ns = super::root_ns::pinned(&scratch, &key, || {
+            super::rootfs::build_static(&root, &plan)?;
             Ok(root.clone())
         })
         .map_err(|e| format!("cannot prepare the sandbox root: {e}"))?;
-        super::template::set_current(ns);
+        super::root_ns::set_current(ns);
     }
 
-    let workdir = match args.workdir {
+    let workdir = match workdir {
         Some(w) => w,
         None => std::env::current_dir().map_err(|e| format!("no current directory: {e}"))?,
     };
@@ -114,7 +113,7 @@ fn run(args: SandboxArgs) -> Result<Report, String> {
         created => created,
     }
     .map_err(|e| format!("cannot create the cgroup: {e}"))?;
-    let mut command = args.command;
+    let mut command = command;
     if let Some(first) = command.first_mut() {
         if !first.contains('/') {
             *first = find_inside(first).ok_or_else(|| format!("{first}: command not found"))?;
@@ -122,17 +121,17 @@ fn run(args: SandboxArgs) -> Result<Report, String> {
     }
     let spec = HelperSpec {
         root,
-        template: None,
+        prepared_root: None,
         workdir,
         argv: command,
         env: vec![
             ("PATH".into(), "/usr/local/bin:/usr/bin:/bin".into()),
             ("HOME".into(), "/work".into()),
             ("LANG".into(), "C.UTF-8".into()),
-            ("PYTHONPATH".into(), super::PYTHON_PKG_INSIDE.into()),
+            ("PYTHONPATH".into(), super::plan::PYTHON_PKG_INSIDE.into()),
         ],
-        uid: args.uid,
-        gid: args.uid,
+        uid,
+        gid: uid,
         limits,
         address_space_limit: !cgroups.limits_memory(),
         relay_dir: None,
@@ -165,55 +164,4 @@ fn find_inside(name: &str) -> Option<String> {
         .iter()
         .map(|d| format!("{d}/{name}"))
         .find(|p| std::path::Path::new(p).is_file())
-}
-
-/// `servo policy check [FILE]`: a seccomp policy or a tenants file (default:
-/// the built-in seccomp policy).
-pub fn policy_check_main(file: Option<PathBuf>) -> ExitCode {
-    let (file, text) = match file {
-        None => (
-            PathBuf::from("(built-in policy/seccomp.json)"),
-            super::seccomp::DEFAULT_POLICY.to_string(),
-        ),
-        Some(f) => match std::fs::read_to_string(&f) {
-            Ok(t) => (f, t),
-            Err(e) => {
-                eprintln!("servo: cannot read {}: {e}", f.display());
-                return ExitCode::from(2);
-            }
-        },
-    };
-    let is_tenants = serde_json::from_str::<serde_json::Value>(&text)
-        .ok()
-        .is_some_and(|v| v.get("tenants").is_some());
-    let result = if is_tenants {
-        crate::tenants::parse(&file, &text, Some("(checking)".into()), &Limits::default())
-            .map(|t| {
-                let n = t.len();
-                let s = if n == 1 { "" } else { "s" };
-                format!("{}: {n} tenant{s}, valid", file.display())
-            })
-            .map_err(|e| e.to_string())
-    } else {
-        super::seccomp::compile(&text, &file.display().to_string())
-            .map(|f| {
-                format!(
-                    "{}: {} seccomp filters, {} BPF instructions, valid",
-                    file.display(),
-                    f.programs.len(),
-                    f.programs.iter().map(Vec::len).sum::<usize>()
-                )
-            })
-            .map_err(|e| e.to_string())
-    };
-    match result {
-        Ok(summary) => {
-            println!("{summary}");
-            ExitCode::SUCCESS
-        }
-        Err(e) => {
-            eprintln!("servo: {e}");
-            ExitCode::FAILURE
-        }
-    }
 }

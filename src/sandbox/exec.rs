@@ -20,6 +20,7 @@ pub fn exec_script(spec: &HelperSpec, err: OwnedFd) -> ! {
         Err(e) => e,
     };
     let _ = std::fs::File::from(err).write_all(why.as_bytes());
+    // SAFETY: _exit ends the script's process without running anything.
     unsafe { libc::_exit(127) }
 }
 
@@ -32,7 +33,9 @@ fn prepare(spec: &HelperSpec, err: &OwnedFd) -> Result<(), String> {
     // can signal as a whole.
     nix::unistd::setsid().map_err(fail("setsid failed"))?;
     // stdin /dev/null; stdout and stderr both the output pipe (fd 1).
-    let null = super::helper::dev_null().ok_or("cannot open /dev/null")?;
+    let null = super::stdio::dev_null().ok_or("cannot open /dev/null")?;
+    // SAFETY: dup2 onto fds 0 and 2 from descriptors we hold; both are
+    // replaced on purpose and nothing owns them as OwnedFds.
     unsafe {
         if libc::dup2(null.as_raw_fd(), 0) < 0 || libc::dup2(1, 2) < 0 {
             return Err("cannot set up stdin/stderr".into());
@@ -42,6 +45,9 @@ fn prepare(spec: &HelperSpec, err: &OwnedFd) -> Result<(), String> {
     // Nothing else of servo's may be reachable: close every other descriptor
     // but the error pipe (close-on-exec, it closes itself on success).
     let keep = err.as_raw_fd() as libc::c_uint;
+    // SAFETY: close_range closes descriptors below and above `err`; the
+    // ones this process still uses are 0-2 and `err`. (OwnedFds of closed
+    // descriptors are not dropped: this process execs or `_exit`s.)
     unsafe {
         if keep > 3 {
             libc::syscall(libc::SYS_close_range, 3u32, keep - 1, 0u32);

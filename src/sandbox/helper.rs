@@ -4,13 +4,13 @@
 //! in-process.
 
 use std::io::{Read, Write};
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::os::fd::{AsRawFd, OwnedFd};
 use std::sync::atomic::{AtomicI32, Ordering};
 
 use nix::sched::CloneFlags;
 use nix::sys::signal::{SaFlags, SigAction, SigHandler, SigSet, Signal};
 use nix::sys::wait::{waitpid, WaitStatus};
-use nix::unistd::{fork, ForkResult, Pid};
+use nix::unistd::{ForkResult, Pid};
 
 use super::spec::{HelperSpec, Report};
 
@@ -28,50 +28,6 @@ const NAMESPACES: CloneFlags = CloneFlags::CLONE_NEWPID
     .union(CloneFlags::CLONE_NEWIPC)
     .union(CloneFlags::CLONE_NEWUTS);
 
-/// The namespaces a warm init makes itself; the launcher made its PID
-/// namespace when it cloned it.
-pub(super) const WARM_NAMESPACES: CloneFlags = CloneFlags::CLONE_NEWNET
-    .union(CloneFlags::CLONE_NEWIPC)
-    .union(CloneFlags::CLONE_NEWUTS);
-
-/// A job's init made ahead of its job (root mode): the launcher cloned it
-/// as PID 1 of a new PID namespace, and it makes the network, IPC and UTS
-/// namespaces (the costliest step of a sandbox's start, done here off the
-/// job's critical path) while it waits for the job's stdin, stdout and
-/// stderr on `socket`. Then it is the job's init: no helper process between
-/// the launcher and the init (one fork, exit and set of page faults fewer
-/// per script). It reports on stderr, as a helper would.
-pub fn warm_init_main(socket: OwnedFd) -> ! {
-    let _ = nix::sys::prctl::set_pdeathsig(Signal::SIGKILL);
-    let made = nix::sched::unshare(WARM_NAMESPACES);
-    // A launcher that died (before the parent-death signal was set, too)
-    // closed the socket: nothing would kill this job if servo went away.
-    if super::launcher::receive_stdio(&socket).is_err() {
-        std::process::exit(0);
-    }
-    drop(socket);
-    // The init reports on its own copy of the report pipe (fd 2),
-    // close-on-exec so that the script never holds it.
-    // SAFETY: fcntl on a descriptor this process holds.
-    let report = unsafe { libc::fcntl(2, libc::F_DUPFD_CLOEXEC, 3) };
-    let spec = match made {
-        Err(e) => Err(format!("cannot create the namespaces: {e}")),
-        Ok(()) if report < 0 => Err("cannot keep the report pipe".into()),
-        Ok(()) => read_spec(),
-    };
-    match spec {
-        Ok(spec) => {
-            // SAFETY: `report` is a new descriptor owned by nothing else.
-            let report = unsafe { OwnedFd::from_raw_fd(report) };
-            super::init::init_main(&spec, report)
-        }
-        Err(e) => {
-            let _ = std::io::stderr().write_all(Report::Error(e).to_line().as_bytes());
-            std::process::exit(0)
-        }
-    }
-}
-
 /// Job on stdin, report on stderr.
 fn helper_body(launcher: u32) -> ! {
     // If servo dies (even by SIGKILL), so does the helper, then the init
@@ -79,7 +35,7 @@ fn helper_body(launcher: u32) -> ! {
     // The helper's parent is the launcher, whose own parent-death signal is
     // tied to servo's main thread.
     let _ = nix::sys::prctl::set_pdeathsig(Signal::SIGKILL);
-    let report = match read_spec() {
+    let report = match HelperSpec::read_stdin() {
         // The launcher died before the parent-death signal was set: nothing
         // would kill this job if servo went away.
         Ok(_) if std::os::unix::process::parent_id() != launcher => {
@@ -97,20 +53,15 @@ fn helper_body(launcher: u32) -> ! {
     std::process::exit(0)
 }
 
-fn read_spec() -> Result<HelperSpec, String> {
-    let mut text = Vec::new();
-    std::io::stdin()
-        .read_to_end(&mut text)
-        .map_err(|e| format!("cannot read the job: {e}"))?;
-    serde_json::from_slice(&text).map_err(|e| format!("cannot parse the job: {e}"))
-}
-
 /// Whether this kernel lets an unprivileged process make a user namespace.
 pub fn user_namespaces_available() -> bool {
-    match unsafe { fork() } {
+    // SAFETY: the caller may be multi-threaded (the server at start-up), so
+    // the child makes only async-signal-safe calls: unshare and _exit.
+    match unsafe { super::fork::fork() } {
         Ok(ForkResult::Child) => {
-            // Only async-signal-safe calls here: the caller may be threaded.
+            // SAFETY: unshare takes flags only; async-signal-safe.
             let ok = unsafe { libc::unshare(libc::CLONE_NEWUSER) } == 0;
+            // SAFETY: _exit ends the child without running anything.
             unsafe { libc::_exit(if ok { 0 } else { 1 }) }
         }
         Ok(ForkResult::Parent { child }) => {
@@ -134,7 +85,10 @@ pub fn run_job(spec: &HelperSpec) -> Result<Report, String> {
     // init -> helper: the script's status, or why set-up failed.
     let (status_r, status_w) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)
         .map_err(|e| format!("cannot create a pipe: {e}"))?;
-    match unsafe { fork() }.map_err(|e| format!("cannot fork the sandbox init: {e}"))? {
+    // SAFETY: the helper (and `servo sandbox`) is single-threaded: a child
+    // of the single-threaded launcher, or servo's CLI before any thread.
+    let forked = unsafe { super::fork::fork() };
+    match forked.map_err(|e| format!("cannot fork the sandbox init: {e}"))? {
         ForkResult::Child => {
             drop(status_r);
             super::init::init_main(spec, status_w)
@@ -153,6 +107,8 @@ pub fn run_job(spec: &HelperSpec) -> Result<Report, String> {
 
 fn close_stdout() {
     if let Ok(null) = std::fs::OpenOptions::new().write(true).open("/dev/null") {
+        // SAFETY: dup2 onto fd 1 from a descriptor we hold; fd 1 is replaced
+        // on purpose and nothing owns it as an OwnedFd.
         unsafe { libc::dup2(null.as_raw_fd(), 1) };
     }
 }
@@ -160,6 +116,7 @@ fn close_stdout() {
 extern "C" fn forward(sig: libc::c_int) {
     let pid = INIT_PID.load(Ordering::Relaxed);
     if pid > 0 {
+        // SAFETY: kill is async-signal-safe and takes integers only.
         unsafe { libc::kill(pid, sig) };
     }
 }
@@ -171,6 +128,8 @@ fn forward_signals_to_init() {
         SigSet::empty(),
     );
     for sig in [Signal::SIGTERM, Signal::SIGINT, Signal::SIGHUP] {
+        // SAFETY: `forward` only reads an atomic and calls kill, both
+        // async-signal-safe.
         let _ = unsafe { nix::sys::signal::sigaction(sig, &action) };
     }
 }
@@ -212,10 +171,4 @@ fn enter_user_namespace(spec: &HelperSpec, outer_uid: u32, outer_gid: u32) -> Re
     write("uid_map", format!("{} {outer_uid} 1\n", spec.uid))?;
     write("gid_map", format!("{} {outer_gid} 1\n", spec.gid))?;
     Ok(())
-}
-
-/// Opens `/dev/null` read-only as an owned descriptor.
-pub(super) fn dev_null() -> Option<OwnedFd> {
-    let fd = unsafe { libc::open(c"/dev/null".as_ptr(), libc::O_RDONLY | libc::O_CLOEXEC) };
-    (fd >= 0).then(|| unsafe { OwnedFd::from_raw_fd(fd) })
 }

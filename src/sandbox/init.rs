@@ -7,7 +7,7 @@ use std::os::fd::{AsRawFd, OwnedFd};
 
 use nix::sys::signal::{SigSet, SigmaskHow, Signal};
 use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
-use nix::unistd::{fork, ForkResult, Pid};
+use nix::unistd::{ForkResult, Pid};
 
 use super::spec::{HelperSpec, Report};
 
@@ -36,10 +36,10 @@ fn run(spec: &HelperSpec) -> Result<Report, String> {
             .map_err(|e| format!("cannot join the cgroup {}: {e}", procs.display()))?;
     }
     // A mount namespace of the init's own (its parent keeps the host's): a
-    // copy of the prepared root's template namespace when there is one,
+    // copy of the root namespace (root_ns.rs) when there is one,
     // otherwise of the host's, in which the root is then built and entered.
-    match super::template::current() {
-        Some(ns) => super::rootfs::enter_template(ns, spec)?,
+    match super::root_ns::take_current() {
+        Some(ns) => super::rootfs::enter_root_ns(ns, spec)?,
         None => {
             nix::sched::unshare(nix::sched::CloneFlags::CLONE_NEWNS)
                 .map_err(|e| format!("cannot create the mount namespace: {e}"))?;
@@ -64,7 +64,10 @@ fn run(spec: &HelperSpec) -> Result<Report, String> {
     // script -> init: why execve could not happen (closed unread on success).
     let (err_r, err_w) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)
         .map_err(|e| format!("cannot create a pipe: {e}"))?;
-    let script = match unsafe { fork() }.map_err(|e| format!("cannot fork the script: {e}"))? {
+    // SAFETY: the init is single-threaded (forked or cloned from a
+    // single-threaded helper or launcher, it starts no thread).
+    let forked = unsafe { super::fork::fork() };
+    let script = match forked.map_err(|e| format!("cannot fork the script: {e}"))? {
         ForkResult::Child => {
             drop(err_r);
             super::exec::exec_script(spec, err_w)
@@ -76,7 +79,9 @@ fn run(spec: &HelperSpec) -> Result<Report, String> {
     let _ = std::fs::File::from(err_r).read_to_string(&mut why);
     // The output pipe belongs to the script now; holding it would keep the
     // server reading after the script is gone.
-    if let Some(null) = super::helper::dev_null() {
+    if let Some(null) = super::stdio::dev_null() {
+        // SAFETY: dup2 onto fd 1 from a descriptor we hold; fd 1 is replaced
+        // on purpose and nothing owns it as an OwnedFd.
         unsafe { libc::dup2(null.as_raw_fd(), 1) };
     }
     if !why.is_empty() {
@@ -121,11 +126,15 @@ fn loopback_up() -> Result<(), String> {
         None,
     )
     .map_err(|e| format!("cannot open a socket to configure loopback: {e}"))?;
+    // SAFETY: ifreq is plain old data (integers, arrays and a union of
+    // them), for which all-zero bytes are a valid value.
     let mut req: libc::ifreq = unsafe { std::mem::zeroed() };
     for (dst, src) in req.ifr_name.iter_mut().zip(b"lo\0") {
         *dst = *src as libc::c_char;
     }
     req.ifr_ifru.ifru_flags = (libc::IFF_UP | libc::IFF_RUNNING) as libc::c_short;
+    // SAFETY: SIOCSIFFLAGS reads a `struct ifreq`, which `req` is, on a
+    // socket we hold.
     let rc = unsafe { libc::ioctl(sock.as_raw_fd(), libc::SIOCSIFFLAGS, &req) };
     if rc != 0 {
         return Err(format!(

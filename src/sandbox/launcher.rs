@@ -25,13 +25,14 @@ use nix::sys::socket::{
     recvmsg, sendmsg, socketpair, AddressFamily, ControlMessage, ControlMessageOwned, MsgFlags,
     SockFlag, SockType,
 };
-use nix::unistd::{fork, ForkResult, Pid};
+use nix::unistd::{ForkResult, Pid};
 
 /// The server's end of the launcher.
 pub struct Launcher {
-    /// Root mode: the server's prepared root, which the launcher keeps as a
-    /// template namespace (template.rs) and makes each next init ahead.
-    template: Option<PathBuf>,
+    /// Root mode: where the server's prepared root is mounted; the launcher
+    /// keeps it as a root namespace (root_ns.rs) and makes each next init
+    /// ahead (a warm init).
+    prepared_root: Option<PathBuf>,
     /// One request and its answer at a time.
     process: Mutex<Process>,
 }
@@ -60,7 +61,7 @@ impl Process {
     /// forked from it hold nothing of servo's memory (tokens, tenants) or
     /// environment (SPEC §5.9). `std::process::Command` is safe to use from
     /// the runtime's threads (nothing runs between its fork and its exec).
-    fn spawn(template: Option<&Path>) -> std::io::Result<Process> {
+    fn spawn(prepared_root: Option<&Path>) -> std::io::Result<Process> {
         let (ours, theirs) = socketpair(
             AddressFamily::Unix,
             SockType::SeqPacket,
@@ -70,7 +71,7 @@ impl Process {
         .map_err(io("cannot create the launcher's socket"))?;
         let mut command = std::process::Command::new("/proc/self/exe");
         command.arg(LAUNCHER_ARG);
-        match template {
+        match prepared_root {
             Some(root) => command.arg("warm").arg(root),
             None => command.arg("cold"),
         };
@@ -129,14 +130,14 @@ impl Process {
 }
 
 impl Launcher {
-    /// Starts the launcher. With a `template` (root mode: the server's
-    /// prepared root), it keeps one job's init made ahead of its job
-    /// (`helper::warm_init_main`), in whose copy of the template namespace
+    /// Starts the launcher. With a `prepared_root` (root mode), it keeps one
+    /// job's init made ahead of its job, a warm init
+    /// (`warm_init::warm_init_main`), in whose copy of the root namespace
     /// the job's root is mounted.
-    pub fn start(template: Option<PathBuf>) -> std::io::Result<Launcher> {
-        let process = Process::spawn(template.as_deref())?;
+    pub fn start(prepared_root: Option<PathBuf>) -> std::io::Result<Launcher> {
+        let process = Process::spawn(prepared_root.as_deref())?;
         Ok(Launcher {
-            template,
+            prepared_root,
             process: Mutex::new(process),
         })
     }
@@ -159,7 +160,7 @@ impl Launcher {
                 tracing::warn!("{e}: starting a new sandbox launcher");
                 let _ = process.child.kill();
                 let _ = process.child.wait();
-                *process = Process::spawn(self.template.as_deref())?;
+                *process = Process::spawn(self.prepared_root.as_deref())?;
                 match process.request(&fds) {
                     Ok(pidfd) => Ok(pidfd),
                     Err(LaunchError::Refused(e) | LaunchError::Gone(e)) => Err(e),
@@ -169,15 +170,15 @@ impl Launcher {
     }
 }
 
-/// A helper forked ahead of its job, waiting for its descriptors.
-struct Warm {
+/// A warm init: an init cloned ahead of its job, waiting for its descriptors.
+struct WarmInit {
     socket: OwnedFd,
     pidfd: OwnedFd,
 }
 
 /// Clones a warm init: PID 1 of a new PID namespace, waiting for its job
-/// (`helper::warm_init_main`).
-fn fork_warm(server: &OwnedFd) -> Option<Warm> {
+/// (`warm_init::warm_init_main`).
+fn fork_warm_init(server: &OwnedFd) -> Option<WarmInit> {
     let (ours, theirs) = socketpair(
         AddressFamily::Unix,
         SockType::SeqPacket,
@@ -185,43 +186,36 @@ fn fork_warm(server: &OwnedFd) -> Option<Warm> {
         SockFlag::SOCK_CLOEXEC,
     )
     .ok()?;
-    // A fork into a new PID namespace: libc's fork takes no flags, so the
-    // raw syscall (no new stack: the child runs on a copy of this one, as
-    // after fork). The launcher is single-threaded and holds no lock.
-    // SAFETY: see above; the child only calls warm_init_main.
-    let pid = unsafe {
-        libc::syscall(
-            libc::SYS_clone,
-            libc::CLONE_NEWPID | libc::SIGCHLD,
-            0usize,
-            0usize,
-            0usize,
-            0usize,
-        )
-    };
-    match pid {
-        0 => {
+    // SAFETY: the launcher is single-threaded (a fresh image of servo that
+    // starts no thread) and holds no lock; the child only calls
+    // warm_init_main.
+    match unsafe { super::fork::fork_into_new_pid_namespace() } {
+        Ok(ForkResult::Child) => {
+            // SAFETY: `server` is the launcher's socket, which the child
+            // closes without an owner (its OwnedFd is never dropped here,
+            // since warm_init_main does not return); SIG_DFL is a valid
+            // disposition.
             unsafe {
                 libc::close(server.as_raw_fd());
                 libc::signal(libc::SIGCHLD, libc::SIG_DFL);
             }
             drop(ours);
-            super::helper::warm_init_main(theirs)
+            super::warm_init::warm_init_main(theirs)
         }
-        child if child > 0 => {
+        Ok(ForkResult::Parent { child }) => {
             drop(theirs);
-            let pidfd = pidfd_open(Pid::from_raw(child as i32)).ok()?;
-            Some(Warm {
+            let pidfd = pidfd_open(child).ok()?;
+            Some(WarmInit {
                 socket: ours,
                 pidfd,
             })
         }
-        _ => None,
+        Err(_) => None,
     }
 }
 
-/// Hands a job's three descriptors to a warm helper.
-fn hand_over(warm: Warm, fds: &[OwnedFd]) -> Result<OwnedFd, i32> {
+/// Hands a job's three descriptors to a warm init.
+fn hand_over(warm: WarmInit, fds: &[OwnedFd]) -> Result<OwnedFd, i32> {
     let raw: Vec<RawFd> = fds.iter().map(|f| f.as_raw_fd()).collect();
     sendmsg::<()>(
         warm.socket.as_raw_fd(),
@@ -234,46 +228,9 @@ fn hand_over(warm: Warm, fds: &[OwnedFd]) -> Result<OwnedFd, i32> {
     Ok(warm.pidfd)
 }
 
-/// In a warm helper: receives its stdin, stdout and stderr.
-pub(super) fn receive_stdio(socket: &OwnedFd) -> Result<(), ()> {
-    let mut buf = [0u8; 16];
-    let mut space = nix::cmsg_space!([RawFd; 3]);
-    let mut iov = [IoSliceMut::new(&mut buf)];
-    let msg = loop {
-        match recvmsg::<()>(
-            socket.as_raw_fd(),
-            &mut iov,
-            Some(&mut space),
-            MsgFlags::MSG_CMSG_CLOEXEC,
-        ) {
-            Ok(m) if m.bytes > 0 => break m,
-            Err(nix::errno::Errno::EINTR) => continue,
-            _ => return Err(()),
-        }
-    };
-    let mut fds: Vec<RawFd> = Vec::new();
-    for cmsg in msg.cmsgs().map_err(|_| ())? {
-        if let ControlMessageOwned::ScmRights(raw) = cmsg {
-            fds.extend(raw);
-        }
-    }
-    if fds.len() != 3 {
-        return Err(());
-    }
-    for (fd, target) in fds.iter().zip([0, 1, 2]) {
-        if unsafe { libc::dup2(*fd, target) } < 0 {
-            return Err(());
-        }
-    }
-    for fd in fds {
-        if fd > 2 {
-            unsafe { libc::close(fd) };
-        }
-    }
-    Ok(())
-}
-
 fn pidfd_open(pid: Pid) -> Result<OwnedFd, i32> {
+    // SAFETY: a plain syscall with integer arguments; returns a new
+    // descriptor or -1.
     let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid.as_raw(), 0) };
     if fd < 0 {
         return Err(std::io::Error::last_os_error()
@@ -293,10 +250,10 @@ pub fn launcher_main() -> ! {
     let warm = std::env::args_os().nth(2).is_some_and(|a| a == "warm");
     if let Some(root) = std::env::args_os().nth(3).filter(|_| warm) {
         // Jobs then mount their root in a copy of this namespace instead of
-        // a copy of the host's (template.rs). Without it they still run, in
+        // a copy of the host's (root_ns.rs). Without it they still run, in
         // the slower way.
-        match super::template::make(|| Ok(PathBuf::from(root))) {
-            Ok(ns) => super::template::set_current(ns),
+        match super::root_ns::make(|| Ok(PathBuf::from(root))) {
+            Ok(ns) => super::root_ns::set_current(ns),
             Err(e) => eprintln!(
                 "servo: cannot keep the prepared root as a mount namespace ({e}); \
                  each script's root is mounted in a copy of the host's mounts"
@@ -305,7 +262,9 @@ pub fn launcher_main() -> ! {
     }
     // SAFETY: fd 0 is the socket servo gave us, and nothing else owns it.
     let socket = unsafe { OwnedFd::from_raw_fd(libc::dup(0)) };
-    if let Some(null) = super::helper::dev_null() {
+    if let Some(null) = super::stdio::dev_null() {
+        // SAFETY: dup2 onto fd 0, whose old description `socket` now holds
+        // through its own duplicate.
         unsafe { libc::dup2(null.as_raw_fd(), 0) };
     }
     serve(socket, warm)
@@ -315,9 +274,10 @@ pub fn launcher_main() -> ! {
 fn serve(socket: OwnedFd, warm: bool) -> ! {
     let _ = nix::sys::prctl::set_pdeathsig(Signal::SIGKILL);
     // Helpers are reaped by the kernel; the server waits on their pidfds.
+    // SAFETY: SIG_IGN is a valid disposition; no handler runs.
     unsafe { libc::signal(libc::SIGCHLD, libc::SIG_IGN) };
     let _ = nix::sys::prctl::set_name(c"servo-launcher");
-    let mut ready = if warm { fork_warm(&socket) } else { None };
+    let mut ready = if warm { fork_warm_init(&socket) } else { None };
     loop {
         let mut buf = [0u8; 16];
         let mut space = nix::cmsg_space!([RawFd; 3]);
@@ -331,7 +291,9 @@ fn serve(socket: OwnedFd, warm: bool) -> ! {
         let msg = match received {
             Ok(m) if m.bytes > 0 => m,
             Err(nix::errno::Errno::EINTR) => continue,
-            _ => unsafe { libc::_exit(0) }, // servo closed its end, or is gone
+            // servo closed its end, or is gone.
+            // SAFETY: _exit ends the process without running anything.
+            _ => unsafe { libc::_exit(0) },
         };
         let mut fds: Vec<OwnedFd> = Vec::new();
         if let Ok(cmsgs) = msg.cmsgs() {
@@ -348,7 +310,7 @@ fn serve(socket: OwnedFd, warm: bool) -> ! {
         let answer = if fds.len() != 3 {
             Err(libc::EINVAL)
         } else {
-            // A warm helper if there is one (it may have died: then cold).
+            // A warm init if there is one (it may have died: then a helper).
             match ready.take().map(|w| hand_over(w, &fds)) {
                 Some(Ok(pidfd)) => Ok(pidfd),
                 _ => start_helper(&socket, &fds),
@@ -375,11 +337,12 @@ fn serve(socket: OwnedFd, warm: bool) -> ! {
         )
         .is_err()
         {
+            // SAFETY: _exit ends the process without running anything.
             unsafe { libc::_exit(0) }
         }
         // The next job's helper, made while the server waits for this one.
         if warm && ready.is_none() {
-            ready = fork_warm(&socket);
+            ready = fork_warm_init(&socket);
         }
     }
 }
@@ -387,9 +350,15 @@ fn serve(socket: OwnedFd, warm: bool) -> ! {
 /// Forks one helper; returns its pidfd, or an errno.
 fn start_helper(socket: &OwnedFd, fds: &[OwnedFd]) -> Result<OwnedFd, i32> {
     let launcher = std::process::id();
-    match unsafe { fork() } {
+    // SAFETY: the launcher is single-threaded and holds no lock.
+    match unsafe { super::fork::fork() } {
         Err(e) => Err(e as i32),
         Ok(ForkResult::Child) => {
+            // SAFETY: the child closes the launcher's socket (never used
+            // again: launched_main does not return) and moves the job's
+            // descriptors, which it holds, to 0, 1 and 2; the originals
+            // above 2 are closed once, and their OwnedFds are never dropped
+            // in this process.
             unsafe {
                 libc::close(socket.as_raw_fd());
                 libc::signal(libc::SIGCHLD, libc::SIG_DFL);

@@ -6,9 +6,9 @@
 //! never forks into sandbox set-up code. `Sandbox::new` starts a launcher, a
 //! fresh single-threaded image of servo with an empty environment
 //! (`launcher.rs`; no token or tenant in its memory), which may allocate
-//! freely. In root mode it keeps the next job's init made ahead: cloned as
-//! PID 1 of a new PID namespace, it makes its network, IPC and UTS
-//! namespaces while it waits (`helper::warm_init_main`). Otherwise (rootless,
+//! freely. In root mode it keeps the next job's init made ahead, the warm
+//! init: cloned as PID 1 of a new PID namespace, it makes its network, IPC
+//! and UTS namespaces while it waits (`warm_init.rs`). Otherwise (rootless,
 //! or no init ready) the launcher forks a helper that makes the namespaces
 //! and forks the init. The job reaches the init (or helper) on its stdin as
 //! JSON (in a memfd, so there is no size limit and nothing in its
@@ -24,8 +24,8 @@
 //! 3. init (PID 1 of the new namespace; dies with its parent, the launcher
 //!    or the helper): joins the cgroup; gets a mount namespace of its own
 //!    (its parent keeps the host's view): in root mode a private copy of
-//!    the template namespace, whose root is the prepared root
-//!    (`template.rs`: `setns` + `unshare(NS)`, /work and /run/servo cloned
+//!    the root namespace, whose root is the prepared root
+//!    (`root_ns.rs`: `setns` + `unshare(NS)`, /work and /run/servo cloned
 //!    from the host with `open_tree` first), otherwise a copy of the host's
 //!    in which it builds the root on a private tmpfs and `pivot_root`s into
 //!    it, detaching the old root; mounts /work, /tmp, /dev/shm, /proc for
@@ -42,19 +42,35 @@
 //! 6. server: reads the report, checks the cgroup for an OOM kill, kills what
 //!    is left in the cgroup and removes it. Mounts only ever exist in the
 //!    job's own mount namespace, so they vanish with its last process.
+//!
+//! Modules, each using only those below it (tests/layering.rs checks this,
+//! and that nothing here uses servo beyond `crate::limits`):
+//! - this file: the server's façade (`Sandbox`, `Job`, `Running`); `cli.rs`:
+//!   `servo sandbox`, its command line parsed by `client::sandbox`;
+//! - the process roles, one way: `launcher` → `warm_init` (root mode) or
+//!   `helper` → `init` (PID 1) → `exec` (the script's last steps);
+//! - what they use: `root_ns` (root namespaces) → `rootfs` (performs the
+//!   mounts) → `plan` (which mounts, as data);
+//!   `cgroup` → `workdir`; `seccomp` → `bpf`, `builtin_filters`;
+//! - leaves: `spec` (the job and the report), `fork` (the one fork),
+//!   `stdio`.
 
 mod bpf;
 mod builtin_filters;
 mod cgroup;
 pub mod cli;
 mod exec;
+mod fork;
 mod helper;
 mod init;
 mod launcher;
+mod plan;
+mod root_ns;
 mod rootfs;
 pub mod seccomp;
 mod spec;
-mod template;
+mod stdio;
+mod warm_init;
 pub mod workdir;
 
 use std::io::{Read, Seek, Write};
@@ -67,13 +83,9 @@ use crate::limits::Limits;
 
 pub use cgroup::CgroupMode;
 pub use launcher::launcher_main;
+pub use plan::{PYTHON_PACKAGE, PYTHON_PKG_INSIDE};
 use spec::{HelperSpec, Report};
 
-/// Where the servo Python package directory (PYTHONPATH) appears inside the sandbox.
-pub const PYTHON_PKG_INSIDE: &str = "/opt/servo/python";
-/// The in-sandbox `servo` Python package (SPEC §6.2), shipped inside the binary
-/// and written read-only into every sandbox's root.
-pub const PYTHON_PACKAGE: &str = include_str!("../../python/servo/__init__.py");
 /// The relay socket inside the sandbox (SPEC §6.1).
 pub const SOCKET_INSIDE: &str = "/run/servo/portal.sock";
 
@@ -151,7 +163,7 @@ pub struct Sandbox {
     cgroups: CgroupMode,
     rootless: Option<(u32, u32)>,
     ids: Arc<IdPool>,
-    template: Option<Template>,
+    prepared_root: Option<PreparedRoot>,
     launcher: launcher::Launcher,
     next_job: AtomicU64,
 }
@@ -187,12 +199,12 @@ impl Sandbox {
             "cannot create the sandbox root mount point {}",
             root.display()
         )))?;
-        let template = if rootless.is_none() {
-            Some(Template::build(&cfg)?)
+        let prepared_root = if rootless.is_none() {
+            Some(PreparedRoot::build(&cfg)?)
         } else {
             None
         };
-        let launcher = launcher::Launcher::start(template.as_ref().map(|t| t.path.clone()))
+        let launcher = launcher::Launcher::start(prepared_root.as_ref().map(|r| r.path.clone()))
             .map_err(SandboxError::io("cannot start the sandbox launcher"))?;
         let ids = Arc::new(IdPool::new(cfg.uid_base, cfg.uid_count));
         Ok(Sandbox {
@@ -201,7 +213,7 @@ impl Sandbox {
             cgroups,
             rootless,
             ids,
-            template,
+            prepared_root,
             launcher,
             next_job: AtomicU64::new(0),
         })
@@ -295,7 +307,7 @@ impl Sandbox {
     fn helper_spec(&self, job: &Job, cgroup: Option<&cgroup::JobCgroup>) -> HelperSpec {
         HelperSpec {
             root: self.cfg.scratch_dir.join("root"),
-            template: self.template.as_ref().map(|t| t.path.clone()),
+            prepared_root: self.prepared_root.as_ref().map(|r| r.path.clone()),
             workdir: job.workdir.clone(),
             argv: job.argv.clone(),
             env: job.env.clone(),
@@ -352,17 +364,18 @@ impl Drop for Sandbox {
 
 /// The static part of every job's root (system directories, /etc, /dev, the
 /// package, `--ro-bind` paths), built once at start-up on a read-only tmpfs
-/// in servo's own mount namespace. The launcher keeps it as a template
-/// namespace (template.rs) whose copy each job's init enters; without one,
+/// in servo's own mount namespace. The launcher keeps it as a root
+/// namespace (root_ns.rs) whose copy each job's init enters; without one,
 /// an init mounts its own /work, /tmp, /dev/shm, /proc and /run/servo on its
 /// copy of this mount and pivots into it. Measured: 0.5 ms less per script
-/// than building the root each time, and the template ~0.6 ms less again.
-struct Template {
+/// than building the root each time, and the root namespace ~0.6 ms less
+/// again.
+struct PreparedRoot {
     path: PathBuf,
 }
 
-impl Template {
-    fn build(cfg: &SandboxConfig) -> Result<Template, SandboxError> {
+impl PreparedRoot {
+    fn build(cfg: &SandboxConfig) -> Result<PreparedRoot, SandboxError> {
         let path = cfg.scratch_dir.join("base");
         std::fs::create_dir_all(&path).map_err(SandboxError::io(format!(
             "cannot create {}",
@@ -371,14 +384,16 @@ impl Template {
         let users: Vec<(u32, u32)> = (cfg.uid_base..cfg.uid_base + cfg.uid_count)
             .map(|id| (id, id))
             .collect();
-        let template = Template { path };
-        rootfs::build_static(&template.path, &users, &cfg.ro_binds, false)
+        let prepared = PreparedRoot { path };
+        plan::Host::read()
+            .map(|host| plan::static_root(&host, &users, &cfg.ro_binds, false))
+            .and_then(|plan| rootfs::build_static(&prepared.path, &plan))
             .map_err(|e| SandboxError::Setup(format!("cannot prepare the sandbox root: {e}")))?;
-        Ok(template)
+        Ok(prepared)
     }
 }
 
-impl Drop for Template {
+impl Drop for PreparedRoot {
     fn drop(&mut self) {
         let _ = nix::mount::umount2(&self.path, nix::mount::MntFlags::MNT_DETACH);
     }
@@ -484,7 +499,7 @@ impl Drop for Running {
 /// Removes what a crash left behind: the job cgroups of a previous servo.
 pub fn sweep_leftovers(cfg: &SandboxConfig) {
     if nix::unistd::geteuid().is_root() {
-        // A prepared root (Template) a killed servo left mounted.
+        // A prepared root (PreparedRoot) a killed servo left mounted.
         workdir::sweep_mounts(&cfg.scratch_dir);
         CgroupMode::detect(&cfg.scratch_dir).sweep();
     }

@@ -1,43 +1,20 @@
-//! The job's root file system (SPEC §5.2). Its static part (`build_static`)
-//! is prepared once on a read-only tmpfs and kept as a template namespace
-//! (`template.rs`), whose private copy an init enters (`enter_template`);
-//! without one, the init builds it in its copy of the host's mount
-//! namespace and enters it with `pivot_root` (`build`). Either way the job
-//! then gets its own /work, /tmp, /dev/shm, /proc and /run/servo.
-//!
-//! Layout: `/usr /bin /lib* /sbin` read-only binds of the host's (or the same
-//! symlinks on a merged-/usr system); `/etc` an allowlist written or bound
-//! file by file; `/work` the bundle (read-write); `/tmp` a size-limited tmpfs;
-//! `/proc` for the job's PID namespace only; `/dev` with the five safe device
-//! nodes; `/run/servo` the relay directory; `/opt/servo/python` the package;
-//! the `--ro-bind` paths. The root itself is read-only once built.
+//! Builds the job's root file system (SPEC §5.2) by performing the plans of
+//! `plan.rs`. Its static part (`build_static`) is prepared once on a
+//! read-only tmpfs and kept as a root namespace (`root_ns.rs`), whose
+//! private copy an init enters (`enter_root_ns`); without one, the init
+//! builds it in its copy of the host's mount namespace and enters it with
+//! `pivot_root` (`build`). Either way the job then gets its own /work, /tmp,
+//! /dev/shm, /proc and /run/servo (`plan::job_mounts`).
 
-use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::os::unix::fs::symlink;
 use std::path::{Component, Path, PathBuf};
 
 use nix::mount::{mount, umount2, MntFlags, MsFlags};
 use nix::sched::CloneFlags;
 
+use super::plan::{Host, Op, PROC_OPTIONS};
 use super::spec::HelperSpec;
-use super::{PYTHON_PACKAGE, PYTHON_PKG_INSIDE};
-
-/// Read-only directories of the host's system, bound as they are.
-const SYSTEM_DIRS: [&str; 7] = ["usr", "bin", "sbin", "lib", "lib32", "lib64", "libx32"];
-
-/// `/etc` entries bound read-only from the host when present: what the
-/// interpreter and ordinary tools need, nothing that holds a secret.
-const ETC_ALLOWED: [&str; 9] = [
-    "ld.so.cache",
-    "localtime",
-    "ssl/certs",
-    "ssl/openssl.cnf",
-    "ca-certificates.conf",
-    "alternatives",
-    "mime.types",
-    "protocols",
-    "services",
-];
 
 fn err(what: impl std::fmt::Display) -> impl FnOnce(nix::errno::Errno) -> String {
     let what = what.to_string();
@@ -49,8 +26,84 @@ fn io_err(what: impl std::fmt::Display) -> impl FnOnce(std::io::Error) -> String
     move |e| format!("{what}: {e}")
 }
 
-fn flags_ro() -> MsFlags {
-    MsFlags::MS_RDONLY | MsFlags::MS_NOSUID | MsFlags::MS_NODEV
+/// Performs `plan` on the root at `root` (a host path: each operation's
+/// `at` is below it). A `Bind` whose source is in `trees` (detached mounts
+/// cloned from the host, `clone_tree`) attaches that instead.
+fn perform(root: &Path, plan: &[Op], trees: &mut Vec<(PathBuf, OwnedFd)>) -> Result<(), String> {
+    for op in plan {
+        let dst = under(root, op.at());
+        let at = op.at().display();
+        match op {
+            Op::Tmpfs { options, flags, .. } => tmpfs(&dst, options, *flags)?,
+            Op::Private { at } => mount(
+                None::<&str>,
+                &dst,
+                None::<&str>,
+                MsFlags::MS_PRIVATE,
+                None::<&str>,
+            )
+            .map_err(err(format!("cannot make {} private", shown(at))))?,
+            Op::Bind { src, flags, .. } => match trees.iter().position(|(s, _)| s == src) {
+                Some(i) => attach(trees.remove(i).1, &dst, *flags)?,
+                None => bind(src, &dst, *flags)?,
+            },
+            Op::Proc { .. } => mount_proc(&dst)?,
+            Op::DevNode { src, .. } => dev_node(src, &dst, op.at())?,
+            Op::Symlink { target, .. } => {
+                symlink(target, &dst).map_err(io_err(format!("cannot link {at}")))?
+            }
+            Op::Dir { .. } => {
+                std::fs::create_dir_all(&dst).map_err(io_err(format!("cannot create {at}")))?
+            }
+            Op::File { text, .. } => {
+                std::fs::write(&dst, text).map_err(io_err(format!("cannot write {at}")))?
+            }
+            Op::Copy { src, .. } => {
+                if let Some(parent) = dst.parent() {
+                    std::fs::create_dir_all(parent)
+                        .map_err(io_err(format!("cannot create {}", parent.display())))?;
+                }
+                std::fs::copy(src, &dst)
+                    .map_err(io_err(format!("cannot copy {}", src.display())))?;
+            }
+            Op::Remount { at, flags } => mount(
+                None::<&str>,
+                &dst,
+                None::<&str>,
+                MsFlags::MS_REMOUNT | *flags,
+                None::<&str>,
+            )
+            .map_err(err(format!("cannot make {} read-only", shown(at))))?,
+        }
+    }
+    Ok(())
+}
+
+/// `at` in an error sentence.
+fn shown(at: &Path) -> String {
+    if at == Path::new("/") {
+        "the root".into()
+    } else {
+        at.display().to_string()
+    }
+}
+
+/// A character device at `dst` with the number of the host's `src`.
+fn dev_node(src: &Path, dst: &Path, at: &Path) -> Result<(), String> {
+    let rdev = std::fs::metadata(src)
+        .map(|m| std::os::unix::fs::MetadataExt::rdev(&m))
+        .map_err(io_err(format!("cannot stat {}", src.display())))?;
+    let mode = nix::sys::stat::Mode::from_bits_truncate(0o666);
+    nix::sys::stat::mknod(dst, nix::sys::stat::SFlag::S_IFCHR, mode, rdev)
+        .map_err(err(format!("cannot create {}", at.display())))?;
+    // mknod obeys the umask; the nodes must be usable by the script's uid.
+    nix::sys::stat::fchmodat(
+        nix::fcntl::AT_FDCWD,
+        dst,
+        mode,
+        nix::sys::stat::FchmodatFlags::FollowSymlink,
+    )
+    .map_err(err(format!("cannot chmod {}", at.display())))
 }
 
 /// Binds `src` on `dst` (created as a file or directory to match), then
@@ -114,45 +167,57 @@ pub(super) fn make_private() -> Result<(), String> {
     .map_err(err("cannot make the mounts private"))
 }
 
-/// The job's root without a template namespace, in the init's own copy of
-/// the host's mount namespace: the server's prepared root (`spec.template`)
+/// The job's own mounts (`plan::job_mounts`).
+fn job_plan(spec: &HelperSpec) -> Vec<Op> {
+    super::plan::job_mounts(
+        &spec.workdir,
+        spec.relay_dir.as_deref(),
+        spec.limits.tmp_bytes(),
+    )
+}
+
+/// The job's root without a root namespace, in the init's own copy of
+/// the host's mount namespace: the server's prepared root (`spec.prepared_root`)
 /// or one built here, then the job's mounts, then `pivot_root`.
 pub fn build(spec: &HelperSpec) -> Result<(), String> {
     make_private()?;
-    let root = match &spec.template {
+    let root = match &spec.prepared_root {
         // The server's prepared root: this namespace has its own copy of it.
-        Some(template) => template.as_path(),
+        Some(prepared) => prepared.as_path(),
         None => {
             let users = [(spec.uid, spec.gid)];
-            build_static(&spec.root, &users, &spec.ro_binds, spec.rootless.is_some())?;
+            let host = Host::read()?;
+            let plan =
+                super::plan::static_root(&host, &users, &spec.ro_binds, spec.rootless.is_some());
+            build_static(&spec.root, &plan)?;
             spec.root.as_path()
         }
     };
-    let work = Source::Path(&spec.workdir);
-    let relay = spec.relay_dir.as_deref().map(Source::Path);
-    mount_job(root, work, relay, spec)?;
+    perform(root, &job_plan(spec), &mut Vec::new())?;
     enter(root)
 }
 
-/// The job's root from a template namespace (`template.rs`): the host
+/// The job's root from a root namespace (`root_ns.rs`): the host
 /// directories it needs (/work, /run/servo) are cloned while the host's tree
-/// is still in view, then the init joins the template, makes its private
+/// is still in view, then the init joins the root namespace, makes its private
 /// copy and mounts its own parts. Already at `/`: nothing to pivot.
-pub fn enter_template(ns: RawFd, spec: &HelperSpec) -> Result<(), String> {
-    let work = Source::Tree(clone_tree(&spec.workdir)?);
-    let relay = match &spec.relay_dir {
-        Some(dir) => Some(Source::Tree(clone_tree(dir)?)),
-        None => None,
-    };
-    // SAFETY: `ns` is the template's descriptor, open for this process's life.
-    let ns = unsafe { BorrowedFd::borrow_raw(ns) };
-    nix::sched::setns(ns, CloneFlags::CLONE_NEWNS)
+pub fn enter_root_ns(ns: OwnedFd, spec: &HelperSpec) -> Result<(), String> {
+    let plan = job_plan(spec);
+    let mut trees = Vec::new();
+    for src in plan.iter().filter_map(|op| match op {
+        Op::Bind { src, .. } => Some(src),
+        _ => None,
+    }) {
+        trees.push((src.clone(), clone_tree(src)?));
+    }
+    nix::sched::setns(&ns, CloneFlags::CLONE_NEWNS)
         .map_err(err("cannot join the prepared root's namespace"))?;
-    super::template::forget_current();
+    // Joined: the init keeps nothing that reaches outside its sandbox.
+    drop(ns);
     nix::sched::unshare(CloneFlags::CLONE_NEWNS)
         .map_err(err("cannot create the mount namespace"))?;
     nix::unistd::chdir("/").map_err(err("cannot enter /"))?;
-    mount_job(Path::new("/"), work, relay, spec)
+    perform(Path::new("/"), &plan, &mut trees)
 }
 
 /// A detached copy of the mount at `dir` (`open_tree(OPEN_TREE_CLONE)`),
@@ -186,21 +251,9 @@ fn c_path(path: &Path) -> Result<std::ffi::CString, String> {
         .map_err(|_| format!("NUL byte in {}", path.display()))
 }
 
-/// Where a job's host directory comes from.
-enum Source<'a> {
-    /// A path in the current mount namespace: bound.
-    Path(&'a Path),
-    /// A detached mount (`clone_tree`): attached.
-    Tree(OwnedFd),
-}
-
-/// Mounts `source` on `dst` with `flags` (a bind's flags can only be set by
-/// a remount).
-fn attach(source: Source, dst: &Path, flags: MsFlags) -> Result<(), String> {
-    let tree = match source {
-        Source::Path(src) => return bind(src, dst, flags),
-        Source::Tree(tree) => tree,
-    };
+/// Attaches a detached mount (`clone_tree`) on `dst`, then applies `flags`
+/// (a bind's flags can only be set by a remount).
+fn attach(tree: OwnedFd, dst: &Path, flags: MsFlags) -> Result<(), String> {
     const MOVE_MOUNT_F_EMPTY_PATH: libc::c_uint = 4;
     let to = c_path(dst)?;
     // SAFETY: a descriptor we own, an empty and a NUL-terminated path.
@@ -224,274 +277,11 @@ fn attach(source: Source, dst: &Path, flags: MsFlags) -> Result<(), String> {
     remount_bind(dst, flags)
 }
 
-/// Builds the parts of a root that are the same for every job of a server,
-/// read-only: system directories, /etc (naming every uid in `users`), /dev,
-/// the servo package, `--ro-bind` paths, and the mount points of the job's
-/// own mounts. The server builds it once (`Template`); `servo sandbox` and
-/// rootless servers build it in each job's namespace.
-pub fn build_static(
-    root: &Path,
-    users: &[(u32, u32)],
-    ro_binds: &[(PathBuf, PathBuf)],
-    rootless: bool,
-) -> Result<(), String> {
-    // /etc's small files, and a passwd/group line per uid.
-    let size = (2 << 20) + 128 * users.len();
-    tmpfs(
-        root,
-        &format!("size={size},nr_inodes=4096,mode=0755"),
-        MsFlags::MS_NOSUID | MsFlags::MS_NODEV,
-    )?;
-    // Built in servo's own namespace (the server's template), nothing of it
-    // may propagate to other namespaces.
-    mount(
-        None::<&str>,
-        root,
-        None::<&str>,
-        MsFlags::MS_PRIVATE,
-        None::<&str>,
-    )
-    .map_err(err("cannot make the root private"))?;
-    for dir in SYSTEM_DIRS {
-        let host = Path::new("/").join(dir);
-        match std::fs::symlink_metadata(&host) {
-            Ok(m) if m.file_type().is_symlink() => {
-                let target = std::fs::read_link(&host)
-                    .map_err(io_err(format!("cannot read {}", host.display())))?;
-                symlink(&target, root.join(dir)).map_err(io_err(format!("cannot link /{dir}")))?;
-            }
-            Ok(m) if m.is_dir() => bind(&host, &root.join(dir), flags_ro())?,
-            _ => {}
-        }
-    }
-    build_etc(users, root)?;
-    build_dev(root, rootless)?;
-    for dir in ["work", "tmp", "proc", "run/servo"] {
-        std::fs::create_dir_all(root.join(dir)).map_err(io_err(format!("cannot create /{dir}")))?;
-    }
-    // The package is written, not bound: a bind would show its host path in
-    // /proc/self/mountinfo, and the root is made read-only below.
-    let pkg = under(root, Path::new(PYTHON_PKG_INSIDE)).join("servo");
-    std::fs::create_dir_all(&pkg).map_err(io_err("cannot create the package directory"))?;
-    std::fs::write(pkg.join("__init__.py"), PYTHON_PACKAGE)
-        .map_err(io_err("cannot write the servo package"))?;
-    for (host, inside) in ro_binds {
-        bind(host, &under(root, inside), flags_ro())?;
-    }
-    // The root's own tmpfs holds only mount points and /etc: freeze it.
-    mount(
-        None::<&str>,
-        root,
-        None::<&str>,
-        MsFlags::MS_REMOUNT | flags_ro(),
-        None::<&str>,
-    )
-    .map_err(err("cannot make the root read-only"))
-}
-
-/// What `build_static` would build for `users` and `ro_binds` from this
-/// host, as a string: equal strings, same root. It names every host file
-/// and directory the root copies or binds (device and inode; size and mtime
-/// of copies) and this servo binary (which writes the package and decides
-/// the layout). A stat per entry: far cheaper than building.
-pub fn static_key(users: &[(u32, u32)], ro_binds: &[(PathBuf, PathBuf)]) -> String {
-    use std::fmt::Write;
-    use std::os::unix::fs::MetadataExt;
-    let mut key = format!("servo {} users {users:?}\n", env!("CARGO_PKG_VERSION"));
-    let add = |key: &mut String, what: &Path, meta: std::io::Result<std::fs::Metadata>| {
-        let _ = match meta {
-            Ok(m) => writeln!(
-                key,
-                "{} {} {} {} {}.{}",
-                what.display(),
-                m.dev(),
-                m.ino(),
-                m.size(),
-                m.mtime(),
-                m.mtime_nsec()
-            ),
-            Err(e) => writeln!(key, "{} {:?}", what.display(), e.kind()),
-        };
-    };
-    let exe = Path::new("/proc/self/exe");
-    add(&mut key, exe, std::fs::metadata(exe));
-    for dir in SYSTEM_DIRS {
-        let host = Path::new("/").join(dir);
-        add(&mut key, &host, std::fs::symlink_metadata(&host));
-    }
-    for name in ETC_ALLOWED {
-        let host = Path::new("/etc").join(name);
-        add(&mut key, &host, std::fs::metadata(&host));
-    }
-    // The /etc/python3* directories are bound (a live view); which of them
-    // exist changes /etc's own mtime: no listing of /etc on every call.
-    add(&mut key, Path::new("/etc"), std::fs::metadata("/etc"));
-    for (host, inside) in ro_binds {
-        add(&mut key, host, std::fs::metadata(host));
-        let _ = writeln!(key, " at {}", inside.display());
-    }
-    // Device nodes by number only: writing to one may touch its mtime.
-    for node in ["null", "zero", "full", "random", "urandom"] {
-        let rdev = std::fs::metadata(Path::new("/dev").join(node)).map(|m| m.rdev());
-        let _ = writeln!(key, "/dev/{node} {rdev:?}");
-    }
-    key
-}
-
-/// The job's own mounts on a static root: /work, /tmp, /dev/shm, /proc,
-/// /run/servo.
-fn mount_job(
-    root: &Path,
-    work: Source,
-    relay: Option<Source>,
-    spec: &HelperSpec,
-) -> Result<(), String> {
-    attach(
-        work,
-        &root.join("work"),
-        MsFlags::MS_NOSUID | MsFlags::MS_NODEV,
-    )?;
-    let tmp_opts = format!("size={},mode=1777", spec.limits.tmp_bytes());
-    tmpfs(
-        &root.join("tmp"),
-        &tmp_opts,
-        MsFlags::MS_NOSUID | MsFlags::MS_NODEV,
-    )?;
-    tmpfs(
-        &root.join("dev/shm"),
-        "size=16m,mode=1777",
-        MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC,
-    )?;
-    mount_proc(&root.join("proc"))?;
-    if let Some(relay) = relay {
-        attach(relay, &root.join("run/servo"), flags_ro())?;
-    }
-    Ok(())
-}
-
-fn build_etc(users: &[(u32, u32)], root: &Path) -> Result<(), String> {
-    let etc = root.join("etc");
-    std::fs::create_dir(&etc).map_err(io_err("cannot create /etc"))?;
-    let passwd_users: String = users
-        .iter()
-        .map(|(uid, gid)| format!("servo:x:{uid}:{gid}:servo:/work:/usr/sbin/nologin\n"))
-        .collect();
-    let group_users: String = users
-        .iter()
-        .map(|(_, gid)| format!("servo:x:{gid}:\n"))
-        .collect();
-    let files = [
-        (
-            "passwd",
-            format!(
-                "root:x:0:0:root:/root:/usr/sbin/nologin\n{passwd_users}\
-                 nobody:x:65534:65534:nobody:/nonexistent:/usr/sbin/nologin\n"
-            ),
-        ),
-        (
-            "group",
-            format!("root:x:0:\n{group_users}nogroup:x:65534:\n"),
-        ),
-        (
-            "hosts",
-            "127.0.0.1\tlocalhost servo\n::1\tlocalhost ip6-localhost ip6-loopback\n".into(),
-        ),
-        ("hostname", "servo\n".into()),
-        (
-            "nsswitch.conf",
-            "passwd: files\ngroup: files\nshadow: files\nhosts: files\nservices: files\nprotocols: files\n"
-                .into(),
-        ),
-    ];
-    for (name, text) in files {
-        std::fs::write(etc.join(name), text)
-            .map_err(io_err(format!("cannot write /etc/{name}")))?;
-    }
-    for name in ETC_ALLOWED {
-        let host = Path::new("/etc").join(name);
-        if host.is_file() {
-            // Small files are copied (the root is made read-only below):
-            // cheaper than a bind and its read-only remount.
-            let dst = etc.join(name);
-            if let Some(parent) = dst.parent() {
-                std::fs::create_dir_all(parent)
-                    .map_err(io_err(format!("cannot create {}", parent.display())))?;
-            }
-            std::fs::copy(&host, &dst).map_err(io_err(format!("cannot copy /etc/{name}")))?;
-        } else if host.is_dir() {
-            bind(&host, &etc.join(name), flags_ro())?;
-        }
-    }
-    // Debian's Python reads /etc/python3.X (sitecustomize); nothing secret there.
-    if let Ok(entries) = std::fs::read_dir("/etc") {
-        for e in entries.flatten() {
-            let name = e.file_name();
-            if name.to_string_lossy().starts_with("python3") && e.path().is_dir() {
-                bind(&e.path(), &etc.join(&name), flags_ro())?;
-            }
-        }
-    }
-    Ok(())
-}
-
-fn build_dev(root: &Path, rootless: bool) -> Result<(), String> {
-    let dev = root.join("dev");
-    tmpfs(
-        &dev,
-        "size=64k,nr_inodes=64,mode=0755",
-        MsFlags::MS_NOSUID | MsFlags::MS_NOEXEC,
-    )?;
-    for node in ["null", "zero", "full", "random", "urandom"] {
-        let host = Path::new("/dev").join(node);
-        if rootless {
-            // No device nodes in a user namespace's tmpfs: bind the host's.
-            bind(
-                &host,
-                &dev.join(node),
-                MsFlags::MS_NOSUID | MsFlags::MS_NOEXEC,
-            )?;
-            continue;
-        }
-        let rdev = std::fs::metadata(&host)
-            .map(|m| std::os::unix::fs::MetadataExt::rdev(&m))
-            .map_err(io_err(format!("cannot stat {}", host.display())))?;
-        let path = dev.join(node);
-        nix::sys::stat::mknod(
-            &path,
-            nix::sys::stat::SFlag::S_IFCHR,
-            nix::sys::stat::Mode::from_bits_truncate(0o666),
-            rdev,
-        )
-        .map_err(err(format!("cannot create /dev/{node}")))?;
-        // mknod obeys the umask; the nodes must be usable by the script's uid.
-        nix::sys::stat::fchmodat(
-            nix::fcntl::AT_FDCWD,
-            &path,
-            nix::sys::stat::Mode::from_bits_truncate(0o666),
-            nix::sys::stat::FchmodatFlags::FollowSymlink,
-        )
-        .map_err(err(format!("cannot chmod /dev/{node}")))?;
-    }
-    let links = [
-        ("fd", "/proc/self/fd"),
-        ("stdin", "/proc/self/fd/0"),
-        ("stdout", "/proc/self/fd/1"),
-        ("stderr", "/proc/self/fd/2"),
-    ];
-    for (name, target) in links {
-        symlink(target, dev.join(name)).map_err(io_err(format!("cannot link /dev/{name}")))?;
-    }
-    // The job's own tmpfs goes here (mount_job).
-    std::fs::create_dir(dev.join("shm")).map_err(io_err("cannot create /dev/shm"))?;
-    // Freeze /dev itself.
-    mount(
-        None::<&str>,
-        &dev,
-        None::<&str>,
-        MsFlags::MS_REMOUNT | MsFlags::MS_RDONLY | MsFlags::MS_NOSUID | MsFlags::MS_NOEXEC,
-        None::<&str>,
-    )
-    .map_err(err("cannot make /dev read-only"))
+/// Builds a static root (`plan::static_root`) at `root`. The server builds
+/// it once (`PreparedRoot`); `servo sandbox` and rootless servers build it
+/// in each job's namespace.
+pub fn build_static(root: &Path, plan: &[Op]) -> Result<(), String> {
+    perform(root, plan, &mut Vec::new())
 }
 
 /// A /proc of the job's PID namespace only: process directories alone
@@ -504,9 +294,6 @@ fn mount_proc(dst: &Path) -> Result<(), String> {
     let flags = MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC;
     mount_proc_with(|options| mount(Some("proc"), dst, Some("proc"), flags, Some(options)))
 }
-
-/// The options /proc is mounted with; both need Linux 5.8.
-const PROC_OPTIONS: &str = "subset=pid,hidepid=invisible";
 
 /// The decision of [`mount_proc`], given the mount call (testable without
 /// an old kernel): the one set of options, or an error sentence.

@@ -1,6 +1,7 @@
 //! What the server tells the sandbox helper (one JSON document on its stdin),
 //! and what the helper answers (one JSON line on its stderr).
 
+use std::io::Read;
 use std::path::PathBuf;
 
 use serde::{Deserialize, Serialize};
@@ -14,9 +15,9 @@ pub type Program = Vec<(u16, u8, u8, u32)>;
 pub struct HelperSpec {
     /// Host directory on which the job's private root tmpfs is mounted.
     pub root: PathBuf,
-    /// The server's prepared static root (`Template`), used instead of
-    /// building one at `root`.
-    pub template: Option<PathBuf>,
+    /// Where the server's prepared static root (`PreparedRoot`) is mounted,
+    /// used instead of building one at `root`.
+    pub prepared_root: Option<PathBuf>,
     pub workdir: PathBuf,
     pub argv: Vec<String>,
     pub env: Vec<(String, String)>,
@@ -32,6 +33,17 @@ pub struct HelperSpec {
     /// Rootless mode: servo's own uid/gid outside the user namespace.
     pub rootless: Option<(u32, u32)>,
     pub filters: Vec<Program>,
+}
+
+impl HelperSpec {
+    /// The job, as the launcher's helper or warm init reads it on stdin.
+    pub fn read_stdin() -> Result<HelperSpec, String> {
+        let mut text = Vec::new();
+        std::io::stdin()
+            .read_to_end(&mut text)
+            .map_err(|e| format!("cannot read the job: {e}"))?;
+        serde_json::from_slice(&text).map_err(|e| format!("cannot parse the job: {e}"))
+    }
 }
 
 /// The helper's last word about a job.

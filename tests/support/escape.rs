@@ -1,6 +1,6 @@
-//! Helpers for the sandbox escape suite (tests/sandbox_escape.rs): run
-//! `tests/support/probe.py` inside `servo sandbox` and outside it, and read
-//! its `RESULT` line.
+//! Helpers for the sandbox escape suite (tests/sandbox_*.rs, one file per
+//! SPEC §5 item): run `tests/support/probe.py` inside `servo sandbox` and
+//! outside it, read its `RESULT` line, and check it.
 
 use std::io::Read;
 use std::os::unix::fs::PermissionsExt;
@@ -333,4 +333,34 @@ pub fn kill_marked(needle: &str) {
             nix::sys::signal::Signal::SIGKILL,
         );
     }
+}
+
+/// The probe's verdict for a refusal with EPERM.
+pub const EPERM: &str = "errno=1";
+
+/// Fails with the guarantee's name and the probe's output.
+#[track_caller]
+pub fn check(cond: bool, guarantee: &str, what: &str, out: &Outcome) {
+    assert!(cond, "SPEC {guarantee}: {what}\n{}", out.show());
+}
+
+/// The probe's verdict must be the expected one.
+#[track_caller]
+pub fn expect(out: &Outcome, verdict: &str, guarantee: &str, what: &str) {
+    check(
+        out.verdict() == verdict,
+        guarantee,
+        &format!(
+            "{what}: expected `RESULT {verdict}`, got `{}`",
+            out.result()
+        ),
+        out,
+    );
+}
+
+/// Inside: refused by the sandbox (EPERM, ENOENT or EACCES...): any errno.
+pub fn is_errno(out: &Outcome, allowed: &[i32]) -> bool {
+    allowed
+        .iter()
+        .any(|e| out.verdict() == format!("errno={e}"))
 }

@@ -1,12 +1,12 @@
 //! Prepared roots kept as mount namespaces (SPEC §9: a sandbox must cost
 //! next to nothing to start).
 //!
-//! A template namespace is a mount namespace whose root *is* a prepared
-//! static root (`rootfs::build_static`): its maker pivoted into it and
+//! A root namespace is a mount namespace whose root *is* a prepared
+//! static root (`plan::static_root`, `rootfs::build_static`): its maker pivoted into it and
 //! detached the host's tree, so it holds a dozen mounts, not the host's
 //! hundred or more. A job's init joins it with `setns`, makes its private
 //! copy with `unshare(CLONE_NEWNS)` and mounts only its own /work, /tmp,
-//! /dev/shm, /proc and /run/servo (`rootfs::enter_template`): no copy of the
+//! /dev/shm, /proc and /run/servo (`rootfs::enter_root_ns`): no copy of the
 //! host's mount table, no `pivot_root`, no old root to detach and no large
 //! namespace to tear down when the job ends.
 //!
@@ -17,19 +17,19 @@
 //! before forking the inits, which inherit the descriptor.
 
 use std::io::{Read, Write};
-use std::os::fd::{AsRawFd, FromRawFd, IntoRawFd, OwnedFd, RawFd};
+use std::os::fd::{AsRawFd, FromRawFd, IntoRawFd, OwnedFd};
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicI32, Ordering};
 
 use nix::mount::{mount, umount2, MntFlags, MsFlags};
-use nix::unistd::{fork, ForkResult};
+use nix::unistd::ForkResult;
 
-/// The template namespace inits of this process use; -1: none (an init then
+/// The root namespace inits of this process use; -1: none (an init then
 /// builds its root in a copy of the host's namespace).
 static CURRENT: AtomicI32 = AtomicI32::new(-1);
 
-/// Makes `ns` the template of every init this process forks from now on
+/// Makes `ns` the root namespace of every init this process forks from now on
 /// (the descriptor is kept for the process's life).
 pub fn set_current(ns: OwnedFd) {
     let old = CURRENT.swap(ns.into_raw_fd(), Ordering::Relaxed);
@@ -39,23 +39,16 @@ pub fn set_current(ns: OwnedFd) {
     }
 }
 
-/// The template namespace set by `set_current`, if any.
-pub fn current() -> Option<RawFd> {
-    let fd = CURRENT.load(Ordering::Relaxed);
-    (fd >= 0).then_some(fd)
-}
-
-/// Forgets (and closes) the template, in an init that has joined it: the
-/// init keeps nothing that reaches outside its sandbox.
-pub fn forget_current() {
+/// Takes the root namespace set by `set_current`, if any, in an init: the
+/// init closes it once it has joined it, and so keeps nothing that reaches
+/// outside its sandbox.
+pub fn take_current() -> Option<OwnedFd> {
     let fd = CURRENT.swap(-1, Ordering::Relaxed);
-    if fd >= 0 {
-        // SAFETY: as in `set_current`.
-        drop(unsafe { OwnedFd::from_raw_fd(fd) });
-    }
+    // SAFETY: as in `set_current`; the swap leaves no other owner.
+    (fd >= 0).then(|| unsafe { OwnedFd::from_raw_fd(fd) })
 }
 
-/// Makes a template namespace: a child process makes a mount namespace,
+/// Makes a root namespace: a child process makes a mount namespace,
 /// runs `prepare` in it (which mounts the root and returns its path), pivots
 /// into that root and detaches the rest; the namespace's descriptor is
 /// returned, and the child exits. Single-threaded callers only (the child
@@ -69,7 +62,9 @@ pub fn make(prepare: impl FnOnce() -> Result<PathBuf, String>) -> Result<OwnedFd
     // parent -> child: closed when the parent holds the namespace.
     let (ready_r, ready_w) = pipe()?;
     let (done_r, done_w) = pipe()?;
-    match unsafe { fork() }.map_err(|e| format!("cannot fork: {e}"))? {
+    // SAFETY: single-threaded callers only (see above): the launcher and
+    // `servo sandbox`.
+    match unsafe { super::fork::fork() }.map_err(|e| format!("cannot fork: {e}"))? {
         ForkResult::Child => {
             drop(ready_r);
             drop(done_w);
@@ -82,6 +77,7 @@ pub fn make(prepare: impl FnOnce() -> Result<PathBuf, String>) -> Result<OwnedFd
             let why = made.err().unwrap_or_default();
             let _ = std::fs::File::from(ready_w).write_all(why.as_bytes());
             let _ = std::fs::File::from(done_r).read(&mut [0u8; 1]);
+            // SAFETY: _exit ends the child without running anything.
             unsafe { libc::_exit(0) }
         }
         ForkResult::Parent { child } => {
@@ -103,7 +99,7 @@ pub fn make(prepare: impl FnOnce() -> Result<PathBuf, String>) -> Result<OwnedFd
     }
 }
 
-/// `servo sandbox`'s template, kept across calls in `dir` (the state dir's
+/// `servo sandbox`'s root namespace, kept across calls in `dir` (the state dir's
 /// `sandbox/`): `root.mnt` pins it, `root.key` says what it was built from.
 /// If `key` differs (another uid, `--ro-bind`, servo binary or host /etc),
 /// or nothing is pinned (first call, reboot, a server's start-up sweep), it
