@@ -111,6 +111,74 @@ pub struct ServeArgs {
     /// `sha256=` requests (replayable, not binding scripts or variables) get 403.
     #[arg(long, env = "SERVO_REQUIRE_V2")]
     pub require_v2: bool,
+    /// Share the v2 replay cache, concurrency groups, tenants'
+    /// concurrent_runs and a registry of instances with other servo
+    /// instances through ZooKeeper: zk://host:port[,host:port...]/CHROOT
+    /// (SPEC §11). Absent: all of it within this instance.
+    #[arg(long, env = "SERVO_COORDINATION", value_name = "zk://HOSTS/CHROOT")]
+    pub coordination: Option<String>,
+    /// The ZooKeeper session timeout, in seconds: how long after this
+    /// instance dies (or loses ZooKeeper) its concurrency groups are freed.
+    #[arg(
+        long,
+        env = "SERVO_COORDINATION_SESSION_TIMEOUT_S",
+        default_value_t = 10
+    )]
+    pub coordination_session_timeout_s: u64,
+}
+
+/// Where the ZooKeeper ensemble servo coordinates through is (§11).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ZkTarget {
+    /// `host:port[,host:port...]`.
+    pub hosts: String,
+    /// The chroot, e.g. `/servo` (never `/` alone, never a trailing `/`).
+    pub chroot: String,
+    pub session_timeout: std::time::Duration,
+}
+
+/// Parses `zk://host:port[,host:port...]/chroot`.
+pub fn parse_zk_url(url: &str, session_timeout_s: u64) -> Result<ZkTarget, ConfigError> {
+    let bad = |why: &str| {
+        invalid(format!(
+            "--coordination {url}: {why} (expected zk://host:port[,host:port...]/chroot)"
+        ))
+    };
+    let rest = url
+        .strip_prefix("zk://")
+        .ok_or_else(|| bad("not a zk:// URL"))?;
+    let (hosts, chroot) = rest.split_once('/').ok_or_else(|| bad("no chroot path"))?;
+    if hosts.is_empty() {
+        return Err(bad("no host"));
+    }
+    for host in hosts.split(',') {
+        let ok = host
+            .rsplit_once(':')
+            .is_some_and(|(h, p)| !h.is_empty() && p.parse::<u16>().is_ok_and(|p| p > 0));
+        if !ok {
+            return Err(bad(&format!("`{host}` is not host:port")));
+        }
+    }
+    let chroot = chroot.trim_end_matches('/');
+    if chroot.is_empty() {
+        return Err(bad("no chroot path: give servo its own, e.g. /servo"));
+    }
+    if chroot
+        .split('/')
+        .any(|c| c.is_empty() || c == "." || c == ".." || c == "zookeeper")
+    {
+        return Err(bad("bad chroot path"));
+    }
+    if session_timeout_s == 0 || session_timeout_s > 600 {
+        return Err(invalid(
+            "--coordination-session-timeout-s must be within 1-600",
+        ));
+    }
+    Ok(ZkTarget {
+        hosts: hosts.to_string(),
+        chroot: format!("/{chroot}"),
+        session_timeout: std::time::Duration::from_secs(session_timeout_s),
+    })
 }
 
 /// Where the portal is.
@@ -138,6 +206,25 @@ pub struct Tenant {
     /// Dotted paths the `verbatim` of a deployed YAML may set (empty: none; §6.3, §7).
     pub verbatim: Vec<String>,
     pub limits: Limits,
+    /// The default concurrency group of its runs (§11; None: none).
+    pub concurrency: Option<String>,
+    /// How long a run waits for its concurrency group before giving up (§11).
+    pub concurrency_wait_s: u64,
+}
+
+/// How long a run waits for its concurrency group by default (§11).
+pub const DEFAULT_CONCURRENCY_WAIT_S: u64 = 1800;
+
+/// Whether `name` is a valid concurrency group name: `[A-Za-z0-9._-]{1,64}`
+/// (§11), which also makes it a safe ZooKeeper node name (`.`/`..` excluded).
+pub fn valid_group_name(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= 64
+        && name != "."
+        && name != ".."
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'.' || b == b'_' || b == b'-')
 }
 
 impl Tenant {
@@ -154,6 +241,8 @@ impl Tenant {
             images: None,
             verbatim: Vec::new(),
             limits,
+            concurrency: None,
+            concurrency_wait_s: DEFAULT_CONCURRENCY_WAIT_S,
         }
     }
 }
@@ -190,6 +279,8 @@ pub struct Config {
     pub disk_reserve: Option<u64>,
     pub min_upload_rate: u64,
     pub upload_grace_s: u64,
+    /// `--coordination` (§11); None: this instance alone.
+    pub coordination: Option<ZkTarget>,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -533,6 +624,11 @@ impl Config {
             disk_reserve: args.disk_reserve_mib.map(|m| m.saturating_mul(1 << 20)),
             min_upload_rate: args.min_upload_rate,
             upload_grace_s: args.upload_grace_s,
+            coordination: args
+                .coordination
+                .as_deref()
+                .map(|u| parse_zk_url(u, args.coordination_session_timeout_s))
+                .transpose()?,
         })
     }
 

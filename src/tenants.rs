@@ -41,6 +41,8 @@ struct Entry {
     verbatim: Vec<String>,
     #[serde(default)]
     limits: Option<Value>,
+    concurrency: Option<String>,
+    concurrency_wait_s: Option<u64>,
 }
 
 /// The toolset verbs a tenant's `commands` may name (§6.5).
@@ -168,6 +170,20 @@ pub fn parse(
         for path in &entry.verbatim {
             check_verbatim_path(path).map_err(|m| field("verbatim", m))?;
         }
+        if let Some(group) = &entry.concurrency {
+            if !crate::config::valid_group_name(group) {
+                return Err(field(
+                    "concurrency",
+                    format!("`{group}`: use 1-64 characters of A-Z, a-z, 0-9, ., _ and -"),
+                ));
+            }
+        }
+        if entry.concurrency_wait_s == Some(0) {
+            return Err(field(
+                "concurrency_wait_s",
+                "must be at least 1 second".into(),
+            ));
+        }
         let limits = match entry.limits {
             None => base.clone(),
             Some(v) => overlay_limits(base, v).map_err(|m| field("limits", m))?,
@@ -183,6 +199,10 @@ pub fn parse(
             images: entry.images,
             verbatim: entry.verbatim,
             limits,
+            concurrency: entry.concurrency,
+            concurrency_wait_s: entry
+                .concurrency_wait_s
+                .unwrap_or(crate::config::DEFAULT_CONCURRENCY_WAIT_S),
         });
     }
     if tenants.is_empty() {
