@@ -476,3 +476,232 @@ fn servo_run_sends_and_signs_its_group() {
         .expect("servo run");
     assert_eq!(out.status.code(), Some(2));
 }
+
+// ------------------------------------------------------------ ZooKeeper
+
+/// The flags of one instance coordinating through `zk` under `chroot`
+/// (each instance gets its own uid range, as on separate hosts).
+fn zk_args(
+    zk: &ZooKeeper,
+    chroot: &str,
+    tenants: &Path,
+    uids: &str,
+    session_s: u64,
+) -> Vec<String> {
+    vec![
+        "--tenants".into(),
+        tenants.to_str().expect("utf-8").into(),
+        "--coordination".into(),
+        zk.url(chroot),
+        "--coordination-session-timeout-s".into(),
+        session_s.to_string(),
+        "--uid-range".into(),
+        uids.into(),
+    ]
+}
+
+fn start_instance(args: &[String]) -> Servo {
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    Servo::start(&args)
+}
+
+fn ok_run(reply: &Reply) {
+    assert_eq!(reply.status, 200, "{}", reply.body);
+}
+
+#[test]
+fn two_instances_share_the_replay_cache_groups_and_tenant_places() {
+    if !require_root() {
+        return;
+    }
+    let zk = ZooKeeper::start();
+    let conf = tempfile::tempdir().expect("tempdir");
+    let tenants = tenants_file(conf.path(), 60);
+    let args_a = zk_args(&zk, "servo-share", &tenants, "101000-101499", 10);
+    let args_b = zk_args(&zk, "servo-share", &tenants, "101500-101999", 10);
+    let a = start_instance(&args_a);
+    let b = start_instance(&args_b);
+    wait_cluster(&a, "zookeeper", Some(2));
+    wait_cluster(&b, "zookeeper", Some(2));
+
+    // The replay cache: accepted by A, refused by B, and by A restarted.
+    let quick = timed(0.0);
+    let ts = now();
+    let sig = openssl_v2(TOKEN_C, ts, "/run/timed.py", "c", None, &quick.tgz);
+    let ts_header = format!("X-Servo-Timestamp: {ts}");
+    let extra = ["-H", ts_header.as_str(), "-H", "X-Tenant: c"];
+    ok_run(&post_signed(&a, &quick.tgz, "timed.py", &sig, &extra));
+    let r = post_signed(&b, &quick.tgz, "timed.py", &sig, &extra);
+    assert_eq!(r.status, 403, "{}", r.body);
+    assert!(r.body.starts_with("replayed signature"), "{}", r.body);
+    let args: Vec<&str> = args_a.iter().map(String::as_str).collect();
+    let a = a.restart(&args);
+    wait_cluster(&a, "zookeeper", None);
+    let r = post_signed(&a, &quick.tgz, "timed.py", &sig, &extra);
+    assert_eq!(r.status, 403, "{}", r.body);
+    assert!(r.body.starts_with("replayed signature"), "{}", r.body);
+    // The restarted A's old session is gone by now or soon: 2 again.
+    wait_cluster(&a, "zookeeper", Some(2));
+
+    // Tenant c's concurrent_runs (1) holds across A and B.
+    let long = timed(2.0);
+    let mut held = Streaming::start(
+        &a,
+        &long.tgz,
+        "timed.py",
+        &openssl_sign(&long.tgz, TOKEN_C),
+        &["-H", "X-Tenant: c"],
+    );
+    held.until("START ");
+    let r = post_signed(
+        &b,
+        &quick.tgz,
+        "timed.py",
+        &openssl_sign(&quick.tgz, TOKEN_C),
+        &["-H", "X-Tenant: c"],
+    );
+    assert_eq!(r.status, 503, "{}", r.body);
+    assert!(r.body.contains("concurrent_runs"), "{}", r.body);
+    assert!(r.header("retry-after").is_some());
+    assert_eq!(held.finish().0["ok"], 1);
+    ok_run(&post_signed(
+        &b,
+        &quick.tgz,
+        "timed.py",
+        &openssl_sign(&quick.tgz, TOKEN_C),
+        &["-H", "X-Tenant: c"],
+    ));
+
+    // A group across A and B: one at a time, in arrival order.
+    let (long, short) = (timed(1.5), timed(0.3));
+    let mut first = Streaming::grouped(&a, &long.tgz, "timed.py", "deploy");
+    first.until("START ");
+    let mut second = Streaming::grouped(&b, &short.tgz, "timed.py", "deploy");
+    let waiting = second.until("waiting for concurrency group deploy (held by run ");
+    let mut third = Streaming::grouped(&a, &short.tgz, "timed.py", "deploy");
+    third.until("waiting for concurrency group deploy");
+    let mut spans = Vec::new();
+    let mut ids = Vec::new();
+    for run in [first, second, third] {
+        let (done, lines) = run.finish();
+        assert_eq!(done["ok"], 1, "{lines:?}");
+        spans.push(span(&lines));
+        ids.push(done["run"].as_str().expect("run id").to_string());
+    }
+    assert_one_after_another(&spans);
+    assert!(
+        waiting.contains(&format!("held by run {} since ", ids[0])),
+        "{waiting}"
+    );
+}
+
+#[test]
+fn without_zookeeper_what_needs_it_is_refused_and_comes_back_by_itself() {
+    if !require_root() {
+        return;
+    }
+    let mut zk = ZooKeeper::start();
+    let conf = tempfile::tempdir().expect("tempdir");
+    let tenants = tenants_file(conf.path(), 60);
+    let a = start_instance(&zk_args(&zk, "servo-down", &tenants, "101000-101499", 2));
+    wait_cluster(&a, "zookeeper", Some(1));
+    let quick = timed(0.0);
+    ok_run(&post_v2(&a, &quick.tgz, "timed.py", "c", TOKEN_C, None));
+
+    // A run holding a group when ZooKeeper goes: stopped before its
+    // session can expire and another instance take the group.
+    let long = timed(30.0);
+    let mut holder = Streaming::grouped(&a, &long.tgz, "timed.py", "deploy");
+    holder.until("START ");
+    zk.stop();
+    let (done, lines) = holder.finish();
+    assert_eq!(done["ok"], 0, "{lines:?}");
+    assert_eq!(
+        lines.last().map(String::as_str),
+        Some("failure (lost the concurrency group deploy)"),
+        "{lines:?}"
+    );
+    assert!(!lines.iter().any(|l| l.starts_with("END")), "{lines:?}");
+
+    wait_cluster(&a, "down", None);
+    let r = post_v2(&a, &quick.tgz, "timed.py", "c", TOKEN_C, None);
+    assert_eq!(r.status, 503, "{}", r.body);
+    assert!(r.header("retry-after").is_some());
+    let r = post_bundle(
+        &a,
+        &quick.tgz,
+        "timed.py",
+        &["-H", "X-Servo-Concurrency: deploy"],
+    );
+    assert_eq!(r.status, 503, "{}", r.body);
+    assert!(r.header("retry-after").is_some());
+    // Tenant a's runs are in its default group: refused too, once verified.
+    let r = post_signed(
+        &a,
+        &quick.tgz,
+        "timed.py",
+        &openssl_sign(&quick.tgz, TOKEN_A),
+        &["-H", "X-Tenant: a"],
+    );
+    assert_eq!(r.status, 503, "{}", r.body);
+    // Legacy runs outside groups go on (tenant c's place counted locally).
+    ok_run(&post_bundle(&a, &quick.tgz, "timed.py", &[]));
+    ok_run(&post_signed(
+        &a,
+        &quick.tgz,
+        "timed.py",
+        &openssl_sign(&quick.tgz, TOKEN_C),
+        &["-H", "X-Tenant: c"],
+    ));
+    assert_eq!(health(&a)["cluster"]["coordination"], "down");
+
+    // Back without restarting servo.
+    zk.resume();
+    wait_cluster(&a, "zookeeper", Some(1));
+    ok_run(&post_v2(&a, &quick.tgz, "timed.py", "c", TOKEN_C, None));
+    ok_run(&post_v2(
+        &a,
+        &quick.tgz,
+        "timed.py",
+        "c",
+        TOKEN_C,
+        Some("deploy"),
+    ));
+    ok_run(&post_bundle(
+        &a,
+        &quick.tgz,
+        "timed.py",
+        &["-H", "X-Servo-Concurrency: deploy"],
+    ));
+}
+
+#[test]
+fn a_killed_holder_frees_its_group_when_its_session_expires() {
+    if !require_root() {
+        return;
+    }
+    let zk = ZooKeeper::start();
+    let conf = tempfile::tempdir().expect("tempdir");
+    let tenants = tenants_file(conf.path(), 60);
+    let mut a = start_instance(&zk_args(&zk, "servo-kill", &tenants, "101000-101499", 2));
+    let b = start_instance(&zk_args(&zk, "servo-kill", &tenants, "101500-101999", 2));
+    wait_cluster(&a, "zookeeper", Some(2));
+    wait_cluster(&b, "zookeeper", Some(2));
+    let (long, short) = (timed(20.0), timed(0.1));
+    let mut first = Streaming::grouped(&a, &long.tgz, "timed.py", "deploy");
+    first.until("START ");
+    let mut second = Streaming::grouped(&b, &short.tgz, "timed.py", "deploy");
+    second.until("waiting for concurrency group deploy (held by run ");
+    let killed = Instant::now();
+    a.child.kill().expect("SIGKILL");
+    let _ = a.child.wait();
+    second.until("START ");
+    let after = killed.elapsed();
+    assert!(
+        after < Duration::from_secs(12),
+        "started {after:?} after the kill"
+    );
+    let (done, lines) = second.finish();
+    assert_eq!(done["ok"], 1, "{lines:?}");
+    wait_cluster(&b, "zookeeper", Some(1));
+}
