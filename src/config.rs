@@ -163,9 +163,10 @@ pub fn parse_zk_url(url: &str, session_timeout_s: u64) -> Result<ZkTarget, Confi
     if chroot.is_empty() {
         return Err(bad("no chroot path: give servo its own, e.g. /servo"));
     }
-    if chroot
-        .split('/')
-        .any(|c| c.is_empty() || c == "." || c == ".." || c == "zookeeper")
+    if chroot.split('/').next() == Some("zookeeper")
+        || chroot
+            .split('/')
+            .any(|c| c.is_empty() || c == "." || c == "..")
     {
         return Err(bad("bad chroot path"));
     }
@@ -670,6 +671,39 @@ pub fn without_userinfo(url: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn coordination_urls() {
+        let t = parse_zk_url("zk://10.0.0.2:2181,zk2:2181/servo/prod/", 10).unwrap();
+        assert_eq!(t.hosts, "10.0.0.2:2181,zk2:2181");
+        assert_eq!(t.chroot, "/servo/prod");
+        assert_eq!(t.session_timeout, std::time::Duration::from_secs(10));
+        for bad in [
+            "http://zk:2181/servo",
+            "zk://zk:2181",
+            "zk://zk:2181/",
+            "zk:///servo",
+            "zk://zk/servo",
+            "zk://zk:0/servo",
+            "zk://zk:2181,/servo",
+            "zk://zk:2181/a//b",
+            "zk://zk:2181/a/../b",
+            "zk://zk:2181/zookeeper",
+        ] {
+            assert!(parse_zk_url(bad, 10).is_err(), "{bad}");
+        }
+        assert!(parse_zk_url("zk://zk:2181/servo", 0).is_err());
+    }
+
+    #[test]
+    fn group_names() {
+        for ok in ["prod", "a.b_c-1", &"g".repeat(64)] {
+            assert!(valid_group_name(ok), "{ok}");
+        }
+        for bad in ["", ".", "..", "a b", "a/b", "é", &"g".repeat(65)] {
+            assert!(!valid_group_name(bad), "{bad}");
+        }
+    }
 
     #[test]
     fn userinfo_is_hidden() {

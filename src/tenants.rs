@@ -320,11 +320,27 @@ mod tests {
         assert_eq!(p.limits.script_timeout_s, 900);
         assert_eq!(p.limits.memory_mib, 1024, "unset limits keep the default");
         assert_eq!(p.limits.concurrent_runs, 2);
+        assert_eq!(p.concurrency, None);
+        assert_eq!(p.concurrency_wait_s, 1800);
+        let t = load_str(
+            r#"{"tenants": [{"name": "w", "token": "w", "concurrency": "web.prod", "concurrency_wait_s": 60}]}"#,
+        )
+        .unwrap();
+        assert_eq!(t[1].concurrency.as_deref(), Some("web.prod"));
+        assert_eq!(t[1].concurrency_wait_s, 60);
     }
 
     #[test]
     fn errors_name_the_tenant_and_field() {
         let cases = [
+            (
+                r#"{"tenants": [{"name": "a", "token": "x", "concurrency": "a b"}]}"#,
+                "tenant `a`: concurrency: `a b`",
+            ),
+            (
+                r#"{"tenants": [{"name": "a", "token": "x", "concurrency_wait_s": 0}]}"#,
+                "tenant `a`: concurrency_wait_s: must be at least 1 second",
+            ),
             (
                 r#"{"tenants": [{"name": "a", "token": "default-token"}]}"#,
                 "tenant `a`: token: the same token as tenant `default`",
