@@ -327,6 +327,12 @@ fn a_group_runs_one_at_a_time_in_arrival_order() {
     assert_eq!(waits[0]["run"], ids[1]);
     assert_eq!(waits[0]["group"], "deploy");
     assert_eq!(waits[0]["holder"], ids[0]);
+    let started = servo
+        .audit()
+        .into_iter()
+        .find(|r| r["event"] == "run.started" && r["run"] == ids[1])
+        .expect("run.started");
+    assert_eq!(started["concurrency"], "deploy");
 
     // Malformed group names are refused before anything else.
     for bad in ["a b", "", "x/y", &"g".repeat(65)] {

@@ -344,7 +344,7 @@ impl Zk {
             if i == 0 {
                 return Ok(hold);
             }
-            if let Some(f) = on_wait.take() {
+            if on_wait.is_some() {
                 let holder = match op(client.get_data(&format!("{dir}/{}", children[0]))).await {
                     Ok((data, _)) => {
                         let text = String::from_utf8_lossy(&data).into_owned();
@@ -353,9 +353,13 @@ impl Zk {
                             since: s.to_string(),
                         })
                     }
+                    // The holder just left: look again (it may be our turn).
+                    Err(ZkError::NoNode) => continue,
                     Err(_) => None,
                 };
-                f(holder);
+                if let Some(f) = on_wait.take() {
+                    f(holder);
+                }
             }
             let predecessor = format!("{dir}/{}", children[i - 1]);
             let (stat, watcher) = op(client.check_and_watch_stat(&predecessor))

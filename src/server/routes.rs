@@ -754,6 +754,7 @@ async fn start_run(
                 "archive_sha256": sha256,
                 "archive_bytes": size,
                 "signature": sig.scheme.as_str(),
+                "concurrency": group,
             }),
         )
         .await
