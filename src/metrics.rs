@@ -77,6 +77,9 @@ pub struct Metrics {
     pub group_waiting: AtomicU64,
     /// How long runs waited for their concurrency group (§11).
     pub group_wait: Histogram,
+    /// Time a verified request spent on its tenant place and replay check
+    /// (through ZooKeeper with --coordination; §11).
+    pub coordination: Histogram,
     rejected: Mutex<BTreeMap<&'static str, u64>>,
     portal_commands: Mutex<BTreeMap<(String, &'static str), u64>>,
 }
@@ -93,6 +96,7 @@ impl Default for Metrics {
             script_duration: Histogram::new(SCRIPT_BUCKETS),
             group_waiting: AtomicU64::new(0),
             group_wait: Histogram::new(WAIT_BUCKETS),
+            coordination: Histogram::new(SETUP_BUCKETS),
             rejected: Mutex::new(BTreeMap::new()),
             portal_commands: Mutex::new(BTreeMap::new()),
         }
@@ -210,6 +214,11 @@ impl Metrics {
             &mut out,
             "servo_concurrency_wait_seconds",
             "Time runs waited for their concurrency group.",
+        );
+        self.coordination.render(
+            &mut out,
+            "servo_coordination_seconds",
+            "Time a verified request spent taking its tenant place and recording its v2 signature.",
         );
         self.sandbox_setup.render(
             &mut out,

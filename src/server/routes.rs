@@ -687,6 +687,7 @@ async fn start_run(
     }
     // Verified: now, and only now, the run counts against its tenant.
     admission.for_tenant(&tenant)?;
+    let coordinating = std::time::Instant::now();
     match coordination
         .tenant_place(&tenant.name, tenant.limits.concurrent_runs, &id)
         .await
@@ -710,6 +711,11 @@ async fn start_run(
     if let Some(ts) = v2_time {
         remember_v2(server, &sig.mac, ts, now).await?;
     }
+    server
+        .ctx
+        .metrics
+        .coordination
+        .observe(coordinating.elapsed().as_secs_f64());
     // The audit log's digest; v2 computed it already.
     let sha256 = match v2_sha256 {
         Some(h) => h,
