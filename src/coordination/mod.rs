@@ -15,7 +15,12 @@
 //!
 //! Sharing the session with other parts of servo (Ochothon pod
 //! registration, SPEC §13): [`connect`] opens a session from a host list and
-//! a chroot, and [`Coordination::zk_client`] gives the live one.
+//! a chroot, and [`Coordination::zk_client`] gives the live one, rooted at
+//! servo's chroot; `client.clone().chroot("/ochopod")` roots a clone of it
+//! elsewhere on the same session (zookeeper-client replaces the root). When
+//! a session expires servo opens another: a user watches
+//! `client.state_watcher()` for `Expired` and then asks `zk_client` again
+//! (ephemeral nodes of the old session are gone by then).
 
 pub mod local;
 pub mod zk;
