@@ -570,6 +570,25 @@ fn two_instances_share_the_replay_cache_groups_and_tenant_places() {
     assert!(r.body.contains("concurrent_runs"), "{}", r.body);
     assert!(r.header("retry-after").is_some());
     assert_eq!(held.finish().0["ok"], 1);
+    // Its place is given back as the run ends (in the background: allow
+    // a moment).
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while post_signed(
+        &b,
+        &quick.tgz,
+        "timed.py",
+        &openssl_sign(&quick.tgz, TOKEN_C),
+        &["-H", "X-Tenant: c"],
+    )
+    .status
+        == 503
+    {
+        assert!(
+            Instant::now() < deadline,
+            "tenant c's place was never given back"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
     ok_run(&post_signed(
         &b,
         &quick.tgz,

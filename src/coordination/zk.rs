@@ -98,6 +98,11 @@ pub struct Zk {
     status: watch::Sender<Status>,
     client: Mutex<Option<Client>>,
     instances: AtomicUsize,
+    /// Nodes to delete (session number, path): groups and places given
+    /// back. Deleted by the supervisor while that session is connected; a
+    /// node of an ended session went with it.
+    releases: Mutex<Vec<(u64, String)>>,
+    release_wanted: tokio::sync::Notify,
 }
 
 /// Creates the ephemeral sequential node `dir/<prefix><seq>` and returns its
@@ -134,6 +139,8 @@ impl Zk {
             status,
             client: Mutex::new(None),
             instances: AtomicUsize::new(0),
+            releases: Mutex::new(Vec::new()),
+            release_wanted: tokio::sync::Notify::new(),
         })
     }
 
@@ -210,15 +217,24 @@ impl Zk {
             let mut states = client.state_watcher();
             let mut tick = tokio::time::interval(REFRESH);
             let mut last_sweep = Instant::now();
+            // Cut off this long, the session may have expired on the server
+            // (and another instance taken our groups) without our knowing:
+            // give it up, so that our runs holding groups stop (ZkHold::lost)
+            // and its nodes go with it, and open another.
+            let grace = grace(self.target.session_timeout);
+            let mut cut_off: Option<tokio::time::Instant> = None;
             loop {
                 tokio::select! {
                     state = states.changed() => match state {
                         SessionState::SyncConnected => {
                             tracing::info!("coordination: reconnected to ZooKeeper");
+                            cut_off = None;
                             self.set_connected(session, true);
+                            self.drain_releases(&client, session).await;
                         }
                         SessionState::Disconnected | SessionState::ConnectedReadOnly => {
                             tracing::warn!("coordination: disconnected from ZooKeeper");
+                            cut_off.get_or_insert_with(|| tokio::time::Instant::now() + grace);
                             self.set_connected(session, false);
                         }
                         SessionState::Expired | SessionState::Closed | SessionState::AuthFailed => {
@@ -226,6 +242,19 @@ impl Zk {
                             break;
                         }
                     },
+                    _ = tokio::time::sleep_until(cut_off.unwrap_or_else(tokio::time::Instant::now)), if cut_off.is_some() => {
+                        tracing::warn!(
+                            "coordination: cut off from ZooKeeper for {} ms: giving the session up \
+                             (runs holding concurrency groups stop) and opening another",
+                            grace.as_millis()
+                        );
+                        break;
+                    }
+                    _ = self.release_wanted.notified() => {
+                        if self.available() {
+                            self.drain_releases(&client, session).await;
+                        }
+                    }
                     _ = tick.tick() => {
                         if self.available() {
                             self.refresh(&client).await;
@@ -238,8 +267,47 @@ impl Zk {
                 }
             }
             *self.client.lock().unwrap_or_else(|p| p.into_inner()) = None;
-            // A new session number: holds of the old one are lost.
+            // A new session number: holds of the old one are lost, and
+            // their nodes went (or go) with it.
             self.set_connected(session + 1, false);
+            self.releases
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .clear();
+            // The last clones go as the runs notice; the session then closes.
+            drop(client);
+        }
+    }
+
+    /// Asks for `path` of `session` to be deleted (a hold or place given back).
+    fn release(&self, session: u64, path: String) {
+        self.releases
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .push((session, path));
+        self.release_wanted.notify_one();
+    }
+
+    async fn drain_releases(&self, client: &Client, session: u64) {
+        let pending = std::mem::take(&mut *self.releases.lock().unwrap_or_else(|p| p.into_inner()));
+        let mut failed = Vec::new();
+        for (s, path) in pending {
+            if s != session {
+                continue;
+            }
+            match op(client.delete(&path, None)).await {
+                Ok(()) | Err(ZkError::NoNode) => {}
+                Err(e) => {
+                    tracing::debug!("coordination: cannot delete {path} yet: {e}");
+                    failed.push((s, path));
+                }
+            }
+        }
+        if !failed.is_empty() {
+            self.releases
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .extend(failed);
         }
     }
 
@@ -277,18 +345,20 @@ impl Zk {
     }
 
     pub async fn tenant_place(
-        &self,
+        self: &Arc<Self>,
         tenant: &str,
         limit: u64,
         run: &str,
     ) -> Result<TenantPlace, PlaceError> {
+        let session = self.status.borrow().session;
         let client = self.client().map_err(|e| PlaceError::Down(e.to_string()))?;
         let dir = format!("/tenants/{tenant}/runs");
         let name = create_sequential_in(&client, &dir, "run-", run.as_bytes())
             .await
             .map_err(|e| PlaceError::Down(e.to_string()))?;
         let place = ZkPlace {
-            client: client.clone(),
+            zk: Arc::clone(self),
+            session,
             path: format!("{dir}/{name}"),
         };
         let mut children = op(client.list_children(&dir))
@@ -303,7 +373,7 @@ impl Zk {
     }
 
     pub async fn acquire(
-        &self,
+        self: &Arc<Self>,
         tenant: &str,
         group: &str,
         run: &str,
@@ -322,7 +392,7 @@ impl Zk {
             .await
             .map_err(|e| unavailable(&e))?;
         let hold = ZkHold {
-            client: client.clone(),
+            zk: Arc::clone(self),
             path: format!("{dir}/{name}"),
             session,
             status,
@@ -400,33 +470,28 @@ async fn sweep_replay(client: &Client) {
     }
 }
 
-/// Deletes a node in the background (from a `Drop`).
-fn delete_later(client: &Client, path: &str) {
-    let (client, path) = (client.clone(), path.to_string());
-    if let Ok(rt) = tokio::runtime::Handle::try_current() {
-        rt.spawn(async move {
-            match op(client.delete(&path, None)).await {
-                Ok(()) | Err(ZkError::NoNode) => {}
-                // The session's end removes it anyway (ephemeral).
-                Err(e) => tracing::warn!("coordination: cannot delete {path}: {e}"),
-            }
-        });
-    }
+/// How long cut off from ZooKeeper before the session is given up (and
+/// with it the groups it holds): within the session timeout, so that the
+/// runs stop before the server can expire it and hand a group to another.
+fn grace(session_timeout: Duration) -> Duration {
+    session_timeout * 2 / 3
 }
 
 pub struct ZkPlace {
-    client: Client,
+    zk: Arc<Zk>,
+    session: u64,
     path: String,
 }
 
 impl Drop for ZkPlace {
     fn drop(&mut self) {
-        delete_later(&self.client, &self.path);
+        self.zk
+            .release(self.session, std::mem::take(&mut self.path));
     }
 }
 
 pub struct ZkHold {
-    client: Client,
+    zk: Arc<Zk>,
     path: String,
     session: u64,
     status: watch::Receiver<Status>,
@@ -438,7 +503,7 @@ impl ZkHold {
     /// there (and another instance taken the group) without this client
     /// being told: the hold counts as lost before that can happen.
     fn grace(&self) -> Duration {
-        self.session_timeout * 2 / 3
+        grace(self.session_timeout)
     }
 
     fn is_lost(&self) -> bool {
@@ -473,6 +538,7 @@ impl ZkHold {
 
 impl Drop for ZkHold {
     fn drop(&mut self) {
-        delete_later(&self.client, &self.path);
+        self.zk
+            .release(self.session, std::mem::take(&mut self.path));
     }
 }
