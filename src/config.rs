@@ -111,6 +111,42 @@ pub struct ServeArgs {
     /// `sha256=` requests (replayable, not binding scripts or variables) get 403.
     #[arg(long, env = "SERVO_REQUIRE_V2")]
     pub require_v2: bool,
+    /// Serve HTTPS with this certificate chain (PEM, server certificate
+    /// first); needs --tls-key. Both files are read again on SIGHUP.
+    #[arg(
+        long,
+        env = "SERVO_TLS_CERT",
+        value_name = "FILE",
+        requires = "tls_key"
+    )]
+    pub tls_cert: Option<PathBuf>,
+    /// The private key of --tls-cert (PEM: PKCS#8, RSA or EC).
+    #[arg(
+        long,
+        env = "SERVO_TLS_KEY",
+        value_name = "FILE",
+        requires = "tls_cert"
+    )]
+    pub tls_key: Option<PathBuf>,
+    /// For an https:// --portal: trust the CA certificates in FILE (PEM)
+    /// instead of the system's trust store.
+    #[arg(long, env = "SERVO_PORTAL_CACERT", value_name = "FILE")]
+    pub portal_cacert: Option<PathBuf>,
+    /// Run as an Ochothon pod (SPEC §13) even without `ochopod_cluster` in
+    /// the environment (which turns it on by itself).
+    #[arg(long, env = "SERVO_OCHOPOD")]
+    pub ochopod: bool,
+    /// The pod's ZooKeeper, host:port[,host:port...] (a zk://.../path URL is
+    /// accepted) [default: from the Mesos configuration files, then $ochopod_zk].
+    #[arg(long, env = "SERVO_OCHOPOD_ZK", value_name = "HOSTS")]
+    pub ochopod_zk: Option<String>,
+    /// Where the pod's control listener binds [default: 0.0.0.0:$ochopod_port, 8080].
+    #[arg(long, env = "SERVO_OCHOPOD_LISTEN", value_name = "ADDR")]
+    pub ochopod_listen: Option<SocketAddr>,
+    /// Keep the default tenant's token out of the pod's `/info` metrics
+    /// (which `poll` shows to whoever reaches the control port).
+    #[arg(long, env = "SERVO_OCHOPOD_HIDE_TOKEN")]
+    pub ochopod_hide_token: bool,
     /// Share the v2 replay cache, concurrency groups, tenants'
     /// concurrent_runs and a registry of instances with other servo
     /// instances through ZooKeeper: zk://host:port[,host:port...]/CHROOT
@@ -207,6 +243,11 @@ pub struct Tenant {
     /// Dotted paths the `verbatim` of a deployed YAML may set (empty: none; §6.3, §7).
     pub verbatim: Vec<String>,
     pub limits: Limits,
+    /// The tenant's own portal (SPEC §7 `portal`); None: the server's.
+    pub portal: Option<Portal>,
+    /// The token that signs commands to the tenant's own portal
+    /// (`portal_token_file`); never the server's portal token.
+    pub portal_token: Option<String>,
     /// The default concurrency group of its runs (§11; None: none).
     pub concurrency: Option<String>,
     /// How long a run waits for its concurrency group before giving up (§11).
@@ -244,6 +285,8 @@ impl Tenant {
             limits,
             concurrency: None,
             concurrency_wait_s: DEFAULT_CONCURRENCY_WAIT_S,
+            portal: None,
+            portal_token: None,
         }
     }
 }
@@ -276,12 +319,27 @@ pub struct Config {
     /// The portal's addresses, resolved once at start-up: `/http` never
     /// reaches them.
     pub portal_addrs: Vec<SocketAddr>,
+    /// Portals' hosts and ports whose names did not resolve at start-up.
+    pub portal_unresolved: Vec<(String, u16)>,
     /// `--disk-reserve-mib` in bytes; None: 64 MiB or 5 % of the filesystem.
     pub disk_reserve: Option<u64>,
     pub min_upload_rate: u64,
     pub upload_grace_s: u64,
     /// `--coordination` (§11); None: this instance alone.
     pub coordination: Option<ZkTarget>,
+    /// HTTPS: the certificate chain and key files (SPEC §12).
+    pub tls: Option<TlsFiles>,
+    /// CA certificates for an https:// portal (else the system's store).
+    pub portal_cacert: Option<PathBuf>,
+    /// Running as an Ochothon pod (SPEC §13).
+    pub ochopod: Option<crate::ochopod::PodConfig>,
+}
+
+/// The PEM files of `--tls-cert` / `--tls-key`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TlsFiles {
+    pub cert: PathBuf,
+    pub key: PathBuf,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -443,11 +501,26 @@ pub fn parse_pod_cidrs(specs: &[String]) -> Result<Vec<Cidr>, ConfigError> {
         .collect()
 }
 
+/// What `/http` must know of the portal's address.
+#[derive(Debug, PartialEq)]
+enum PortalAddrs {
+    Resolved(Vec<SocketAddr>),
+    /// The name does not resolve now: looked up again before `/http` requests.
+    Unresolved(String, u16),
+}
+
 /// The addresses of the portal's host and port, looked up once (`/http`
 /// refuses them; a name that later points elsewhere is not followed).
-fn portal_addrs(url: &str) -> Result<Vec<SocketAddr>, ConfigError> {
+fn portal_addrs(url: &str) -> Result<PortalAddrs, ConfigError> {
+    portal_addrs_of("--portal", url)
+}
+
+/// `label` names where the URL came from (`--portal`, a tenant's `portal`).
+fn portal_addrs_of(label: &str, url: &str) -> Result<PortalAddrs, ConfigError> {
     use std::net::ToSocketAddrs;
-    let bad = |why: String| invalid(format!("--portal {url}: {why}"));
+    // Errors show the URL without its `user:password@`.
+    let shown = without_userinfo(url);
+    let bad = |why: String| invalid(format!("{label} {shown}: {why}"));
     let uri: hyper::Uri = url.parse().map_err(|e| bad(format!("not a URL ({e})")))?;
     let host = uri
         .host()
@@ -461,14 +534,16 @@ fn portal_addrs(url: &str) -> Result<Vec<SocketAddr>, ConfigError> {
         } else {
             80
         });
-    let addrs: Vec<SocketAddr> = (host, port)
-        .to_socket_addrs()
-        .map_err(|e| bad(format!("cannot resolve {host} ({e})")))?
-        .collect();
-    if addrs.is_empty() {
-        return Err(bad(format!("{host} resolves to no address")));
+    match (host, port).to_socket_addrs() {
+        Ok(addrs) => {
+            let addrs: Vec<SocketAddr> = addrs.collect();
+            if addrs.is_empty() {
+                return Ok(PortalAddrs::Unresolved(host.to_string(), port));
+            }
+            Ok(PortalAddrs::Resolved(addrs))
+        }
+        Err(_) => Ok(PortalAddrs::Unresolved(host.to_string(), port)),
     }
-    Ok(addrs)
 }
 
 pub fn parse_ro_bind(spec: &str) -> Result<(PathBuf, PathBuf), ConfigError> {
@@ -490,6 +565,24 @@ pub fn parse_ro_bind(spec: &str) -> Result<(PathBuf, PathBuf), ConfigError> {
         )));
     }
     Ok((host, inside))
+}
+
+/// Whether servo runs as an Ochothon pod, and as which (SPEC §13).
+fn detect_pod(args: &ServeArgs) -> Result<Option<crate::ochopod::PodConfig>, ConfigError> {
+    let env = |name: &str| std::env::var(name).ok();
+    let read = |path: &Path| std::fs::read_to_string(path).ok();
+    crate::ochopod::detect(&crate::ochopod::Sources {
+        flag: args.ochopod,
+        zk_flag: args.ochopod_zk.as_deref(),
+        listen_flag: args.ochopod_listen,
+        hide_token: args.ochopod_hide_token,
+        env: &env,
+        vars: std::env::vars_os()
+            .filter_map(|(k, v)| Some((k.into_string().ok()?, v.into_string().ok()?)))
+            .collect(),
+        read_file: &read,
+        resolve_ipv4: &crate::ochopod::resolve_ipv4,
+    })
 }
 
 impl Config {
@@ -522,20 +615,16 @@ impl Config {
             (None, None) => None,
         };
         let pod_cidrs = parse_pod_cidrs(&args.pod_cidr)?;
-        let portal = if args.portal == "sim" {
-            Portal::Sim
-        } else if args.portal.starts_with("http://") || args.portal.starts_with("https://") {
-            Portal::Url(args.portal.trim_end_matches('/').to_string())
-        } else {
-            return Err(invalid(format!(
-                "--portal {}: expected `sim` or an http:// URL such as http://10.0.0.5:9000",
-                args.portal
-            )));
-        };
-        let portal_addrs = match &portal {
-            Portal::Sim => Vec::new(),
-            Portal::Url(url) => portal_addrs(url)?,
-        };
+        let portal =
+            Portal::parse(&args.portal).map_err(|why| invalid(format!("--portal {why}")))?;
+        let mut portal_addrs = Vec::new();
+        let mut portal_unresolved = Vec::new();
+        if let Portal::Url(url) = &portal {
+            match self::portal_addrs(url)? {
+                PortalAddrs::Resolved(addrs) => portal_addrs = addrs,
+                PortalAddrs::Unresolved(host, port) => portal_unresolved.push((host, port)),
+            }
+        }
         if !args.python.is_absolute() {
             return Err(invalid(
                 "--python must be an absolute path (it is looked up inside the sandbox)",
@@ -576,6 +665,26 @@ impl Config {
         for spec in &args.limit {
             apply_limit(&mut limits, spec)?;
         }
+        let mut tenants = match &args.tenants {
+            Some(path) => crate::tenants::load(path, Some(token), &limits)?,
+            None => vec![Tenant::default_tenant(token, limits)],
+        };
+        if args.require_v2 {
+            for t in tenants.iter_mut().filter(|t| t.name == "default") {
+                t.require_v2 = true;
+            }
+        }
+        // Tenants' own portals are portals too: `/http` never reaches them.
+        for t in &tenants {
+            if let Some(Portal::Url(url)) = &t.portal {
+                match self::portal_addrs(url)
+                    .map_err(|e| invalid(format!("tenant `{}`: portal: {e}", t.name)))?
+                {
+                    PortalAddrs::Resolved(addrs) => portal_addrs.extend(addrs),
+                    PortalAddrs::Unresolved(host, port) => portal_unresolved.push((host, port)),
+                }
+            }
+        }
         let audit = match args.audit.as_deref() {
             Some("-") => AuditTarget::Stdout,
             Some(p) => AuditTarget::File(PathBuf::from(p)),
@@ -605,23 +714,13 @@ impl Config {
             json_logs: args.log_format == "json",
             uid_base,
             uid_count,
-            tenants: {
-                let mut tenants = match &args.tenants {
-                    Some(path) => crate::tenants::load(path, Some(token), &limits)?,
-                    None => vec![Tenant::default_tenant(token, limits)],
-                };
-                if args.require_v2 {
-                    for t in tenants.iter_mut().filter(|t| t.name == "default") {
-                        t.require_v2 = true;
-                    }
-                }
-                tenants
-            },
+            tenants,
             drain_timeout_s: args.drain_timeout_s,
             portal_timeout_s: args.portal_timeout_s,
             request_timeout_s: args.request_timeout_s,
             pod_cidrs,
             portal_addrs,
+            portal_unresolved,
             disk_reserve: args.disk_reserve_mib.map(|m| m.saturating_mul(1 << 20)),
             min_upload_rate: args.min_upload_rate,
             upload_grace_s: args.upload_grace_s,
@@ -630,6 +729,20 @@ impl Config {
                 .as_deref()
                 .map(|u| parse_zk_url(u, args.coordination_session_timeout_s))
                 .transpose()?,
+            tls: match (&args.tls_cert, &args.tls_key) {
+                (Some(cert), Some(key)) => Some(TlsFiles {
+                    cert: cert.clone(),
+                    key: key.clone(),
+                }),
+                (None, None) => None,
+                _ => {
+                    return Err(invalid(
+                        "--tls-cert and --tls-key go together: give both or neither",
+                    ))
+                }
+            },
+            portal_cacert: args.portal_cacert.clone(),
+            ochopod: detect_pod(args)?,
         })
     }
 
@@ -645,6 +758,24 @@ impl Config {
 }
 
 impl Portal {
+    /// `sim`, or an http(s):// URL (its trailing `/` dropped).
+    pub fn parse(text: &str) -> Result<Portal, String> {
+        if text == "sim" {
+            Ok(Portal::Sim)
+        } else if (text.starts_with("http://") || text.starts_with("https://"))
+            && text
+                .parse::<hyper::Uri>()
+                .is_ok_and(|u| u.host().is_some_and(|h| !h.is_empty()))
+        {
+            Ok(Portal::Url(text.trim_end_matches('/').to_string()))
+        } else {
+            Err(format!(
+                "{}: expected `sim` or an http:// URL such as http://10.0.0.5:9000",
+                without_userinfo(text)
+            ))
+        }
+    }
+
     /// How the portal is shown (`/health`, the start-up log): a URL without
     /// its userinfo (`http://user:pw@host:9000` → `http://host:9000`).
     pub fn display(&self) -> String {
@@ -776,20 +907,24 @@ mod tests {
     fn portal_addresses() {
         assert_eq!(
             portal_addrs("http://127.0.0.1:9000").unwrap(),
-            vec!["127.0.0.1:9000".parse::<SocketAddr>().unwrap()]
+            PortalAddrs::Resolved(vec!["127.0.0.1:9000".parse::<SocketAddr>().unwrap()])
         );
         assert_eq!(
             portal_addrs("http://[::1]").unwrap(),
-            vec!["[::1]:80".parse::<SocketAddr>().unwrap()]
+            PortalAddrs::Resolved(vec!["[::1]:80".parse::<SocketAddr>().unwrap()])
         );
-        assert!(portal_addrs("http://localhost:9000")
-            .unwrap()
+        let PortalAddrs::Resolved(local) = portal_addrs("http://localhost:9000").unwrap() else {
+            panic!("localhost does not resolve");
+        };
+        assert!(local
             .iter()
             .all(|a| a.ip().is_loopback() && a.port() == 9000));
-        assert!(portal_addrs("http://no-such-host.invalid:1")
-            .unwrap_err()
-            .to_string()
-            .contains("cannot resolve no-such-host.invalid"));
+        // A name that does not resolve yet (a portal started after servo)
+        // is not a start-up error: /http looks it up again.
+        assert_eq!(
+            portal_addrs("http://no-such-host.invalid:1").unwrap(),
+            PortalAddrs::Unresolved("no-such-host.invalid".into(), 1)
+        );
     }
 
     #[test]

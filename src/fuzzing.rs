@@ -48,6 +48,7 @@ const UNPACK_LIMITS: UnpackLimits = UnpackLimits {
     max_total_bytes: 1 << 20,
     max_entries: 64,
     max_file_bytes: 512 << 10,
+    max_name_bytes: 64 << 10,
 };
 
 /// The unpacker: `data` is the uploaded `.tgz` when it starts as gzip does,

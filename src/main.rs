@@ -60,10 +60,12 @@ enum PolicyCommand {
 fn init_logging(json: bool) {
     let filter = tracing_subscriber::EnvFilter::try_from_env("SERVO_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    use tracing_subscriber::fmt::writer::MakeWriterExt;
     // Colours only for a terminal: a file or a journal gets plain text.
+    // Each line also goes to the ring a pod's `/log` answers from (SPEC §13).
     let builder = tracing_subscriber::fmt()
         .with_ansi(std::io::stderr().is_terminal())
-        .with_writer(std::io::stderr)
+        .with_writer(std::io::stderr.and(servo::ochopod::logring::RingWriter))
         .with_env_filter(filter);
     if json {
         builder.json().init();

@@ -43,6 +43,10 @@ struct Entry {
     limits: Option<Value>,
     concurrency: Option<String>,
     concurrency_wait_s: Option<u64>,
+    /// The tenant's own portal (SPEC §7), e.g. one restricted to its namespace.
+    portal: Option<String>,
+    /// The token that portal checks relayed commands against.
+    portal_token_file: Option<std::path::PathBuf>,
 }
 
 /// The toolset verbs a tenant's `commands` may name (§6.5).
@@ -184,6 +188,22 @@ pub fn parse(
                 "must be at least 1 second".into(),
             ));
         }
+        let portal = match &entry.portal {
+            None => None,
+            Some(p) => Some(crate::config::Portal::parse(p).map_err(|m| field("portal", m))?),
+        };
+        let portal_token = match (&portal, &entry.portal_token_file) {
+            (_, None) => None,
+            (None, Some(_)) => {
+                return Err(field(
+                    "portal_token_file",
+                    "names the token of the tenant's own portal: give `portal` too".into(),
+                ))
+            }
+            (Some(_), Some(f)) => {
+                Some(read_token_file(f).map_err(|e| field("portal_token_file", e.to_string()))?)
+            }
+        };
         let limits = match entry.limits {
             None => base.clone(),
             Some(v) => overlay_limits(base, v).map_err(|m| field("limits", m))?,
@@ -203,6 +223,8 @@ pub fn parse(
             concurrency_wait_s: entry
                 .concurrency_wait_s
                 .unwrap_or(crate::config::DEFAULT_CONCURRENCY_WAIT_S),
+            portal,
+            portal_token,
         });
     }
     if tenants.is_empty() {
@@ -292,6 +314,7 @@ pub fn check_egress_rule(rule: &str) -> Result<(), String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::config::Portal;
 
     fn load_str(text: &str) -> Result<Vec<Tenant>, String> {
         parse(
@@ -435,6 +458,50 @@ mod tests {
         );
         assert_eq!(t[2].images, None);
         assert!(t[2].verbatim.is_empty());
+    }
+
+    #[test]
+    fn a_tenant_may_name_its_own_portal() {
+        let dir = tempfile::tempdir().unwrap();
+        let token = dir.path().join("portal-token");
+        std::fs::write(&token, "own-portal-secret\n").unwrap();
+        let text = format!(
+            r#"{{"tenants": [{{"name": "pay", "token": "t1", "portal": "http://10.0.0.9:9000/",
+                "portal_token_file": "{}"}}, {{"name": "dev", "token": "t2", "portal": "sim"}},
+                {{"name": "ops", "token": "t3"}}]}}"#,
+            token.display()
+        );
+        let t = load_str(&text).unwrap();
+        assert_eq!(
+            t[1].portal,
+            Some(Portal::Url("http://10.0.0.9:9000".into()))
+        );
+        assert_eq!(t[1].portal_token.as_deref(), Some("own-portal-secret"));
+        assert_eq!(t[2].portal, Some(Portal::Sim));
+        assert_eq!(t[2].portal_token, None);
+        assert_eq!(t[3].portal, None);
+        for (text, wanted) in [
+            (
+                r#"{"tenants": [{"name": "a", "token": "x", "portal": "ftp://h"}]}"#,
+                "tenant `a`: portal: ftp://h: expected `sim` or an http:// URL",
+            ),
+            (
+                r#"{"tenants": [{"name": "a", "token": "x", "portal": "http://u:pw@"}]}"#,
+                "tenant `a`: portal: http://: expected",
+            ),
+            (
+                r#"{"tenants": [{"name": "a", "token": "x", "portal_token_file": "/nope"}]}"#,
+                "tenant `a`: portal_token_file: names the token of the tenant's own portal",
+            ),
+            (
+                r#"{"tenants": [{"name": "a", "token": "x", "portal": "sim", "portal_token_file": "/no/such"}]}"#,
+                "tenant `a`: portal_token_file: cannot read the token file /no/such",
+            ),
+        ] {
+            let e = load_str(text).unwrap_err();
+            assert!(e.contains(wanted), "{e}\nwanted: {wanted}");
+            assert!(!e.contains("pw"), "{e}");
+        }
     }
 
     #[test]

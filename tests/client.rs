@@ -444,13 +444,6 @@ fn lines_are_printed_live_in_order() {
     assert_eq!(status.code(), Some(0));
 }
 
-/// Incompressible bytes, so the archive stays as large as the file.
-fn random_file(path: &Path, bytes: usize) {
-    let mut data = vec![0u8; bytes];
-    getrandom::fill(&mut data).expect("random");
-    std::fs::write(path, data).expect("write");
-}
-
 #[test]
 fn upload_progress_only_on_a_terminal() {
     if !require_root() {

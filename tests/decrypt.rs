@@ -753,3 +753,133 @@ fn token_command_reads_the_state_dir() {
         Err(CryptError::NoToken(_))
     ));
 }
+
+// ---- memory: files are streamed ------------------------------------------
+
+/// Set in the child process of `large_files_are_streamed`: the directory to
+/// decrypt.
+const CHILD_DIR: &str = "SERVO_TEST_DECRYPT_CHILD_DIR";
+
+/// In a child of `large_files_are_streamed` only: decrypts the bundle in
+/// `$SERVO_TEST_DECRYPT_CHILD_DIR` and prints the process's peak RSS.
+#[test]
+fn decrypt_child_reports_its_peak_rss() {
+    let Ok(dir) = std::env::var(CHILD_DIR) else {
+        return;
+    };
+    let done = decrypt_bundle(Path::new(&dir), TOKEN.as_bytes(), None, None).expect("decrypts");
+    let status = std::fs::read_to_string("/proc/self/status").unwrap();
+    let hwm = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .expect("VmHWM");
+    println!("decrypted {done:?} VmHWM {}", hwm.trim());
+}
+
+/// A 200 MiB file (raw) and an 86 MiB one (base64 of 64 MiB) decrypt in a
+/// process whose peak RSS stays far below either: 64 KiB chunks, not the
+/// file and its plaintext whole (which made 557 MiB, measured).
+#[test]
+fn large_files_are_streamed() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path();
+    for (name, mib, armour) in [("raw.bin.aes", 200, false), ("text.bin.aes", 64, true)] {
+        let mut args = vec!["enc", "-aes-256-cbc", "-pbkdf2", "-salt", "-k", TOKEN];
+        if armour {
+            args.push("-a");
+        }
+        let status = Command::new("sh")
+            .arg("-c")
+            .arg(format!(
+                "head -c {mib}M /dev/zero | openssl {} -out {name}",
+                args.join(" ")
+            ))
+            .current_dir(root)
+            .status()
+            .unwrap();
+        assert!(status.success());
+    }
+    let size = |name: &str| std::fs::metadata(root.join(name)).unwrap().len();
+    assert!(size("raw.bin.aes") > 200 << 20);
+    assert!(size("text.bin.aes") > 86 << 20);
+
+    let out = Command::new(std::env::current_exe().unwrap())
+        .args([
+            "--exact",
+            "decrypt_child_reports_its_peak_rss",
+            "--nocapture",
+            "--test-threads=1",
+        ])
+        .env(CHILD_DIR, root)
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{text}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // libtest prints it after `test NAME ... `.
+    let line = text
+        .lines()
+        .find_map(|l| l.split_once("decrypted ").map(|(_, rest)| rest))
+        .unwrap_or_else(|| panic!("{text}"));
+    assert!(
+        line.contains(r#"["raw.bin.aes", "text.bin.aes"]"#),
+        "{line}"
+    );
+    let kib: u64 = line
+        .split("VmHWM ")
+        .nth(1)
+        .and_then(|v| v.trim_end_matches(" kB").parse().ok())
+        .unwrap_or_else(|| panic!("{line}"));
+    eprintln!("peak RSS while decrypting: {kib} KiB");
+    assert!(kib < 32 << 10, "peak RSS {kib} KiB: {line}");
+
+    // The plaintexts are right: all zeros, of the right length.
+    for (name, mib) in [("raw.bin", 200u64), ("text.bin", 64)] {
+        assert_eq!(size(name), mib << 20, "{name}");
+        let mut file = std::fs::File::open(root.join(name)).unwrap();
+        let mut buf = vec![0u8; 1 << 20];
+        loop {
+            let n = std::io::Read::read(&mut file, &mut buf).unwrap();
+            if n == 0 {
+                break;
+            }
+            assert!(buf[..n].iter().all(|&b| b == 0), "{name}");
+        }
+    }
+}
+
+/// A file that fails part way leaves no plaintext behind, and a bad last
+/// block is found before anything is written.
+#[test]
+fn failed_decryption_leaves_no_plaintext() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path();
+    let mut file = encrypt(&[5u8; 100_000], TOKEN.as_bytes(), Kdf::Pbkdf2, false);
+    let last = file.len() - 1;
+    file[last] ^= 1;
+    write(&root.join("x.aes"), &file);
+    assert!(matches!(
+        decrypt_bundle(root, TOKEN.as_bytes(), None, None),
+        Err(BundleDecryptError::File(f)) if f == "x.aes"
+    ));
+    assert!(!root.join("x").exists());
+
+    // Base64 that goes bad after the first chunk is raw binary, which
+    // `Salted__` does not start: not decryptable.
+    let mut text = decrypt::encrypt_with_salt(
+        &[5u8; 200_000],
+        TOKEN.as_bytes(),
+        Kdf::Pbkdf2,
+        *b"12345678",
+        true,
+    );
+    let at = text.len() - 100;
+    text[at] = b'*';
+    assert_eq!(
+        decrypt(&text, TOKEN.as_bytes(), None),
+        Err(decrypt::DecryptError::Wrong)
+    );
+}

@@ -38,10 +38,6 @@ fn start_in(state: tempfile::TempDir, extra: &[&str]) -> (Servo, u32) {
     (Servo::start_in(state, &args), base)
 }
 
-fn health(servo: &Servo) -> Reply {
-    curl(&format!("{}/health", servo.url), &[])
-}
-
 /// The cgroup directories (v1 or v2) that hold this state dir's jobs.
 fn instance_cgroups(state: &Path) -> Vec<PathBuf> {
     let instance = support::cgroup_instance(state);
@@ -176,7 +172,7 @@ fn portal_failure_is_clean(portal: &str, extra: &[&str], why: &str) {
         "{}",
         r.body
     );
-    assert_eq!(health(&servo).status, 200);
+    assert_eq!(servo.health().status, 200);
     assert_eq!(post_bundle(&servo, &b.tgz, "hi.py", &[]).status, 200);
     let events = audit_events(servo.state.path());
     // The command is on record before it is relayed (portal.command), and
@@ -240,71 +236,10 @@ async fn portal_answering_garbage_fails_cleanly() {
 
 // ---------------------------------------------------------------- disk full
 
-/// A small tmpfs mounted on a fresh directory; unmounted on drop.
-struct SmallFs {
-    dir: tempfile::TempDir,
-}
-
-impl SmallFs {
-    fn mount(size: &str) -> SmallFs {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let status = Command::new("mount")
-            .args([
-                "-t",
-                "tmpfs",
-                "-o",
-                &format!("size={size},mode=0700"),
-                "tmpfs",
-            ])
-            .arg(dir.path())
-            .status()
-            .expect("mount");
-        assert!(status.success(), "mount tmpfs failed");
-        SmallFs { dir }
-    }
-
-    fn path(&self) -> &Path {
-        self.dir.path()
-    }
-
-    fn free(&self) -> u64 {
-        let s = nix::sys::statvfs::statvfs(self.path()).expect("statvfs");
-        s.blocks_available() * s.fragment_size()
-    }
-
-    /// Writes zeros into `name` until the filesystem is full.
-    fn fill(&self, name: &str) {
-        let mut f = std::fs::File::create(self.path().join(name)).expect("filler");
-        let block = vec![0u8; 64 * 1024];
-        loop {
-            if f.write_all(&block).is_err() {
-                break;
-            }
-        }
-        // Whatever fits in the last page too.
-        while f.write_all(&[0u8]).is_ok() {}
-    }
-}
-
-impl Drop for SmallFs {
-    fn drop(&mut self) {
-        let _ = Command::new("umount")
-            .arg("-l")
-            .arg(self.dir.path())
-            .status();
-    }
-}
-
 /// A `TempDir`-shaped handle on a directory inside the small fs, so that
 /// `Servo` can use it as its state dir.
 fn state_on(fs: &SmallFs) -> tempfile::TempDir {
     tempfile::tempdir_in(fs.path()).expect("state dir on the small fs")
-}
-
-fn random_file(path: &Path, bytes: usize) {
-    let mut data = vec![0u8; bytes];
-    getrandom::fill(&mut data).expect("random");
-    std::fs::write(path, data).expect("write");
 }
 
 #[test]
@@ -344,7 +279,7 @@ fn upload_larger_than_the_free_space_is_refused_cleanly() {
     let events = audit_events(servo.state.path());
     assert_eq!(count(&events, "run.started"), 0);
     assert_eq!(count(&events, "request.rejected"), 1);
-    assert_eq!(health(&servo).status, 200);
+    assert_eq!(servo.health().status, 200);
     let b = bundle(&[("a.py", "print('fits')")]);
     let ok = post_bundle(&servo, &b.tgz, "a.py", &[]);
     assert_eq!(ok.status, 200, "{}", ok.body);
@@ -392,7 +327,7 @@ fn unpacking_on_a_small_disk_fails_or_runs_cleanly() {
     assert_eq!(r.status, 200, "{}", r.body);
     assert!(r.body.contains("files 1501"), "{}", r.body);
     assert_no_leftovers(servo.state.path(), uid_base);
-    assert_eq!(health(&servo).status, 200);
+    assert_eq!(servo.health().status, 200);
 }
 
 #[test]
@@ -414,13 +349,13 @@ fn a_full_audit_log_refuses_runs_until_it_has_room() {
     for _ in 0..200 {
         let r = curl(&url, &["-X", "POST", "-H", "X-Signature: sha1=00"]);
         assert_eq!(r.status, 403, "{}", r.body);
-        if health(&servo).status == 503 {
+        if servo.health().status == 503 {
             refused = Some(());
             break;
         }
     }
     assert!(refused.is_some(), "the audit log never filled up");
-    let h = health(&servo);
+    let h = servo.health();
     assert_eq!(h.json()["audit"], "failing");
     let r = post_bundle(&servo, &b.tgz, "a.py", &[]);
     assert_eq!(r.status, 503, "{}", r.body);
@@ -438,7 +373,7 @@ fn a_full_audit_log_refuses_runs_until_it_has_room() {
         assert_eq!(r.status, 503, "{}", r.body);
         assert!(Instant::now() < deadline, "runs stay refused");
     }
-    assert_eq!(health(&servo).status, 200);
+    assert_eq!(servo.health().status, 200);
     // Every line of the log parses: a half-written record was taken back.
     let text = std::fs::read_to_string(&audit).expect("audit");
     for line in text.lines() {
@@ -561,7 +496,7 @@ fn a_second_servo_on_the_same_state_dir_is_refused() {
         why.contains("another servo") && why.contains(&holder) && why.contains("--state-dir"),
         "the refusal must say who holds the state dir and what to do:\n{why}"
     );
-    assert_eq!(health(&first).status, 200, "{}", first.stderr());
+    assert_eq!(first.health().status, 200, "{}", first.stderr());
     assert_the_run_was_untouched(client, "untouched", &mut first, uid_base, &why);
     // Once the first has stopped, the state dir is free again.
     let state = std::mem::replace(&mut first.state, tempfile::tempdir().expect("tempdir"));
@@ -779,7 +714,7 @@ fn client_gone_mid_upload_leaves_nothing_and_runs_nothing() {
         std::thread::sleep(Duration::from_millis(50));
     }
     assert_eq!(count(&audit_events(servo.state.path()), "run.started"), 0);
-    assert_eq!(health(&servo).json()["queue"], 0);
+    assert_eq!(servo.health().json()["queue"], 0);
 }
 
 #[test]
@@ -867,8 +802,8 @@ fn clients_that_stall_are_cut_off_and_leave_nothing() {
             .any(|e| e.to_string().contains("the upload stalled")),
         "the stalled upload is not audited: {rejected:?}"
     );
-    assert_eq!(health(&servo).status, 200);
-    assert_eq!(health(&servo).json()["queue"], 0);
+    assert_eq!(servo.health().status, 200);
+    assert_eq!(servo.health().json()["queue"], 0);
 }
 
 #[test]
@@ -917,7 +852,7 @@ fn connections_over_the_limit_are_closed_at_once_and_the_limit_frees() {
     // One place freed: servo answers again.
     drop(held.pop());
     let deadline = Instant::now() + Duration::from_secs(10);
-    while health(&servo).status != 200 {
+    while servo.health().status != 200 {
         assert!(Instant::now() < deadline, "servo did not answer again");
         std::thread::sleep(Duration::from_millis(50));
     }
@@ -1200,6 +1135,6 @@ fn short_load_keeps_the_invariants() {
         rss_after <= rss_before + 32 * 1024,
         "RSS grew from {rss_before} KiB to {rss_after} KiB"
     );
-    assert_eq!(health(&servo).status, 200);
+    assert_eq!(servo.health().status, 200);
     assert_no_leftovers(servo.state.path(), uid_base);
 }

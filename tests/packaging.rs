@@ -384,11 +384,13 @@ fn servo_yml_is_an_ochothon_definition_that_matches_the_code() {
     let image = doc["image"].as_str().expect("image");
     assert!(!image.is_empty() && !image.contains(char::is_whitespace));
 
+    // The run port, and the Ochothon control port (SPEC §13): listing
+    // `ports` replaces the toolset's default [8080], so both are listed.
     let ports = doc["ports"].as_vec().expect("ports");
     let port = default_listen_port();
     assert_eq!(
         ports.iter().map(container_port).collect::<Vec<_>>(),
-        vec![port]
+        vec![port, servo::ochopod::DEFAULT_CONTROL_PORT]
     );
 
     // servo's configuration reaches it as environment variables.

@@ -72,10 +72,6 @@ fn read_for(stream: &mut TcpStream, wait: Duration) -> (String, bool) {
     (String::from_utf8_lossy(&got).into_owned(), false)
 }
 
-fn health(servo: &Servo) -> serde_json::Value {
-    curl(&format!("{}/health", servo.url), &[]).json()
-}
-
 fn events(servo: &Servo, name: &str) -> Vec<serde_json::Value> {
     servo
         .audit()
@@ -114,7 +110,7 @@ fn fake_signed_uploads_take_no_tenant_place() {
         })
         .collect();
     let deadline = Instant::now() + Duration::from_secs(5);
-    while health(&servo)["queue"] != 2 && Instant::now() < deadline {
+    while servo.health().json()["queue"] != 2 && Instant::now() < deadline {
         std::thread::sleep(Duration::from_millis(50));
     }
     // payments' own, correctly signed run still gets its place.
@@ -127,7 +123,7 @@ fn fake_signed_uploads_take_no_tenant_place() {
         let (said, closed) = read_for(s, Duration::from_millis(200));
         assert!(said.is_empty() && !closed, "answered early: {said:?}");
     }
-    assert_eq!(health(&servo)["queue"], 2);
+    assert_eq!(servo.health().json()["queue"], 2);
     // Once the signature holds the tenant's limit applies as before: with
     // its one run going, a second verified run of payments gets 503.
     let running = bundle(&[("wait.py", "import time\ntime.sleep(3)\n")]);
@@ -153,50 +149,6 @@ fn fake_signed_uploads_take_no_tenant_place() {
 }
 
 // ------------------------------------------------------------- 2. disk reserve
-
-/// A small tmpfs mounted on a fresh directory; unmounted on drop.
-struct SmallFs {
-    dir: tempfile::TempDir,
-}
-
-impl SmallFs {
-    fn mount(size: &str) -> SmallFs {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let status = Command::new("mount")
-            .args([
-                "-t",
-                "tmpfs",
-                "-o",
-                &format!("size={size},mode=0700"),
-                "tmpfs",
-            ])
-            .arg(dir.path())
-            .status()
-            .expect("mount");
-        assert!(status.success(), "mount tmpfs failed");
-        SmallFs { dir }
-    }
-
-    fn free(&self) -> u64 {
-        let s = nix::sys::statvfs::statvfs(self.dir.path()).expect("statvfs");
-        s.blocks_available() * s.fragment_size()
-    }
-}
-
-impl Drop for SmallFs {
-    fn drop(&mut self) {
-        let _ = Command::new("umount")
-            .arg("-l")
-            .arg(self.dir.path())
-            .status();
-    }
-}
-
-fn random_file(path: &Path, bytes: usize) {
-    let mut data = vec![0u8; bytes];
-    getrandom::fill(&mut data).expect("random");
-    std::fs::write(path, data).expect("write");
-}
 
 #[test]
 fn uploads_never_eat_the_disk_reserve() {
@@ -254,7 +206,7 @@ fn uploads_never_eat_the_disk_reserve() {
     assert_eq!(r.status, 200, "{}", r.body);
     assert!(r.body.contains("fits"), "{}", r.body);
     assert_eq!(events(&servo, "run.finished").len(), 1);
-    assert_eq!(health(&servo)["audit"], "ok");
+    assert_eq!(servo.health().json()["audit"], "ok");
 }
 
 // ------------------------------------------------------- 3. minimum rate
@@ -307,7 +259,7 @@ fn a_trickling_upload_is_cut_off_after_the_grace_period() {
             .any(|e| e["status"] == 408 && e.to_string().contains("too slow")),
         "{rejected:?}"
     );
-    assert_eq!(health(&servo)["queue"], 0);
+    assert_eq!(servo.health().json()["queue"], 0);
     assert!(entries(&servo.state.path().join("runs")).is_empty());
 }
 

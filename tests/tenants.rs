@@ -187,16 +187,6 @@ fn waiting_script(file: &str, then: &str) -> String {
     )
 }
 
-fn audit_lines(path: &Path) -> Vec<Value> {
-    std::fs::read_to_string(path)
-        .expect("audit log")
-        .lines()
-        .map(|l| {
-            serde_json::from_str(l).unwrap_or_else(|e| panic!("audit line not JSON ({e}): {l}"))
-        })
-        .collect()
-}
-
 // ------------------------------------------------------------ isolation
 
 #[test]
@@ -657,7 +647,7 @@ impl Drop for Tmpfs {
 }
 
 fn health(servo: &Servo) -> (u16, Value) {
-    let r = curl(&format!("{}/health", servo.url), &[]);
+    let r = servo.health();
     let v = r.json();
     (r.status, v)
 }

@@ -172,6 +172,7 @@ fn small_limits() -> UnpackLimits {
         max_total_bytes: 4 << 20,
         max_entries: 10,
         max_file_bytes: 1 << 20,
+        max_name_bytes: 64 << 10,
     }
 }
 
@@ -878,13 +879,15 @@ fn the_total_limit_stops_extraction_at_once() {
 
 #[test]
 fn too_many_entries_are_rejected() {
-    let entries: Vec<Value> = (0..11).map(|i| file(&format!("d/f{i}"), "x")).collect();
+    // At the top level: no implied directories (see
+    // implied_directories_count_as_entries).
+    let entries: Vec<Value> = (0..11).map(|i| file(&format!("f{i}"), "x")).collect();
     let mut case = Case::new();
     let archive = case.python("entries.tgz", json!({"entries": entries}));
     let outcome = case.unpack_with(&archive, &small_limits());
-    case.rejects(outcome, "d/f10", "more than 10 entries");
+    case.rejects(outcome, "f10", "more than 10 entries");
 
-    let entries: Vec<Value> = (0..10).map(|i| file(&format!("d/f{i}"), "x")).collect();
+    let entries: Vec<Value> = (0..10).map(|i| file(&format!("f{i}"), "x")).collect();
     let mut case = Case::new();
     let archive = case.python("entries.tgz", json!({"entries": entries}));
     let summary = case
@@ -1041,4 +1044,76 @@ fn every_seed_archive_is_rejected() {
         case.assert_outside_untouched();
     }
     assert!(seen >= 10, "the seed corpus is in tests/data/archives");
+}
+
+/// A gzipped tar of `files` (name, data), long names as GNU long-name entries.
+fn tar_of(path: &Path, files: impl Iterator<Item = (String, Vec<u8>)>) {
+    let out = fs::File::create(path).unwrap();
+    let gz = flate2::write::GzEncoder::new(out, flate2::Compression::fast());
+    let mut tar = tar::Builder::new(gz);
+    for (name, data) in files {
+        let mut header = tar::Header::new_gnu();
+        header.set_size(data.len() as u64);
+        header.set_mode(0o644);
+        header.set_entry_type(tar::EntryType::Regular);
+        tar.append_data(&mut header, &name, data.as_slice())
+            .unwrap();
+    }
+    tar.into_inner().unwrap().finish().unwrap().flush().unwrap();
+}
+
+/// Counts what `dir` holds, recursively.
+fn count_inodes(dir: &Path) -> usize {
+    fs::read_dir(dir)
+        .unwrap()
+        .map(|e| {
+            let e = e.unwrap();
+            1 + if e.file_type().unwrap().is_dir() {
+                count_inodes(&e.path())
+            } else {
+                0
+            }
+        })
+        .sum()
+}
+
+#[test]
+fn implied_directories_count_as_entries() {
+    // 10,000 files, each 60 levels deep in its own chain: 10,000 tar
+    // entries, but 600,000 inodes and names if the implied directories
+    // were free.
+    let chain = |i: usize| format!("{i}/{}f", "d/".repeat(58));
+    let mut case = Case::new();
+    let archive = case.path("deep.tgz");
+    tar_of(&archive, (0..10_000).map(|i| (chain(i), b"x".to_vec())));
+    let outcome = case.unpack(&archive);
+    // Each file is 1 entry plus 59 implied directories: the 167th passes 10,000.
+    case.rejects(outcome, &chain(166), "more than 10000 entries");
+    assert!(count_inodes(&case.dest()) <= 10_000);
+
+    // With small limits: 5 files in one implied directory are 6 entries.
+    let mut case = Case::new();
+    let archive = case.path("small.tgz");
+    tar_of(
+        &archive,
+        (0..10).map(|i| (format!("a/b/f{i}"), b"x".to_vec())),
+    );
+    let outcome = case.unpack_with(&archive, &small_limits());
+    case.rejects(outcome, "a/b/f8", "more than 10 entries");
+}
+
+#[test]
+fn total_name_bytes_are_capped() {
+    // 1,200 files under one 15-level path of 250-byte components: each name
+    // is ~3.8 KB (within the 4096 per name), 4.5 MB in all; the cap stops
+    // it at the 1,105th.
+    let dir = vec!["c".repeat(250); 15].join("/");
+    let name = |i: usize| format!("{dir}/f{i}");
+    let mut case = Case::new();
+    let archive = case.path("names.tgz");
+    tar_of(&archive, (0..1_200).map(|i| (name(i), Vec::new())));
+    let outcome = case.unpack(&archive);
+    // Errors show a long name's first 200 bytes.
+    let shown = format!("{}...", &name(0)[..200]);
+    case.rejects(outcome, &shown, "the bundle's names exceed 4 MiB in total");
 }

@@ -10,10 +10,9 @@
 //! [`decrypt_bundle`] applies this to a freshly unpacked bundle without ever
 //! following a symlink on the host.
 
-use std::borrow::Cow;
 use std::ffi::OsStr;
 use std::fs::{OpenOptions, Permissions};
-use std::io::{Read, Write};
+use std::io::{self, BufWriter, Read, Seek, SeekFrom, Write};
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
@@ -22,6 +21,7 @@ use base64::engine::general_purpose::{GeneralPurpose, GeneralPurposeConfig, STAN
 use base64::engine::DecodePaddingMode;
 use base64::Engine;
 use cbc::cipher::block_padding::Pkcs7;
+use cbc::cipher::generic_array::GenericArray;
 use cbc::cipher::{BlockDecryptMut, BlockEncryptMut, KeyIvInit};
 use md5::Md5;
 use sha2::{Digest, Sha256};
@@ -149,64 +149,317 @@ const LENIENT_BASE64: GeneralPurpose = GeneralPurpose::new(
     GeneralPurposeConfig::new().with_decode_padding_mode(DecodePaddingMode::Indifferent),
 );
 
-fn decode_base64(data: &[u8]) -> Option<Vec<u8>> {
-    let compact: Vec<u8> = data
-        .iter()
-        .copied()
-        .filter(|b| !b.is_ascii_whitespace())
-        .collect();
-    if compact.is_empty() {
-        return None;
-    }
-    LENIENT_BASE64.decode(compact).ok()
-}
+/// How much of a file is read at once: files are streamed, never held whole.
+const CHUNK: usize = 64 << 10;
 
-/// The binary form of a file: raw when it starts with the header, else base64
-/// when it decodes as such, else raw (`-nosalt` binary). Raw binary ciphertext
-/// that happens to be valid base64 is vanishingly unlikely, so a base64 file
-/// is never also tried as raw: that would only double the chance of a wrong
-/// token passing the padding check.
-fn binary_form(data: &[u8]) -> Cow<'_, [u8]> {
-    if data.starts_with(MAGIC) {
-        return Cow::Borrowed(data);
-    }
-    match decode_base64(data) {
-        Some(decoded) => Cow::Owned(decoded),
-        None => Cow::Borrowed(data),
+/// The input is not base64 (as a whole: [`Base64Reader`] found out part way).
+#[derive(Debug)]
+struct NotBase64;
+
+impl std::fmt::Display for NotBase64 {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("not base64")
     }
 }
 
-/// Splits the binary form into (salt, ciphertext); the salt is empty for `-nosalt`.
-fn split_salt(bin: &[u8]) -> Result<(&[u8], &[u8]), DecryptError> {
-    let (salt, ct) = match bin.strip_prefix(MAGIC.as_slice()) {
-        Some(rest) if rest.len() >= SALT_LEN => rest.split_at(SALT_LEN),
-        Some(_) => return Err(DecryptError::Wrong),
-        None => (&[][..], bin),
+impl std::error::Error for NotBase64 {}
+
+fn not_base64() -> io::Error {
+    io::Error::new(io::ErrorKind::InvalidData, NotBase64)
+}
+
+fn is_not_base64(e: &io::Error) -> bool {
+    e.get_ref().is_some_and(|inner| inner.is::<NotBase64>())
+}
+
+/// Decodes base64 text as it is read, exactly as decoding the whole text at
+/// once with [`LENIENT_BASE64`] after dropping ASCII whitespace would: every
+/// quantum but the last is decoded as soon as a later character is seen (so
+/// `=` before the end is refused), the last one at the end of the input.
+/// Text with no character at all, or anything the whole-text decoder would
+/// refuse, fails with [`NotBase64`].
+struct Base64Reader<R> {
+    inner: R,
+    /// Characters read but not decoded yet (whitespace dropped).
+    pending: Vec<u8>,
+    decoded: Vec<u8>,
+    pos: usize,
+    seen_any: bool,
+    done: bool,
+    raw: Vec<u8>,
+}
+
+impl<R: Read> Base64Reader<R> {
+    fn new(inner: R) -> Self {
+        Base64Reader {
+            inner,
+            pending: Vec::new(),
+            decoded: Vec::new(),
+            pos: 0,
+            seen_any: false,
+            done: false,
+            raw: vec![0u8; CHUNK],
+        }
+    }
+
+    /// Decodes more into `decoded`; false at the end of the input.
+    fn refill(&mut self) -> io::Result<bool> {
+        self.decoded.clear();
+        self.pos = 0;
+        while self.decoded.is_empty() {
+            if self.done {
+                return Ok(false);
+            }
+            let n = match self.inner.read(&mut self.raw) {
+                Ok(n) => n,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) => return Err(e),
+            };
+            if n == 0 {
+                self.done = true;
+                if !self.seen_any {
+                    return Err(not_base64());
+                }
+                LENIENT_BASE64
+                    .decode_vec(&self.pending, &mut self.decoded)
+                    .map_err(|_| not_base64())?;
+                self.pending.clear();
+                continue;
+            }
+            self.pending.extend(
+                self.raw[..n]
+                    .iter()
+                    .copied()
+                    .filter(|b| !b.is_ascii_whitespace()),
+            );
+            self.seen_any |= !self.pending.is_empty();
+            // Keep 1 to 4 characters back: the last quantum is decoded only
+            // once the input has ended.
+            let ready = self.pending.len().saturating_sub(1) / 4 * 4;
+            if ready > 0 {
+                let done = &self.pending[..ready];
+                if done.contains(&b'=') {
+                    return Err(not_base64());
+                }
+                LENIENT_BASE64
+                    .decode_vec(done, &mut self.decoded)
+                    .map_err(|_| not_base64())?;
+                self.pending.drain(..ready);
+            }
+        }
+        Ok(true)
+    }
+}
+
+impl<R: Read> Read for Base64Reader<R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        if self.pos == self.decoded.len() && !self.refill()? {
+            return Ok(0);
+        }
+        let n = buf.len().min(self.decoded.len() - self.pos);
+        buf[..n].copy_from_slice(&self.decoded[self.pos..self.pos + n]);
+        self.pos += n;
+        Ok(n)
+    }
+}
+
+/// Whether the file is the binary format or its base64 text.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Form {
+    Raw,
+    Base64,
+}
+
+/// The binary form of the input, from its start.
+fn binary<'a, R: Read + Seek>(input: &'a mut R, form: Form) -> io::Result<Box<dyn Read + 'a>> {
+    input.seek(SeekFrom::Start(0))?;
+    Ok(match form {
+        Form::Raw => Box::new(input),
+        Form::Base64 => Box::new(Base64Reader::new(input)),
+    })
+}
+
+/// Reads until `buf` is full or the input ends; returns the bytes read.
+fn fill(input: &mut impl Read, buf: &mut [u8]) -> io::Result<usize> {
+    let mut got = 0;
+    while got < buf.len() {
+        match input.read(&mut buf[got..]) {
+            Ok(0) => break,
+            Ok(n) => got += n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(got)
+}
+
+/// What one pass over the binary form tells: its length, its first 16 bytes
+/// (the salt header, if any) and its last 32 (the last two cipher blocks).
+struct Scan {
+    len: u64,
+    head: Vec<u8>,
+    tail: Vec<u8>,
+}
+
+fn scan(input: &mut impl Read) -> io::Result<Scan> {
+    let mut buf = vec![0u8; CHUNK];
+    let mut scan = Scan {
+        len: 0,
+        head: Vec::with_capacity(16),
+        tail: Vec::with_capacity(64),
     };
-    if ct.is_empty() || ct.len() % BLOCK != 0 {
-        return Err(DecryptError::Wrong);
+    loop {
+        let n = fill(input, &mut buf)?;
+        if n == 0 {
+            return Ok(scan);
+        }
+        let data = &buf[..n];
+        let want = 16 - scan.head.len();
+        scan.head.extend_from_slice(&data[..want.min(n)]);
+        scan.len += n as u64;
+        scan.tail.extend_from_slice(&data[n.saturating_sub(32)..]);
+        let extra = scan.tail.len().saturating_sub(32);
+        scan.tail.drain(..extra);
     }
-    Ok((salt, ct))
 }
 
-/// Decrypts AES-256-CBC with PKCS#7 padding; bad padding is [`DecryptError::Wrong`].
-pub fn decrypt_with(key_iv: &KeyIv, ciphertext: &[u8]) -> Result<Vec<u8>, DecryptError> {
-    Aes256CbcDec::new(&key_iv.key.into(), &key_iv.iv.into())
-        .decrypt_padded_vec_mut::<Pkcs7>(ciphertext)
-        .map_err(|_| DecryptError::Wrong)
+/// Why a stream could not be decrypted.
+#[derive(Debug)]
+enum StreamError {
+    Wrong,
+    Io(io::Error),
 }
 
-/// Decrypts a file's bytes (raw or base64). `kdf` None tries pbkdf2, sha256, md5 in order.
-pub fn decrypt(data: &[u8], password: &[u8], kdf: Option<Kdf>) -> Result<Vec<u8>, DecryptError> {
-    let bin = binary_form(data);
-    let (salt, ct) = split_salt(&bin)?;
+impl From<io::Error> for StreamError {
+    fn from(e: io::Error) -> Self {
+        StreamError::Io(e)
+    }
+}
+
+/// How to decrypt a file: found by [`prepare`], applied by [`stream`].
+struct Plan {
+    form: Form,
+    /// Bytes of header before the ciphertext (16 when salted, else 0).
+    skip: usize,
+    key_iv: KeyIv,
+}
+
+/// Whether `block` ends in valid PKCS#7 padding; the padding's length.
+fn padding(block: &[u8; BLOCK]) -> Option<usize> {
+    let n = usize::from(block[BLOCK - 1]);
+    (1..=BLOCK)
+        .contains(&n)
+        .then_some(n)
+        .filter(|&n| block[BLOCK - n..].iter().all(|&b| usize::from(b) == n))
+}
+
+/// Reads the file once (the base64 check needs the whole text) and picks the
+/// derivation: the first of `kdf` (all three in order when None) that gives
+/// the last block valid padding. Only the last block's padding is checked,
+/// which is all that a full CBC decryption can fail on: the same choice as
+/// decrypting the whole file with each in turn.
+fn prepare<R: Read + Seek>(
+    input: &mut R,
+    password: &[u8],
+    kdf: Option<Kdf>,
+) -> Result<Plan, StreamError> {
+    // Raw when it starts with the header, else base64 when it decodes as
+    // such, else raw (`-nosalt` binary). Raw binary ciphertext that happens to
+    // be valid base64 is vanishingly unlikely, so a base64 file is never also
+    // tried as raw: that would only double the chance of a wrong token
+    // passing the padding check.
+    let mut magic = [0u8; MAGIC.len()];
+    let got = fill(&mut binary(input, Form::Raw)?, &mut magic)?;
+    let mut form = if &magic[..got] == MAGIC {
+        Form::Raw
+    } else {
+        Form::Base64
+    };
+    let first = scan(&mut binary(input, form)?);
+    let found = match first {
+        Err(e) if form == Form::Base64 && is_not_base64(&e) => {
+            form = Form::Raw;
+            scan(&mut binary(input, form)?)?
+        }
+        other => other?,
+    };
+    let (salt, skip) = match found.head.strip_prefix(MAGIC.as_slice()) {
+        Some(rest) if rest.len() >= SALT_LEN => (&rest[..SALT_LEN], MAGIC.len() + SALT_LEN),
+        Some(_) => return Err(StreamError::Wrong),
+        None => (&[][..], 0),
+    };
+    let ct_len = found.len - skip as u64;
+    if ct_len == 0 || ct_len % BLOCK as u64 != 0 {
+        return Err(StreamError::Wrong);
+    }
+    let (prev, last) = found.tail.split_at(found.tail.len() - BLOCK);
     let kdfs: &[Kdf] = match &kdf {
         Some(k) => std::slice::from_ref(k),
         None => &Kdf::ALL,
     };
-    kdfs.iter()
-        .find_map(|&k| decrypt_with(&derive(k, password, salt), ct).ok())
-        .ok_or(DecryptError::Wrong)
+    for &k in kdfs {
+        let key_iv = derive(k, password, salt);
+        // The block before the last, or the IV when there is one block.
+        let iv: [u8; BLOCK] = if ct_len > BLOCK as u64 {
+            prev[prev.len() - BLOCK..].try_into().expect("two blocks")
+        } else {
+            key_iv.iv
+        };
+        let mut block = *GenericArray::from_slice(last);
+        Aes256CbcDec::new(&key_iv.key.into(), &iv.into()).decrypt_block_mut(&mut block);
+        if padding(&block.into()).is_some() {
+            return Ok(Plan { form, skip, key_iv });
+        }
+    }
+    Err(StreamError::Wrong)
+}
+
+/// Decrypts the file into `out` a chunk at a time, holding back the last
+/// block until its padding is checked.
+fn stream<R: Read + Seek>(
+    input: &mut R,
+    plan: &Plan,
+    out: &mut impl Write,
+) -> Result<(), StreamError> {
+    let mut bin = binary(input, plan.form)?;
+    let mut header = [0u8; MAGIC.len() + SALT_LEN];
+    if fill(&mut bin, &mut header[..plan.skip])? != plan.skip {
+        return Err(StreamError::Wrong);
+    }
+    let mut dec = Aes256CbcDec::new(&plan.key_iv.key.into(), &plan.key_iv.iv.into());
+    let mut buf = vec![0u8; CHUNK];
+    let mut held: Option<[u8; BLOCK]> = None;
+    loop {
+        let n = fill(&mut bin, &mut buf)?;
+        if n == 0 {
+            break;
+        }
+        if n % BLOCK != 0 {
+            return Err(StreamError::Wrong);
+        }
+        for block in buf[..n].chunks_exact_mut(BLOCK) {
+            dec.decrypt_block_mut(GenericArray::from_mut_slice(block));
+        }
+        if let Some(block) = held.take() {
+            out.write_all(&block)?;
+        }
+        out.write_all(&buf[..n - BLOCK])?;
+        held = Some(buf[n - BLOCK..n].try_into().expect("one block"));
+    }
+    let last = held.ok_or(StreamError::Wrong)?;
+    let pad = padding(&last).ok_or(StreamError::Wrong)?;
+    out.write_all(&last[..BLOCK - pad])?;
+    out.flush()?;
+    Ok(())
+}
+
+/// Decrypts a file's bytes (raw or base64). `kdf` None tries pbkdf2, sha256, md5 in order.
+pub fn decrypt(data: &[u8], password: &[u8], kdf: Option<Kdf>) -> Result<Vec<u8>, DecryptError> {
+    let mut input = io::Cursor::new(data);
+    let plan = prepare(&mut input, password, kdf).map_err(|_| DecryptError::Wrong)?;
+    let mut plain = Vec::with_capacity(data.len());
+    stream(&mut input, &plan, &mut plain).map_err(|_| DecryptError::Wrong)?;
+    Ok(plain)
 }
 
 /// Encrypts as `openssl enc -aes-256-cbc -salt` (plus `-a` when `base64`) with
@@ -325,9 +578,11 @@ fn decrypt_one(
     if !meta.is_file() {
         return Err(FileError::Refused);
     }
-    let mut data = Vec::with_capacity(meta.len().try_into().unwrap_or(0));
-    input.read_to_end(&mut data)?;
-    let plain = decrypt(&data, password, kdf).map_err(|_| FileError::Refused)?;
+    let plan = match prepare(&mut input, password, kdf) {
+        Ok(plan) => plan,
+        Err(StreamError::Wrong) => return Err(FileError::Refused),
+        Err(StreamError::Io(e)) => return Err(e.into()),
+    };
 
     let out_path = aes_path.with_file_name(OsStr::from_bytes(stem));
     let mode = if meta.permissions().mode() & 0o111 != 0 {
@@ -336,7 +591,7 @@ fn decrypt_one(
         0o644
     };
     // O_EXCL refuses an existing name, a symlink included (dangling or not).
-    let mut out = match OpenOptions::new()
+    let out = match OpenOptions::new()
         .write(true)
         .create_new(true)
         .mode(mode)
@@ -352,8 +607,23 @@ fn decrypt_one(
     if let Some((uid, gid)) = owner {
         std::os::unix::fs::fchown(&out, Some(uid), Some(gid))?;
     }
-    out.write_all(&plain)?;
-    Ok(())
+    // Written as it is decrypted; removed whole if anything goes wrong.
+    let written = stream(
+        &mut input,
+        &plan,
+        &mut BufWriter::with_capacity(CHUNK, &out),
+    );
+    drop(out);
+    match written {
+        Ok(()) => Ok(()),
+        Err(e) => {
+            let _ = std::fs::remove_file(&out_path);
+            Err(match e {
+                StreamError::Wrong => FileError::Refused,
+                StreamError::Io(e) => FileError::Io(e),
+            })
+        }
+    }
 }
 
 /// Decrypts every `*.aes` regular file under `dir`; returns their names relative to `dir`,
@@ -397,6 +667,68 @@ mod tests {
                     // padding check by chance: a fixed salt keeps this deterministic.
                     let enc = encrypt_with_salt(plain, b"tok", kdf, *b"12345678", b64);
                     assert_eq!(decrypt(&enc, b"tok", None).unwrap(), plain);
+                }
+            }
+        }
+    }
+
+    /// Reads at most a few bytes at a time, to cross every quantum boundary.
+    struct Trickle<'a>(&'a [u8], usize);
+
+    impl Read for Trickle<'_> {
+        fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+            self.1 = self.1 % 7 + 1;
+            let n = self.1.min(buf.len()).min(self.0.len());
+            buf[..n].copy_from_slice(&self.0[..n]);
+            self.0 = &self.0[n..];
+            Ok(n)
+        }
+    }
+
+    #[test]
+    fn streamed_base64_decodes_as_the_whole_text_would() {
+        let whole = |text: &[u8]| {
+            let compact: Vec<u8> = text
+                .iter()
+                .copied()
+                .filter(|b| !b.is_ascii_whitespace())
+                .collect();
+            if compact.is_empty() {
+                return None;
+            }
+            LENIENT_BASE64.decode(compact).ok()
+        };
+        let cases: &[&[u8]] = &[
+            b"",
+            b" \n ",
+            b"QQ",
+            b"QQ==",
+            b"QQ=",
+            b"QQ==\n",
+            b"QUJD",
+            b"QUJDRA",
+            b"QUJDRA==",
+            b"QQ==QUJD",
+            b"QQ==\nQUJD",
+            b"QUJ",
+            b"QUJDR",
+            b"Q\nU\nJ\nD\n",
+            b"QR==",
+            b"QUJD*",
+            b"====",
+            b"QUJDRA=\n=",
+            b"Q U J D R A = =",
+        ];
+        for &text in cases {
+            for start in 0..7 {
+                let mut out = Vec::new();
+                let got = Base64Reader::new(Trickle(text, start))
+                    .read_to_end(&mut out)
+                    .map(|_| out);
+                match (whole(text), got) {
+                    (Some(want), Ok(out)) => assert_eq!(out, want, "{text:?}"),
+                    (None, Err(e)) => assert!(is_not_base64(&e), "{text:?}"),
+                    (want, got) => panic!("{text:?}: whole {want:?}, streamed {got:?}"),
                 }
             }
         }

@@ -27,8 +27,15 @@ use tree::{Kind, Tree};
 #[derive(Clone, Copy, Debug)]
 pub struct UnpackLimits {
     pub max_total_bytes: u64,
+    /// Entries, counting every directory a name implies (`a/b/c` alone makes
+    /// `a` and `a/b`): each is an inode on the run's tmpfs and a name in the
+    /// unpacker's record.
     pub max_entries: u64,
     pub max_file_bytes: u64,
+    /// Bytes of all the names recorded (every entry's and every implied
+    /// directory's full name): bounds the unpacker's record, which a deep
+    /// layout would otherwise make quadratic in the name length.
+    pub max_name_bytes: u64,
 }
 
 impl Default for UnpackLimits {
@@ -37,6 +44,7 @@ impl Default for UnpackLimits {
             max_total_bytes: 512 << 20,
             max_entries: 10_000,
             max_file_bytes: 256 << 20,
+            max_name_bytes: MAX_NAME_BYTES_TOTAL,
         }
     }
 }
@@ -59,6 +67,11 @@ pub enum UnpackError {
     #[error("could not write the bundle: {0}")]
     Io(#[from] std::io::Error),
 }
+
+/// Default cap on the bytes of all names of a bundle (4 MiB): 10,000 names
+/// of 400 bytes each, far more than real bundles use (a deep `node_modules`
+/// averages under 150), while 10,000 names of 4 KiB would be 40 MiB.
+pub const MAX_NAME_BYTES_TOTAL: u64 = 4 << 20;
 
 /// Most the `tar` crate may read for one entry's headers (its GNU long names,
 /// PAX records and sparse maps, which it holds in memory).
@@ -96,6 +109,7 @@ pub fn unpack(
         limits: *limits,
         meter: meter.clone(),
         entries: 0,
+        name_bytes: 0,
         charged: 0,
         summary: UnpackSummary::default(),
     };
@@ -196,7 +210,10 @@ struct Unpacker {
     tree: Tree,
     limits: UnpackLimits,
     meter: Rc<Meter>,
+    /// Entries so far, implied directories included.
     entries: u64,
+    /// Bytes of the names recorded so far.
+    name_bytes: u64,
     /// Bytes counted against `max_total_bytes`: file data, hardlinked sizes,
     /// and any data other entries carry.
     charged: u64,
@@ -214,13 +231,7 @@ impl Unpacker {
         let ty = entry.header().entry_type();
         let size = entry.size();
 
-        self.entries += 1;
-        if self.entries > self.limits.max_entries {
-            return Err(refuse(format!(
-                "the bundle has more than {} entries",
-                self.limits.max_entries
-            )));
-        }
+        self.count(1, 0).map_err(&refuse)?;
         let plan = match ty {
             EntryType::Regular | EntryType::Continuous => Plan::File,
             EntryType::Directory => Plan::Dir,
@@ -250,6 +261,16 @@ impl Unpacker {
             )));
         }
         self.charge(size).map_err(&refuse)?;
+        // Before anything is created: the directories the name implies, and
+        // the name itself unless it only makes an implied directory explicit
+        // (then it creates nothing, and was counted when implied).
+        let (implied, implied_bytes) = self.tree.missing_ancestors(&key);
+        if plan == Plan::Dir && self.tree.kind(&key) == Some(Kind::ImplicitDir) {
+            self.entries -= 1;
+        } else {
+            self.count(0, key.len() as u64).map_err(&refuse)?;
+        }
+        self.count(implied, implied_bytes).map_err(&refuse)?;
 
         match plan {
             Plan::Dir => {
@@ -300,6 +321,25 @@ impl Unpacker {
                 self.summary.files += 1;
                 self.summary.bytes += linked;
             }
+        }
+        Ok(())
+    }
+
+    /// Counts `entries` more entries and `name_bytes` more bytes of names.
+    fn count(&mut self, entries: u64, name_bytes: u64) -> Result<(), String> {
+        self.entries += entries;
+        if self.entries > self.limits.max_entries {
+            return Err(format!(
+                "the bundle has more than {} entries (too many entries; the directories its names imply count too)",
+                self.limits.max_entries
+            ));
+        }
+        self.name_bytes += name_bytes;
+        if self.name_bytes > self.limits.max_name_bytes {
+            return Err(format!(
+                "the bundle's names exceed {} in total (the full names of its entries and of the directories they imply)",
+                human(self.limits.max_name_bytes)
+            ));
         }
         Ok(())
     }

@@ -34,6 +34,8 @@ pub struct RunOptions {
     pub json: bool,
     /// The concurrency group (X-Servo-Concurrency, §11).
     pub concurrency: Option<String>,
+    /// For `https://`: trust the CAs in this file instead of the system's store.
+    pub cacert: Option<PathBuf>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -158,11 +160,20 @@ struct Target {
     host: String,
     port: u16,
     prefix: String,
+    /// `https://`: the connection is TLS.
+    tls: bool,
 }
 
 fn parse_url(url: &str) -> Result<Target, ClientError> {
-    let bad = || ClientError::Usage(format!("--url {url}: expected http://HOST[:PORT]"));
-    let rest = url.strip_prefix("http://").ok_or_else(bad)?;
+    let bad = || {
+        ClientError::Usage(format!(
+            "--url {url}: expected http://HOST[:PORT] or https://HOST[:PORT]"
+        ))
+    };
+    let (rest, tls) = match url.strip_prefix("https://") {
+        Some(rest) => (rest, true),
+        None => (url.strip_prefix("http://").ok_or_else(bad)?, false),
+    };
     let (authority, prefix) = match rest.find('/') {
         Some(i) => (&rest[..i], rest[i..].trim_end_matches('/')),
         None => (rest, ""),
@@ -171,7 +182,7 @@ fn parse_url(url: &str) -> Result<Target, ClientError> {
         Some((h, p)) if !h.ends_with(']') || h.starts_with('[') => {
             (h, p.parse().map_err(|_| bad())?)
         }
-        _ => (authority, 80),
+        _ => (authority, if tls { 443 } else { 80 }),
     };
     if host.is_empty() {
         return Err(bad());
@@ -183,6 +194,7 @@ fn parse_url(url: &str) -> Result<Target, ClientError> {
             .to_string(),
         port,
         prefix: prefix.to_string(),
+        tls,
     })
 }
 
@@ -273,6 +285,8 @@ fn body_from_file(path: &Path, size: u64) -> Result<UploadBody, ClientError> {
 struct Outgoing<'a> {
     opts: &'a RunOptions,
     target: &'a Target,
+    /// For `https://` targets.
+    tls: Option<&'a tokio_rustls::TlsConnector>,
     path: &'a str,
     tenant: &'a str,
     vars: &'a [(String, String)],
@@ -286,6 +300,7 @@ impl Outgoing<'_> {
         let Outgoing {
             opts,
             target,
+            tls,
             path,
             tenant,
             vars,
@@ -342,14 +357,21 @@ impl Outgoing<'_> {
         let stream = tokio::net::TcpStream::connect((target.host.as_str(), target.port))
             .await
             .map_err(|e| connect_err(e.to_string()))?;
-        let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
-            .await
-            .map_err(|e| connect_err(e.to_string()))?;
-        tokio::spawn(conn);
-        let resp = sender
-            .send_request(req)
-            .await
-            .map_err(|e| connect_err(e.to_string()))?;
+        let resp = match tls {
+            None => exchange(stream, req).await,
+            Some(connector) => {
+                let name = rustls_pki_types::ServerName::try_from(target.host.clone())
+                    .map_err(|e| connect_err(format!("{}: {e}", target.host)))?;
+                let stream = connector.connect(name, stream).await.map_err(|e| {
+                    connect_err(
+                        crate::tls::certificate_problem(&e, "--cacert")
+                            .unwrap_or_else(|| format!("TLS handshake failed: {e}")),
+                    )
+                })?;
+                exchange(stream, req).await
+            }
+        }
+        .map_err(|e| connect_err(e.to_string()))?;
         let status = resp.status();
         let body = resp.into_body();
         if !status.is_success() {
@@ -424,6 +446,19 @@ pub fn strip_controls(text: &str) -> String {
     out
 }
 
+/// One request over a fresh HTTP/1.1 connection on `io` (plain or TLS).
+async fn exchange<I>(
+    io: I,
+    req: Request<UploadBody>,
+) -> Result<hyper::Response<hyper::body::Incoming>, hyper::Error>
+where
+    I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(io)).await?;
+    tokio::spawn(conn);
+    sender.send_request(req).await
+}
+
 /// Sends the bundle and prints the log as it comes.
 pub async fn run(opts: RunOptions) -> Result<RunResult, ClientError> {
     let scripts = opts.scripts.join("+");
@@ -437,6 +472,15 @@ pub async fn run(opts: RunOptions) -> Result<RunResult, ClientError> {
         }
     }
     let target = parse_url(&opts.url)?;
+    let tls = if target.tls {
+        let config = crate::tls::client_config(opts.cacert.as_deref(), "--cacert")
+            .map_err(ClientError::Usage)?;
+        Some(tokio_rustls::TlsConnector::from(std::sync::Arc::new(
+            config,
+        )))
+    } else {
+        None
+    };
     let bundle = opts.bundle.clone();
     let archive = tokio::task::spawn_blocking(move || prepare_archive(&bundle))
         .await
@@ -447,6 +491,7 @@ pub async fn run(opts: RunOptions) -> Result<RunResult, ClientError> {
     let request = Outgoing {
         opts: &opts,
         target: &target,
+        tls: tls.as_ref(),
         path: &path,
         tenant: &tenant,
         vars: &vars,
@@ -538,7 +583,13 @@ mod tests {
         );
         let t = parse_url("http://[::1]:8080").unwrap();
         assert_eq!((t.host.as_str(), t.port), ("::1", 8080));
-        assert!(parse_url("https://x").is_err());
+        let t = parse_url("https://servo.example").unwrap();
+        assert_eq!(
+            (t.host.as_str(), t.port, t.tls),
+            ("servo.example", 443, true)
+        );
+        assert!(!parse_url("http://x").unwrap().tls);
+        assert!(parse_url("ftp://x").is_err());
         assert!(parse_url("http://:80").is_err());
     }
 
@@ -623,6 +674,10 @@ pub struct RunArgs {
     /// group run one at a time, in arrival order.
     #[arg(long, env = "SERVO_CONCURRENCY", value_name = "NAME")]
     pub concurrency: Option<String>,
+    /// For an https:// --url: trust the CA certificates in FILE (PEM)
+    /// instead of the system's trust store.
+    #[arg(long, env = "SERVO_CACERT", value_name = "FILE")]
+    pub cacert: Option<PathBuf>,
     #[command(flatten)]
     pub token: crate::client::crypt::TokenArgs,
 }
@@ -647,6 +702,7 @@ pub fn run_main(args: RunArgs) -> std::process::ExitCode {
         legacy_signature: args.legacy_signature,
         json: args.json,
         concurrency: args.concurrency,
+        cacert: args.cacert,
     };
     let runtime = match tokio::runtime::Builder::new_current_thread()
         .enable_all()

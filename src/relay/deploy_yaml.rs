@@ -809,7 +809,7 @@ fn check_image(name: &str, key: &str, v: &Yaml, rules: &DeployRules<'_>) -> Resu
     if let Some(globs) = rules.images {
         if !globs
             .iter()
-            .any(|g| crate::relay::sim::glob_match(g, image))
+            .any(|g| crate::relay::glob::glob_match(g, image))
         {
             return Err(format!(
                 "{name}: `{key}` is `{image}`, which the tenant's `images` ({}) do not allow",

@@ -154,7 +154,11 @@ pub fn default_pod_cidrs() -> Vec<Cidr> {
 #[derive(Debug)]
 pub struct EgressConfig {
     pub pod_cidrs: Vec<Cidr>,
-    pub portal: Vec<SocketAddr>,
+    portal: RwLock<Vec<SocketAddr>>,
+    /// Portals' host names and ports while they have not resolved (they did
+    /// not at start-up): `/http` looks them up before any request, and
+    /// refuses while it cannot, since a portal's address would be unknown.
+    portal_names: RwLock<Vec<(String, u16)>>,
     listen: RwLock<Vec<SocketAddr>>,
 }
 
@@ -179,9 +183,38 @@ impl EgressConfig {
     pub fn new(pod_cidrs: Vec<Cidr>, portal: Vec<SocketAddr>) -> EgressConfig {
         EgressConfig {
             pod_cidrs,
-            portal,
+            portal: RwLock::new(portal),
+            portal_names: RwLock::new(Vec::new()),
             listen: RwLock::new(Vec::new()),
         }
+    }
+
+    /// A portal's name and port, when it did not resolve at start-up.
+    pub fn add_unresolved_portal(&self, host: String, port: u16) {
+        self.portal_names
+            .write()
+            .unwrap_or_else(|p| p.into_inner())
+            .push((host, port));
+    }
+
+    /// The portals' names and ports not resolved yet.
+    pub fn unresolved_portals(&self) -> Vec<(String, u16)> {
+        self.portal_names
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    /// Records a portal's addresses once its name resolved.
+    pub fn portal_resolved(&self, host: &str, port: u16, addrs: Vec<SocketAddr>) {
+        self.portal
+            .write()
+            .unwrap_or_else(|p| p.into_inner())
+            .extend(addrs);
+        self.portal_names
+            .write()
+            .unwrap_or_else(|p| p.into_inner())
+            .retain(|(h, p)| !(h == host && *p == port));
     }
 
     /// Records an address servo listens on (the bound one: `--listen
@@ -269,6 +302,8 @@ impl EgressConfig {
         }
         if self
             .portal
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
             .iter()
             .any(|p| p.ip().to_canonical() == ip && p.port() == port)
         {

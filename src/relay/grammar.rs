@@ -395,16 +395,7 @@ fn parse_tokens(toks: &[&str]) -> Result<Command, GrammarError> {
                 t.len()
             ));
         }
-        if TAGS.contains(&t) {
-            return err(format!(
-                "`{t}` is a toolset command name: the portal would run `{t}` instead of `{verb}`; only the first word may be a command"
-            ));
-        }
-        if t.starts_with('~') {
-            return err(format!(
-                "`{t}`: a word starting with `~` is a home directory for the shell"
-            ));
-        }
+        check_token(verb, t)?;
         if t.starts_with('+') {
             return err(format!(
                 "`{t}`: a word starting with `+` is an option of the portal's dispatcher"

@@ -8,6 +8,7 @@
 
 pub mod deploy_yaml;
 pub mod egress;
+pub mod glob;
 pub mod grammar;
 pub mod policy;
 mod portal;
@@ -22,8 +23,8 @@ use std::sync::atomic::AtomicU64;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use bytes::Bytes;
-use http_body_util::{BodyExt, Full, LengthLimitError, Limited};
+use bytes::{Bytes, BytesMut};
+use http_body_util::{BodyExt, Full};
 use hyper::body::Incoming;
 use hyper::server::conn::http1;
 use hyper::service::service_fn;
@@ -32,7 +33,7 @@ use hyper_util::rt::TokioIo;
 use serde_json::{json, Value};
 use sha2::{Digest, Sha256};
 use tokio::net::{UnixListener, UnixStream};
-use tokio::sync::Semaphore;
+use tokio::sync::{Semaphore, SemaphorePermit};
 use tokio::task::{JoinHandle, JoinSet};
 
 use crate::audit::Audit;
@@ -45,6 +46,12 @@ pub const SOCKET_NAME: &str = "portal.sock";
 pub const MAX_REQUEST_BYTES: usize = 64 * 1024 * 1024;
 /// Requests of one run handled at once (§6.4); more wait their turn.
 pub const MAX_IN_FLIGHT: usize = 8;
+/// Bytes of request bodies one run's relay holds at once, all its in-flight
+/// requests together (§6.4): one request of the largest size. A request with
+/// a `Content-Length` waits until its whole length fits; one without (chunked)
+/// takes room as its body arrives and gets 503 when there is none left.
+/// Without it, 8 requests of 64 MiB made 512 MiB per run.
+pub const RUN_BODY_BUDGET: usize = MAX_REQUEST_BYTES;
 /// Open connections per run; further connections wait to be accepted.
 const MAX_CONNECTIONS: usize = 64;
 /// Default time the portal has to answer (§6.3).
@@ -84,6 +91,8 @@ struct RunState {
     /// Commands seen so far: numbers the audit records of one command.
     commands: AtomicU64,
     in_flight: Semaphore,
+    /// [`RUN_BODY_BUDGET`], one permit per byte of request body held.
+    body_budget: Semaphore,
     /// `ip:port` the portal reported to this run (`port`/`grep`), for `/http`.
     endpoints: Mutex<egress::Endpoints>,
 }
@@ -126,6 +135,21 @@ impl Relay {
         }
     }
 
+    /// An `https://` portal: trust the CAs in `cacert`, else the system's store.
+    pub fn use_portal_tls(&mut self, cacert: Option<&Path>) -> Result<(), String> {
+        self.client = portal::tls_client(cacert)?;
+        Ok(())
+    }
+
+    /// The portal a tenant's commands go to, and the token that signs them:
+    /// its own (SPEC §7 `portal`, `portal_token_file`) or the server's.
+    pub fn portal_of<'a>(&'a self, tenant: &'a Tenant) -> (&'a Portal, Option<&'a str>) {
+        match &tenant.portal {
+            Some(own) => (own, tenant.portal_token.as_deref()),
+            None => (&self.portal, self.portal_token.as_deref()),
+        }
+    }
+
     /// Serves a run's socket at `dir/portal.sock`, owned by `uid:gid` (the
     /// sandbox user) with mode 0660. `dir` is a fresh directory servo made.
     /// The workdir is never read from the host here: files a script sends
@@ -162,6 +186,7 @@ impl Relay {
             script: Mutex::new(String::new()),
             commands: AtomicU64::new(0),
             in_flight: Semaphore::new(MAX_IN_FLIGHT),
+            body_budget: Semaphore::new(RUN_BODY_BUDGET),
             endpoints: Mutex::new(Default::default()),
         });
         let task = tokio::spawn(accept_loop(listener, Arc::clone(&state)));
@@ -246,7 +271,8 @@ async fn handle(state: Arc<RunState>, req: Request<Incoming>) -> Answer {
     let Ok(_permit) = state.in_flight.acquire().await else {
         return fail(StatusCode::SERVICE_UNAVAILABLE, "the relay is closing");
     };
-    let (parts, body) = match read_body(req).await {
+    // `_held` keeps the body's bytes counted until the answer is made.
+    let (parts, body, _held) = match read_body(&state.body_budget, req).await {
         Ok(v) => v,
         Err(resp) => return resp,
     };
@@ -261,7 +287,12 @@ enum Route {
     Http,
 }
 
-async fn read_body(req: Request<Incoming>) -> Result<(hyper::http::request::Parts, Bytes), Answer> {
+/// Reads a request's body, counting its bytes against the run's `budget`
+/// ([`RUN_BODY_BUDGET`]); the permit returned holds them.
+async fn read_body(
+    budget: &Semaphore,
+    req: Request<Incoming>,
+) -> Result<(hyper::http::request::Parts, Bytes, SemaphorePermit<'_>), Answer> {
     let too_large = || {
         fail(
             StatusCode::PAYLOAD_TOO_LARGE,
@@ -271,7 +302,8 @@ async fn read_body(req: Request<Incoming>) -> Result<(hyper::http::request::Part
             ),
         )
     };
-    let (parts, body) = req.into_parts();
+    let closing = || fail(StatusCode::SERVICE_UNAVAILABLE, "the relay is closing");
+    let (parts, mut body) = req.into_parts();
     let declared = parts
         .headers
         .get(hyper::header::CONTENT_LENGTH)
@@ -280,14 +312,53 @@ async fn read_body(req: Request<Incoming>) -> Result<(hyper::http::request::Part
     if declared.is_some_and(|n| n > MAX_REQUEST_BYTES as u64) {
         return Err(too_large());
     }
-    match Limited::new(body, MAX_REQUEST_BYTES).collect().await {
-        Ok(c) => Ok((parts, c.to_bytes())),
-        Err(e) if e.downcast_ref::<LengthLimitError>().is_some() => Err(too_large()),
-        Err(e) => Err(fail(
-            StatusCode::BAD_REQUEST,
-            format!("cannot read the request: {e}"),
-        )),
+    // A declared length is reserved whole before the body is read (waiting
+    // for the run's other requests to free room: never more than the budget,
+    // since no request is larger); a streamed body grows its reservation.
+    let declared = declared.map_or(0, |n| n as usize);
+    let mut held = budget
+        .acquire_many(permits(declared))
+        .await
+        .map_err(|_| closing())?;
+    let mut data = BytesMut::with_capacity(declared);
+    while let Some(frame) = body.frame().await {
+        let frame = frame.map_err(|e| {
+            fail(
+                StatusCode::BAD_REQUEST,
+                format!("cannot read the request: {e}"),
+            )
+        })?;
+        let Ok(chunk) = frame.into_data() else {
+            continue;
+        };
+        let len = data.len() + chunk.len();
+        if len > MAX_REQUEST_BYTES {
+            return Err(too_large());
+        }
+        if len > held.num_permits() {
+            let more = budget
+                .try_acquire_many(permits(len - held.num_permits()))
+                .map_err(|_| {
+                    fail(
+                        StatusCode::SERVICE_UNAVAILABLE,
+                        format!(
+                            "the relay is busy: this run's requests in flight already hold \
+                             their share of the {} MiB it keeps for request bodies; send a \
+                             Content-Length to wait for room, or retry later",
+                            RUN_BODY_BUDGET / (1024 * 1024)
+                        ),
+                    )
+                })?;
+            held.merge(more);
+        }
+        data.extend_from_slice(&chunk);
     }
+    Ok((parts, data.freeze(), held))
+}
+
+/// Permits for `bytes` bytes (never more than [`RUN_BODY_BUDGET`], which fits).
+fn permits(bytes: usize) -> u32 {
+    u32::try_from(bytes.min(RUN_BODY_BUDGET)).unwrap_or(u32::MAX)
 }
 
 /// A file name a script may upload (SPEC §6.3): a plain base name, which the
@@ -592,12 +663,13 @@ async fn shell(state: &RunState, parts: &hyper::http::request::Parts, body: Byte
     };
     let started = admitted.started;
     let relay = &state.relay;
-    let mut answer = match &relay.portal {
+    let (target, token) = relay.portal_of(&state.tenant);
+    let mut answer = match target {
         Portal::Sim => relay.sim.shell(&line, &files),
         Portal::Url(base) => portal::shell(
             &relay.client,
             base,
-            relay.portal_token.as_deref(),
+            token,
             &line,
             &files,
             relay.portal_timeout,
@@ -625,7 +697,7 @@ async fn shell(state: &RunState, parts: &hyper::http::request::Parts, body: Byte
         }
     }
     let ok = answer.get("ok") == Some(&Value::Bool(true));
-    if answer.get("ms").is_none() || matches!(relay.portal, Portal::Sim) {
+    if answer.get("ms").is_none() || matches!(target, Portal::Sim) {
         answer["ms"] = json!(started.elapsed().as_millis() as u64);
     }
     state.finish(admitted, &line, ok, StatusCode::OK, answer)
@@ -690,6 +762,23 @@ async fn http(state: &RunState, body: Bytes) -> Answer {
     }
     let relay = &state.relay;
     let cfg = &relay.egress;
+    for (name, portal_port) in cfg.unresolved_portals() {
+        match portal::resolve(&name, portal_port, Duration::from_secs(5)).await {
+            Ok(ips) => cfg.portal_resolved(
+                &name,
+                portal_port,
+                ips.into_iter()
+                    .map(|ip| std::net::SocketAddr::new(ip, portal_port))
+                    .collect(),
+            ),
+            Err(e) => {
+                let why = format!(
+                    "the portal's name does not resolve ({e}), so servo cannot tell the portal's address from a pod's: retry when it does"
+                );
+                return state.deny("http", record(), &why);
+            }
+        }
+    }
     let allowed = {
         let reported = state.endpoints.lock().unwrap_or_else(|p| p.into_inner());
         egress::allow(
@@ -724,7 +813,7 @@ async fn http(state: &RunState, body: Bytes) -> Answer {
         Err(e) => return not_relayed(e),
     };
     let path = uri.path_and_query().map(|p| p.as_str()).unwrap_or("/");
-    let stub = match relay.portal {
+    let stub = match relay.portal_of(&state.tenant).0 {
         Portal::Sim => relay.sim.pod_http(&host, port, path),
         Portal::Url(_) => None,
     };

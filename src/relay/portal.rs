@@ -4,6 +4,7 @@
 
 use std::collections::BTreeMap;
 use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
 use std::time::Duration;
 
 use base64::Engine;
@@ -21,15 +22,42 @@ use super::egress;
 
 use crate::bundle::signature::hmac_sha1_hex;
 
-pub type HttpClient = Client<HttpConnector, Full<Bytes>>;
+/// The portal's client: `http://` as before, `https://` with rustls (§12).
+pub type HttpClient = Client<hyper_rustls::HttpsConnector<HttpConnector>, Full<Bytes>>;
 
 /// Largest portal answer servo reads (the portal's JSON is small; this is a guard).
 const MAX_PORTAL_ANSWER: usize = 16 * 1024 * 1024;
 /// Largest body of an `/http` answer passed back to the script (§6.6).
 pub const MAX_HTTP_BODY: usize = 1024 * 1024;
 
+/// A client for an `http://` portal (it has no CA to trust: an
+/// `https://` portal needs [`tls_client`]).
 pub fn client() -> HttpClient {
-    Client::builder(hyper_util::rt::TokioExecutor::new()).build(HttpConnector::new())
+    let tls = rustls::ClientConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .expect("ring supports the default protocol versions")
+    .with_root_certificates(rustls::RootCertStore::empty())
+    .with_no_client_auth();
+    build(tls)
+}
+
+/// A client for an `https://` portal trusting the CAs in `cacert`, else
+/// the system's trust store.
+pub fn tls_client(cacert: Option<&std::path::Path>) -> Result<HttpClient, String> {
+    Ok(build(crate::tls::client_config(cacert, "--portal-cacert")?))
+}
+
+fn build(mut tls: rustls::ClientConfig) -> HttpClient {
+    // hyper-rustls sets ALPN itself (http/1.1 only here).
+    tls.alpn_protocols.clear();
+    let connector = hyper_rustls::HttpsConnectorBuilder::new()
+        .with_tls_config(tls)
+        .https_or_http()
+        .enable_http1()
+        .build();
+    Client::builder(hyper_util::rt::TokioExecutor::new()).build(connector)
 }
 
 /// A multipart/form-data body with one part per file (field name = file
@@ -104,6 +132,9 @@ pub async fn shell(
         .map_err(|e| format!("bad request for {base}: {e}"))?;
     let exchange = async {
         let resp = client.request(req).await.map_err(|e| {
+            if let Some(why) = crate::tls::certificate_problem(&e, "--portal-cacert") {
+                return why;
+            }
             let mut why = e.to_string();
             let mut src = std::error::Error::source(&e);
             while let Some(s) = src {

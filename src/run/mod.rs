@@ -189,6 +189,18 @@ fn page_size() -> u64 {
     u64::try_from(n).ok().filter(|&n| n > 0).unwrap_or(4096)
 }
 
+/// Inodes scripts may create in /work beyond the bundle's (files, directories,
+/// links): a virtualenv with a few packages is 2,000-5,000; each costs about
+/// 1 KiB of kernel memory.
+pub const SCRIPT_INODES: u64 = 16_384;
+
+/// `nr_inodes` of a run's tmpfs: the bundle's entries (implied directories
+/// included, SPEC §3.2), as many plaintexts of `.aes` files, the volume's
+/// own (`work/`, `relay/`, the socket) and [`SCRIPT_INODES`].
+pub fn run_volume_inodes(entries: u64) -> u64 {
+    entries.saturating_mul(2).saturating_add(16 + SCRIPT_INODES)
+}
+
 async fn remove_run_dir(dir: &Path) {
     let dir = dir.to_owned();
     let result =
@@ -208,7 +220,8 @@ async fn run_in_group(
     lease: &IdLease,
     out: &mut Reporter,
 ) -> Result<(), Failure> {
-    if ctx.config.portal == Portal::Sim {
+    // The portal this tenant's commands go to (its own, or the server's).
+    if spec.tenant.portal.as_ref().unwrap_or(&ctx.config.portal) == &Portal::Sim {
         out.line(SIM_LINE.to_string());
     }
     for (name, value) in &spec.vars {
@@ -283,9 +296,14 @@ async fn run_steps(
     // The run's own tmpfs: room for the bundle, then for what scripts write.
     // tmpfs takes a whole page per file while the unpack limit counts bytes:
     // without a page per entry, many tiny files would fill it first.
+    // Its inodes: the bundle's entries (implied directories included), one
+    // plaintext per `.aes` file at most, the volume's own few, and what the
+    // scripts create (empty files and directories take no page, so the size
+    // alone does not bound them).
     let volume = RunVolume::create(
         &RunVolume::dir_of(&spec.run_dir),
         limits.unpacked_bytes() + limits.work_bytes() + limits.entries * page_size(),
+        run_volume_inodes(limits.entries),
         ctx.sandbox.can_mount_workdirs(),
         owner,
     )
@@ -296,6 +314,7 @@ async fn run_steps(
         max_total_bytes: limits.unpacked_bytes(),
         max_entries: limits.entries,
         max_file_bytes: limits.file_bytes(),
+        max_name_bytes: unpack::MAX_NAME_BYTES_TOTAL,
     };
     let dest = work.clone();
     let unpacked = tokio::task::spawn_blocking(move || {

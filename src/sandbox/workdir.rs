@@ -23,11 +23,13 @@ impl RunVolume {
         run_dir.join("box")
     }
 
-    /// Creates `dir`, mounts a tmpfs of `size` bytes on it when `use_tmpfs`,
-    /// and makes `work/` (owned by `owner`) and `relay/` in it.
+    /// Creates `dir`, mounts a tmpfs of `size` bytes and at most `inodes`
+    /// files, directories and links on it when `use_tmpfs`, and makes
+    /// `work/` (owned by `owner`) and `relay/` in it.
     pub fn create(
         dir: &Path,
         size: u64,
+        inodes: u64,
         use_tmpfs: bool,
         owner: Option<(u32, u32)>,
     ) -> std::io::Result<RunVolume> {
@@ -38,7 +40,7 @@ impl RunVolume {
             mounted: false,
         };
         if use_tmpfs {
-            let options = format!("size={size},mode=0711");
+            let options = format!("size={size},nr_inodes={inodes},mode=0711");
             mount(
                 Some("tmpfs"),
                 dir,
@@ -75,7 +77,8 @@ impl RunVolume {
     }
 
     /// Sets the volume's size to what it holds now plus `extra` bytes (after
-    /// unpacking: the bundle, plus what the scripts may write).
+    /// unpacking: the bundle, plus what the scripts may write). A remount
+    /// changes only the options it names: `nr_inodes` stays.
     pub fn limit_growth(&self, extra: u64) -> std::io::Result<()> {
         if !self.mounted {
             return Ok(());

@@ -16,7 +16,7 @@ pub use connections::raise_open_files_limit;
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -53,6 +53,53 @@ pub enum ServeError {
     StateDirInUse { path: PathBuf, holder: String },
     #[error("no randomness from the OS: {0}")]
     Random(String),
+    #[error("{0}")]
+    Tls(String),
+}
+
+/// HTTPS (SPEC §12): the reloadable certificate and the acceptor using it.
+pub struct Tls {
+    pub cert: Arc<crate::tls::ReloadingCert>,
+    pub acceptor: tokio_rustls::TlsAcceptor,
+}
+
+impl Tls {
+    fn load(files: &crate::config::TlsFiles) -> Result<Tls, ServeError> {
+        let cert = Arc::new(
+            crate::tls::ReloadingCert::load(&files.cert, &files.key).map_err(ServeError::Tls)?,
+        );
+        let config = crate::tls::server_config(Arc::clone(&cert)).map_err(ServeError::Tls)?;
+        Ok(Tls {
+            cert,
+            acceptor: tokio_rustls::TlsAcceptor::from(Arc::new(config)),
+        })
+    }
+}
+
+/// Serves HTTP/1.1 on one accepted connection (plain or TLS) until it
+/// closes; the graceful drain can ask it to finish.
+async fn serve_connection<I>(
+    server: Arc<Server>,
+    io: I,
+    remote: std::net::SocketAddr,
+    watcher: hyper_util::server::graceful::Watcher,
+    request_timeout: Duration,
+) where
+    I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    let service = hyper::service::service_fn(move |req| {
+        let server = server.clone();
+        async move { Ok::<_, std::convert::Infallible>(routes::handle(server, req, remote).await) }
+    });
+    // A client that never finishes its headers is cut off
+    // (hyper times them out only when given a timer).
+    let conn = http1::Builder::new()
+        .timer(hyper_util::rt::TokioTimer::new())
+        .header_read_timeout(request_timeout)
+        .serve_connection(TokioIo::new(io), service);
+    if let Err(e) = watcher.watch(conn).await {
+        tracing::debug!("connection from {remote}: {e}");
+    }
 }
 
 /// Shared state of a running server.
@@ -87,6 +134,13 @@ pub struct Server {
     /// told): it is read and verified as a known tenant's would be, and fails
     /// the same way (§2.1).
     pub decoy_token: String,
+    /// HTTPS, when --tls-cert and --tls-key are given.
+    pub tls: Option<Tls>,
+    /// Whether new runs are admitted: false once the pod was turned `off`
+    /// or `kill`ed (SPEC §13); they get 503 with Retry-After.
+    pub accepting: AtomicBool,
+    /// The Ochothon pod servo is, when it is one (SPEC §13).
+    pub pod: Option<Arc<crate::ochopod::control::Pod>>,
     /// `STATE/servo.lock`, held while this server runs.
     _state_lock: nix::fcntl::Flock<std::fs::File>,
 }
@@ -181,6 +235,7 @@ impl Server {
     /// Prepares everything before listening; fails with one clear sentence.
     pub fn start(config: Config) -> Result<Arc<Server>, ServeError> {
         let state_lock = state_lock::lock_state_dir(&config.state_dir)?;
+        let tls = config.tls.as_ref().map(Tls::load).transpose()?;
         let runs_dir = config.state_dir.join("runs");
         let spool_dir = config.state_dir.join("spool");
         let interrupted = sweep_runs_dir(&runs_dir, &spool_dir)?;
@@ -234,11 +289,28 @@ impl Server {
             Arc::clone(&audit),
         );
         relay.metrics = Arc::clone(&metrics);
+        if let Portal::Url(url) = &config.portal {
+            if url.starts_with("https://") {
+                relay
+                    .use_portal_tls(config.portal_cacert.as_deref())
+                    .map_err(ServeError::Tls)?;
+            }
+        }
         relay.portal_timeout = Duration::from_secs(config.portal_timeout_s);
         relay.egress = Arc::new(crate::relay::egress::EgressConfig::new(
             config.pod_cidrs.clone(),
             config.portal_addrs.clone(),
         ));
+        for (host, port) in &config.portal_unresolved {
+            tracing::warn!(
+                "the portal name {host} does not resolve now: its commands fail until it does, and scripts' /http requests are refused until servo can tell the portal's address"
+            );
+            relay.egress.add_unresolved_portal(host.clone(), *port);
+        }
+        let pod = config
+            .ochopod
+            .clone()
+            .map(|c| Arc::new(crate::ochopod::control::Pod::new(c)));
         Ok(Arc::new(Server {
             ctx: Arc::new(RunContext {
                 relay: Arc::new(relay),
@@ -263,12 +335,57 @@ impl Server {
             rejections,
             spool_claims: AtomicU64::new(0),
             decoy_token: hex::encode(decoy),
+            tls,
+            accepting: AtomicBool::new(true),
+            pod,
             _state_lock: state_lock,
         }))
     }
 
     pub fn config(&self) -> &Config {
         &self.ctx.config
+    }
+
+    /// SIGHUP: reads --tls-cert and --tls-key again. A failure is logged
+    /// and the certificate in use stays.
+    async fn reload_certificate(&self) {
+        let Some(tls) = &self.tls else {
+            tracing::info!("SIGHUP: nothing to reload (no --tls-cert)");
+            return;
+        };
+        let cert = Arc::clone(&tls.cert);
+        match tokio::task::spawn_blocking(move || cert.reload()).await {
+            Ok(Ok(())) => tracing::info!(
+                "SIGHUP: TLS certificate reloaded from {}",
+                tls.cert.cert_path().display()
+            ),
+            Ok(Err(e)) => tracing::error!(
+                "SIGHUP: TLS certificate not reloaded, keeping the current one: {e}"
+            ),
+            Err(e) => tracing::error!("SIGHUP: TLS certificate not reloaded: {e}"),
+        }
+    }
+
+    /// Waits until no request holds a place (uploading, queued or running),
+    /// at most `within`; whether that happened.
+    pub async fn wait_drained(&self, within: Duration) -> bool {
+        let deadline = tokio::time::Instant::now() + within;
+        loop {
+            let notified = self.run_ended.notified();
+            if self.admitted.load(Ordering::SeqCst) == 0 {
+                return true;
+            }
+            // A refused request gives its place back without a notice: look
+            // again now and then.
+            let tick = (tokio::time::Instant::now() + Duration::from_millis(100)).min(deadline);
+            tokio::select! {
+                _ = notified => {}
+                _ = tokio::time::sleep_until(tick) => {}
+            }
+            if tokio::time::Instant::now() >= deadline {
+                return self.admitted.load(Ordering::SeqCst) == 0;
+            }
+        }
     }
 
     /// Accepts connections until SIGTERM/SIGINT, then drains: no new
@@ -290,6 +407,8 @@ impl Server {
         };
         let mut term = signal(tokio::signal::unix::SignalKind::terminate())?;
         let mut interrupt = signal(tokio::signal::unix::SignalKind::interrupt())?;
+        // SIGHUP reloads the TLS certificate (and no longer ends servo).
+        let mut hangup = signal(tokio::signal::unix::SignalKind::hangup())?;
         match &self.config().portal {
             Portal::Sim => tracing::info!("{}", crate::run::SIM_LINE),
             Portal::Url(_) => tracing::info!("portal: {}", self.config().portal.display()),
@@ -313,6 +432,30 @@ impl Server {
             );
         }
         self.ctx.coordination.start();
+        if let Some(tls) = &self.tls {
+            tracing::info!(
+                "HTTPS: certificate {} (SIGHUP reloads it)",
+                tls.cert.cert_path().display()
+            );
+        }
+        if let Some(pod) = &self.pod {
+            let control =
+                crate::ochopod::control::bind(pod)
+                    .await
+                    .map_err(|source| ServeError::Listen {
+                        addr: pod.config.listen,
+                        source,
+                    })?;
+            let control_addr = control.local_addr().unwrap_or(pod.config.listen);
+            self.ctx.relay.egress.add_listen(control_addr);
+            tokio::spawn(crate::ochopod::control::serve(self.clone(), control));
+            tokio::spawn(Arc::clone(&pod.registry).run());
+            tracing::info!(
+                "ochopod: pod of {} (ZooKeeper {}); control port on {control_addr}",
+                pod.config.qualified,
+                pod.config.zk
+            );
+        }
         tracing::info!("servo {} listening on {local}", env!("CARGO_PKG_VERSION"));
 
         let graceful = hyper_util::server::graceful::GracefulShutdown::new();
@@ -340,29 +483,35 @@ impl Server {
                     };
                     let _ = stream.set_nodelay(true);
                     let server = self.clone();
-                    let service = hyper::service::service_fn(move |req| {
-                        let server = server.clone();
-                        async move { Ok::<_, std::convert::Infallible>(routes::handle(server, req, remote).await) }
-                    });
-                    // A client that never finishes its headers is cut off
-                    // (hyper times them out only when given a timer).
-                    let conn = http1::Builder::new()
-                        .timer(hyper_util::rt::TokioTimer::new())
-                        .header_read_timeout(request_timeout)
-                        .serve_connection(TokioIo::new(stream), service);
-                    let conn = graceful.watch(conn);
+                    let acceptor = self.tls.as_ref().map(|t| t.acceptor.clone());
+                    let watcher = graceful.watcher();
+                    // The TLS handshake happens here, in the connection's
+                    // task (never in this loop), holding the connection's
+                    // permit and bounded by --request-timeout-s.
                     tokio::spawn(async move {
-                        if let Err(e) = conn.await {
-                            tracing::debug!("connection from {remote}: {e}");
+                        match acceptor {
+                            None => serve_connection(server, stream, remote, watcher, request_timeout).await,
+                            Some(acceptor) => {
+                                match tokio::time::timeout(request_timeout, acceptor.accept(stream)).await {
+                                    Ok(Ok(tls)) => serve_connection(server, tls, remote, watcher, request_timeout).await,
+                                    Ok(Err(e)) => tracing::debug!("TLS handshake with {remote} failed: {e}"),
+                                    Err(_) => tracing::debug!("TLS handshake with {remote} timed out"),
+                                }
+                            }
                         }
                         drop(permit);
                     });
                 }
+                _ = hangup.recv() => self.reload_certificate().await,
                 _ = term.recv() => break,
                 _ = interrupt.recv() => break,
             }
         }
         drop(listener);
+        if let Some(pod) = &self.pod {
+            // Out of ZooKeeper first: the tools stop sending us work.
+            pod.registry.deregister(Duration::from_secs(3)).await;
+        }
         let drain = Duration::from_secs(self.config().drain_timeout_s);
         tracing::info!(
             "stopping: no new connections; waiting up to {}s for {} run(s)",

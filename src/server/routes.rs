@@ -125,6 +125,12 @@ fn health(server: &Server) -> Response<ResponseBody> {
         "version": env!("CARGO_PKG_VERSION"),
         "uptime_s": server.started.elapsed().as_secs(),
         "portal": config.portal.display(),
+        // Each tenant's portal (its own or the server's), without credentials.
+        "portals": config
+            .tenants
+            .iter()
+            .map(|t| (t.name.clone(), json!(t.portal.as_ref().unwrap_or(&config.portal).display())))
+            .collect::<serde_json::Map<_, _>>(),
         "pod_cidrs": config.pod_cidrs.iter().map(ToString::to_string).collect::<Vec<_>>(),
         "legacy_signatures": if config.legacy_signatures_allowed() { "allowed" } else { "refused" },
         "runs_in_flight": in_flight,
@@ -281,11 +287,19 @@ fn admit(server: &Arc<Server>) -> Result<Admission, Rejection> {
             (n < cap).then_some(n + 1)
         })
         .map_err(|_| busy("busy: too many runs and queued requests; retry later"))?;
-    Ok(Admission {
+    let admission = Admission {
         server: server.clone(),
         tenant: None,
         place: None,
-    })
+    };
+    // After taking the place: a drain that set the flag and then saw no
+    // place taken cannot miss this request (both sides are SeqCst).
+    if !server.accepting.load(Ordering::SeqCst) {
+        return Err(busy(
+            "busy: servo is drained (Ochothon off or kill) and accepts no runs; retry later",
+        ));
+    }
+    Ok(admission)
 }
 
 impl Admission {

@@ -71,6 +71,16 @@ impl Drop for FakePortal {
 
 impl FakePortal {
     pub async fn start(token: Option<&str>) -> FakePortal {
+        Self::start_with(token, None).await
+    }
+
+    /// The same portal serving HTTPS through `tls` (an `https://` URL).
+    pub async fn start_tls(token: Option<&str>, tls: tokio_rustls::TlsAcceptor) -> FakePortal {
+        Self::start_with(token, Some(tls)).await
+    }
+
+    async fn start_with(token: Option<&str>, tls: Option<tokio_rustls::TlsAcceptor>) -> FakePortal {
+        let scheme = if tls.is_some() { "https" } else { "http" };
         let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
         let addr = listener.local_addr().expect("addr");
         let state = Arc::new(Mutex::new(PortalState {
@@ -94,19 +104,28 @@ impl FakePortal {
                     continue;
                 };
                 let (st, ct) = (Arc::clone(&st), ct.clone());
+                let tls = tls.clone();
                 tokio::spawn(async move {
                     let svc = hyper::service::service_fn(move |req| {
                         let (st, ct) = (Arc::clone(&st), ct.clone());
                         async move { Ok::<_, Infallible>(answer(st, ct, req).await) }
                     });
-                    let _ = hyper::server::conn::http1::Builder::new()
-                        .serve_connection(TokioIo::new(stream), svc)
-                        .await;
+                    let builder = hyper::server::conn::http1::Builder::new();
+                    match tls {
+                        None => {
+                            let _ = builder.serve_connection(TokioIo::new(stream), svc).await;
+                        }
+                        Some(tls) => {
+                            if let Ok(stream) = tls.accept(stream).await {
+                                let _ = builder.serve_connection(TokioIo::new(stream), svc).await;
+                            }
+                        }
+                    }
                 });
             }
         });
         FakePortal {
-            url: format!("http://{addr}"),
+            url: format!("{scheme}://{addr}"),
             state,
             stalled_now: counters.now,
             stalled_max: counters.max,

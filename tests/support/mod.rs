@@ -125,11 +125,16 @@ impl Servo {
     }
 
     pub fn audit(&self) -> Vec<serde_json::Value> {
-        std::fs::read_to_string(self.state.path().join("audit.log"))
-            .unwrap_or_default()
-            .lines()
-            .map(|l| serde_json::from_str(l).expect("audit lines are JSON"))
-            .collect()
+        let path = self.state.path().join("audit.log");
+        if !path.exists() {
+            return Vec::new();
+        }
+        audit_lines(&path)
+    }
+
+    /// `GET /health`.
+    pub fn health(&self) -> Reply {
+        curl(&format!("{}/health", self.url), &[])
     }
 
     /// SIGTERM, then wait (bounded) for the exit status.
@@ -353,4 +358,77 @@ pub fn entries(dir: &Path) -> Vec<String> {
 pub fn line_reader(child: &mut Child) -> impl Iterator<Item = String> {
     let out = child.stdout.take().expect("piped stdout");
     BufReader::new(out).lines().map_while(Result::ok)
+}
+
+/// A small tmpfs mounted on a fresh directory; unmounted on drop.
+pub struct SmallFs {
+    pub dir: tempfile::TempDir,
+}
+
+impl SmallFs {
+    pub fn mount(size: &str) -> SmallFs {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let status = std::process::Command::new("mount")
+            .args([
+                "-t",
+                "tmpfs",
+                "-o",
+                &format!("size={size},mode=0700"),
+                "tmpfs",
+            ])
+            .arg(dir.path())
+            .status()
+            .expect("mount");
+        assert!(status.success(), "mount tmpfs failed");
+        SmallFs { dir }
+    }
+
+    pub fn path(&self) -> &Path {
+        self.dir.path()
+    }
+
+    pub fn free(&self) -> u64 {
+        let s = nix::sys::statvfs::statvfs(self.path()).expect("statvfs");
+        s.blocks_available() * s.fragment_size()
+    }
+
+    /// Writes zeros into `name` until the filesystem is full.
+    pub fn fill(&self, name: &str) {
+        let mut f = std::fs::File::create(self.path().join(name)).expect("filler");
+        let block = vec![0u8; 64 * 1024];
+        loop {
+            if std::io::Write::write_all(&mut f, &block).is_err() {
+                break;
+            }
+        }
+        // Whatever fits in the last page too.
+        while std::io::Write::write_all(&mut f, &[0u8]).is_ok() {}
+    }
+}
+
+impl Drop for SmallFs {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("umount")
+            .arg("-l")
+            .arg(self.dir.path())
+            .status();
+    }
+}
+
+/// The records of an audit log, each a JSON object.
+pub fn audit_lines(path: &Path) -> Vec<serde_json::Value> {
+    std::fs::read_to_string(path)
+        .expect("audit log")
+        .lines()
+        .map(|l| {
+            serde_json::from_str(l).unwrap_or_else(|e| panic!("audit line not JSON ({e}): {l}"))
+        })
+        .collect()
+}
+
+/// Incompressible bytes, so an archive stays as large as the file.
+pub fn random_file(path: &Path, bytes: usize) {
+    let mut data = vec![0u8; bytes];
+    getrandom::fill(&mut data).expect("random");
+    std::fs::write(path, data).expect("write");
 }

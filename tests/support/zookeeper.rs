@@ -113,6 +113,16 @@ impl ZooKeeper {
         answer == "imok"
     }
 
+    /// Drops the data of a stopped server: the next `resume` starts an empty
+    /// ZooKeeper that knows none of the old sessions (they then expire).
+    pub fn forget(&mut self) {
+        assert!(
+            self.child.is_none(),
+            "stop ZooKeeper before forgetting its data"
+        );
+        let _ = std::fs::remove_dir_all(self.dir.path().join("data"));
+    }
+
     /// Stops the server (SIGKILL: no goodbye to the sessions).
     pub fn stop(&mut self) {
         if let Some(mut child) = self.child.take() {

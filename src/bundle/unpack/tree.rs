@@ -91,6 +91,14 @@ impl Tree {
         }
     }
 
+    /// How many directories creating `key` would add (its ancestors not
+    /// recorded yet), and the bytes of their names.
+    pub fn missing_ancestors(&self, key: &[u8]) -> (u64, u64) {
+        ancestors(key)
+            .filter(|up| self.kind(up).is_none())
+            .fold((0, 0), |(n, bytes), up| (n + 1, bytes + up.len() as u64))
+    }
+
     /// Creates the missing ancestors of `key` and opens its parent directory.
     fn parent_of(&mut self, key: &[u8]) -> io::Result<OwnedFd> {
         for up in ancestors(key) {
