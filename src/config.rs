@@ -690,6 +690,18 @@ impl Config {
             Some(p) => AuditTarget::File(PathBuf::from(p)),
             None => AuditTarget::File(state_dir.join("audit.log")),
         };
+        let ochopod = detect_pod(args)?;
+        // §11 through ZooKeeper: --coordination, or else, on an Ochothon
+        // pod, the pod's ensemble (SPEC §13), under /servo/<ns>.<cluster>
+        // so that the instances of one servo cluster share it.
+        let coordination = match (args.coordination.as_deref(), &ochopod) {
+            (Some(url), _) => Some(parse_zk_url(url, args.coordination_session_timeout_s)?),
+            (None, Some(pod)) => Some(parse_zk_url(
+                &format!("zk://{}/servo/{}", pod.zk, pod.qualified.replace('/', "_")),
+                args.coordination_session_timeout_s,
+            )?),
+            (None, None) => None,
+        };
         Ok(Config {
             listen: args.listen,
             state_dir,
@@ -724,11 +736,7 @@ impl Config {
             disk_reserve: args.disk_reserve_mib.map(|m| m.saturating_mul(1 << 20)),
             min_upload_rate: args.min_upload_rate,
             upload_grace_s: args.upload_grace_s,
-            coordination: args
-                .coordination
-                .as_deref()
-                .map(|u| parse_zk_url(u, args.coordination_session_timeout_s))
-                .transpose()?,
+            coordination,
             tls: match (&args.tls_cert, &args.tls_key) {
                 (Some(cert), Some(key)) => Some(TlsFiles {
                     cert: cert.clone(),
@@ -742,7 +750,7 @@ impl Config {
                 }
             },
             portal_cacert: args.portal_cacert.clone(),
-            ochopod: detect_pod(args)?,
+            ochopod,
         })
     }
 
