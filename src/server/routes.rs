@@ -1,14 +1,17 @@
 //! Routes (SPEC §2): `POST /run/<scripts>`, `GET /health`; 404/405 otherwise.
 //!
 //! A run request goes through its checks in this order, answering the first
-//! that fails with one line: script list and variables (400), signature
-//! header (403), content type (415), declared size (413), capacity in the
-//! shared pool and room on the disk above its reserve (503); then the upload
-//! streams to disk while hashed (413 past the limit, 400 without a `tgz`
-//! field, 408 when it stalls or is slower than the minimum rate) and the
-//! signature is verified (403; an unknown tenant's upload goes through all
-//! of this too, against a key nobody has); then the tenant's own place
-//! (503). Only then is anything in the archive looked at: the run starts.
+//! that fails with one line: script list, variables and concurrency group
+//! name (400), signature header (403), content type (415), coordination
+//! for a v2 or grouped request (503 while ZooKeeper is down, §11), declared
+//! size (413), capacity in the shared pool and room on the disk above its
+//! reserve (503); then the upload streams to disk while hashed (413 past
+//! the limit, 400 without a `tgz` field, 408 when it stalls or is slower
+//! than the minimum rate) and the signature is verified (403; an unknown
+//! tenant's upload goes through all of this too, against a key nobody
+//! has); then the tenant's own place, here and across instances (503), and
+//! the v2 replay check (403). Only then is anything in the archive looked
+//! at: the run starts (and, in a concurrency group, waits for its turn).
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
