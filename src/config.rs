@@ -147,6 +147,75 @@ pub struct ServeArgs {
     /// (which `poll` shows to whoever reaches the control port).
     #[arg(long, env = "SERVO_OCHOPOD_HIDE_TOKEN")]
     pub ochopod_hide_token: bool,
+    /// Share the v2 replay cache, concurrency groups, tenants'
+    /// concurrent_runs and a registry of instances with other servo
+    /// instances through ZooKeeper: zk://host:port[,host:port...]/CHROOT
+    /// (SPEC §11). Absent: all of it within this instance.
+    #[arg(long, env = "SERVO_COORDINATION", value_name = "zk://HOSTS/CHROOT")]
+    pub coordination: Option<String>,
+    /// The ZooKeeper session timeout, in seconds: how long after this
+    /// instance dies (or loses ZooKeeper) its concurrency groups are freed.
+    #[arg(
+        long,
+        env = "SERVO_COORDINATION_SESSION_TIMEOUT_S",
+        default_value_t = 10
+    )]
+    pub coordination_session_timeout_s: u64,
+}
+
+/// Where the ZooKeeper ensemble servo coordinates through is (§11).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ZkTarget {
+    /// `host:port[,host:port...]`.
+    pub hosts: String,
+    /// The chroot, e.g. `/servo` (never `/` alone, never a trailing `/`).
+    pub chroot: String,
+    pub session_timeout: std::time::Duration,
+}
+
+/// Parses `zk://host:port[,host:port...]/chroot`.
+pub fn parse_zk_url(url: &str, session_timeout_s: u64) -> Result<ZkTarget, ConfigError> {
+    let bad = |why: &str| {
+        invalid(format!(
+            "--coordination {url}: {why} (expected zk://host:port[,host:port...]/chroot)"
+        ))
+    };
+    let rest = url
+        .strip_prefix("zk://")
+        .ok_or_else(|| bad("not a zk:// URL"))?;
+    let (hosts, chroot) = rest.split_once('/').ok_or_else(|| bad("no chroot path"))?;
+    if hosts.is_empty() {
+        return Err(bad("no host"));
+    }
+    for host in hosts.split(',') {
+        let ok = host
+            .rsplit_once(':')
+            .is_some_and(|(h, p)| !h.is_empty() && p.parse::<u16>().is_ok_and(|p| p > 0));
+        if !ok {
+            return Err(bad(&format!("`{host}` is not host:port")));
+        }
+    }
+    let chroot = chroot.trim_end_matches('/');
+    if chroot.is_empty() {
+        return Err(bad("no chroot path: give servo its own, e.g. /servo"));
+    }
+    if chroot.split('/').next() == Some("zookeeper")
+        || chroot
+            .split('/')
+            .any(|c| c.is_empty() || c == "." || c == "..")
+    {
+        return Err(bad("bad chroot path"));
+    }
+    if session_timeout_s == 0 || session_timeout_s > 600 {
+        return Err(invalid(
+            "--coordination-session-timeout-s must be within 1-600",
+        ));
+    }
+    Ok(ZkTarget {
+        hosts: hosts.to_string(),
+        chroot: format!("/{chroot}"),
+        session_timeout: std::time::Duration::from_secs(session_timeout_s),
+    })
 }
 
 /// Where the portal is.
@@ -179,6 +248,25 @@ pub struct Tenant {
     /// The token that signs commands to the tenant's own portal
     /// (`portal_token_file`); never the server's portal token.
     pub portal_token: Option<String>,
+    /// The default concurrency group of its runs (§11; None: none).
+    pub concurrency: Option<String>,
+    /// How long a run waits for its concurrency group before giving up (§11).
+    pub concurrency_wait_s: u64,
+}
+
+/// How long a run waits for its concurrency group by default (§11).
+pub const DEFAULT_CONCURRENCY_WAIT_S: u64 = 1800;
+
+/// Whether `name` is a valid concurrency group name: `[A-Za-z0-9._-]{1,64}`
+/// (§11), which also makes it a safe ZooKeeper node name (`.`/`..` excluded).
+pub fn valid_group_name(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= 64
+        && name != "."
+        && name != ".."
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'.' || b == b'_' || b == b'-')
 }
 
 impl Tenant {
@@ -195,6 +283,8 @@ impl Tenant {
             images: None,
             verbatim: Vec::new(),
             limits,
+            concurrency: None,
+            concurrency_wait_s: DEFAULT_CONCURRENCY_WAIT_S,
             portal: None,
             portal_token: None,
         }
@@ -235,6 +325,8 @@ pub struct Config {
     pub disk_reserve: Option<u64>,
     pub min_upload_rate: u64,
     pub upload_grace_s: u64,
+    /// `--coordination` (§11); None: this instance alone.
+    pub coordination: Option<ZkTarget>,
     /// HTTPS: the certificate chain and key files (SPEC §12).
     pub tls: Option<TlsFiles>,
     /// CA certificates for an https:// portal (else the system's store).
@@ -598,6 +690,18 @@ impl Config {
             Some(p) => AuditTarget::File(PathBuf::from(p)),
             None => AuditTarget::File(state_dir.join("audit.log")),
         };
+        let ochopod = detect_pod(args)?;
+        // §11 through ZooKeeper: --coordination, or else, on an Ochothon
+        // pod, the pod's ensemble (SPEC §13), under /servo/<ns>.<cluster>
+        // so that the instances of one servo cluster share it.
+        let coordination = match (args.coordination.as_deref(), &ochopod) {
+            (Some(url), _) => Some(parse_zk_url(url, args.coordination_session_timeout_s)?),
+            (None, Some(pod)) => Some(parse_zk_url(
+                &format!("zk://{}/servo/{}", pod.zk, pod.qualified.replace('/', "_")),
+                args.coordination_session_timeout_s,
+            )?),
+            (None, None) => None,
+        };
         Ok(Config {
             listen: args.listen,
             state_dir,
@@ -632,6 +736,7 @@ impl Config {
             disk_reserve: args.disk_reserve_mib.map(|m| m.saturating_mul(1 << 20)),
             min_upload_rate: args.min_upload_rate,
             upload_grace_s: args.upload_grace_s,
+            coordination,
             tls: match (&args.tls_cert, &args.tls_key) {
                 (Some(cert), Some(key)) => Some(TlsFiles {
                     cert: cert.clone(),
@@ -645,7 +750,7 @@ impl Config {
                 }
             },
             portal_cacert: args.portal_cacert.clone(),
-            ochopod: detect_pod(args)?,
+            ochopod,
         })
     }
 
@@ -705,6 +810,39 @@ pub fn without_userinfo(url: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn coordination_urls() {
+        let t = parse_zk_url("zk://10.0.0.2:2181,zk2:2181/servo/prod/", 10).unwrap();
+        assert_eq!(t.hosts, "10.0.0.2:2181,zk2:2181");
+        assert_eq!(t.chroot, "/servo/prod");
+        assert_eq!(t.session_timeout, std::time::Duration::from_secs(10));
+        for bad in [
+            "http://zk:2181/servo",
+            "zk://zk:2181",
+            "zk://zk:2181/",
+            "zk:///servo",
+            "zk://zk/servo",
+            "zk://zk:0/servo",
+            "zk://zk:2181,/servo",
+            "zk://zk:2181/a//b",
+            "zk://zk:2181/a/../b",
+            "zk://zk:2181/zookeeper",
+        ] {
+            assert!(parse_zk_url(bad, 10).is_err(), "{bad}");
+        }
+        assert!(parse_zk_url("zk://zk:2181/servo", 0).is_err());
+    }
+
+    #[test]
+    fn group_names() {
+        for ok in ["prod", "a.b_c-1", &"g".repeat(64)] {
+            assert!(valid_group_name(ok), "{ok}");
+        }
+        for bad in ["", ".", "..", "a b", "a/b", "é", &"g".repeat(65)] {
+            assert!(!valid_group_name(bad), "{bad}");
+        }
+    }
 
     #[test]
     fn userinfo_is_hidden() {

@@ -212,6 +212,7 @@ pub fn signature(data: &[u8]) {
             path: "/run/a.py",
             tenant: "default",
             vars: &[],
+            concurrency: None,
         };
         let _ = digest.finish().verify(&sig, b"token", Some(&ctx));
     }

@@ -7,6 +7,7 @@ pub mod audit;
 pub mod bundle;
 pub mod client;
 pub mod config;
+pub mod coordination;
 #[doc(hidden)]
 pub mod fuzzing;
 pub mod limits;

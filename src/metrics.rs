@@ -9,6 +9,9 @@ use std::sync::Mutex;
 
 /// Upper bounds of the duration histograms, in seconds.
 const SETUP_BUCKETS: &[f64] = &[0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0];
+const WAIT_BUCKETS: &[f64] = &[
+    0.01, 0.1, 1.0, 5.0, 10.0, 30.0, 60.0, 300.0, 900.0, 1800.0, 3600.0,
+];
 const SCRIPT_BUCKETS: &[f64] = &[
     0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0, 600.0,
 ];
@@ -70,6 +73,13 @@ pub struct Metrics {
     pub upload_bytes: AtomicU64,
     pub sandbox_setup: Histogram,
     pub script_duration: Histogram,
+    /// Runs waiting for their concurrency group now (§11).
+    pub group_waiting: AtomicU64,
+    /// How long runs waited for their concurrency group (§11).
+    pub group_wait: Histogram,
+    /// Time a verified request spent on its tenant place and replay check
+    /// (through ZooKeeper with --coordination; §11).
+    pub coordination: Histogram,
     rejected: Mutex<BTreeMap<&'static str, u64>>,
     portal_commands: Mutex<BTreeMap<(String, &'static str), u64>>,
 }
@@ -84,6 +94,9 @@ impl Default for Metrics {
             upload_bytes: AtomicU64::new(0),
             sandbox_setup: Histogram::new(SETUP_BUCKETS),
             script_duration: Histogram::new(SCRIPT_BUCKETS),
+            group_waiting: AtomicU64::new(0),
+            group_wait: Histogram::new(WAIT_BUCKETS),
+            coordination: Histogram::new(SETUP_BUCKETS),
             rejected: Mutex::new(BTreeMap::new()),
             portal_commands: Mutex::new(BTreeMap::new()),
         }
@@ -192,6 +205,21 @@ impl Metrics {
                 "servo_portal_commands_total{{verb=\"{verb}\",verdict=\"{verdict}\"}} {n}"
             );
         }
+        let _ = writeln!(
+            out,
+            "# HELP servo_concurrency_waiting Runs waiting for their concurrency group.\n# TYPE servo_concurrency_waiting gauge\nservo_concurrency_waiting {}",
+            load(&self.group_waiting)
+        );
+        self.group_wait.render(
+            &mut out,
+            "servo_concurrency_wait_seconds",
+            "Time runs waited for their concurrency group.",
+        );
+        self.coordination.render(
+            &mut out,
+            "servo_coordination_seconds",
+            "Time a verified request spent taking its tenant place and recording its v2 signature.",
+        );
         self.sandbox_setup.render(
             &mut out,
             "servo_sandbox_setup_seconds",

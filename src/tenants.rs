@@ -42,6 +42,8 @@ struct Entry {
     verbatim: Vec<String>,
     #[serde(default)]
     limits: Option<Value>,
+    concurrency: Option<String>,
+    concurrency_wait_s: Option<u64>,
     /// The tenant's own portal (SPEC §7), e.g. one restricted to its namespace.
     portal: Option<String>,
     /// The token that portal checks relayed commands against.
@@ -173,6 +175,20 @@ pub fn parse(
         for path in &entry.verbatim {
             check_verbatim_path(path).map_err(|m| field("verbatim", m))?;
         }
+        if let Some(group) = &entry.concurrency {
+            if !crate::config::valid_group_name(group) {
+                return Err(field(
+                    "concurrency",
+                    format!("`{group}`: use 1-64 characters of A-Z, a-z, 0-9, ., _ and -"),
+                ));
+            }
+        }
+        if entry.concurrency_wait_s == Some(0) {
+            return Err(field(
+                "concurrency_wait_s",
+                "must be at least 1 second".into(),
+            ));
+        }
         let portal = match &entry.portal {
             None => None,
             Some(p) => Some(crate::config::Portal::parse(p).map_err(|m| field("portal", m))?),
@@ -204,6 +220,10 @@ pub fn parse(
             images: entry.images,
             verbatim: entry.verbatim,
             limits,
+            concurrency: entry.concurrency,
+            concurrency_wait_s: entry
+                .concurrency_wait_s
+                .unwrap_or(crate::config::DEFAULT_CONCURRENCY_WAIT_S),
             portal,
             portal_token,
         });
@@ -324,11 +344,27 @@ mod tests {
         assert_eq!(p.limits.script_timeout_s, 900);
         assert_eq!(p.limits.memory_mib, 1024, "unset limits keep the default");
         assert_eq!(p.limits.concurrent_runs, 2);
+        assert_eq!(p.concurrency, None);
+        assert_eq!(p.concurrency_wait_s, 1800);
+        let t = load_str(
+            r#"{"tenants": [{"name": "w", "token": "w", "concurrency": "web.prod", "concurrency_wait_s": 60}]}"#,
+        )
+        .unwrap();
+        assert_eq!(t[1].concurrency.as_deref(), Some("web.prod"));
+        assert_eq!(t[1].concurrency_wait_s, 60);
     }
 
     #[test]
     fn errors_name_the_tenant_and_field() {
         let cases = [
+            (
+                r#"{"tenants": [{"name": "a", "token": "x", "concurrency": "a b"}]}"#,
+                "tenant `a`: concurrency: `a b`",
+            ),
+            (
+                r#"{"tenants": [{"name": "a", "token": "x", "concurrency_wait_s": 0}]}"#,
+                "tenant `a`: concurrency_wait_s: must be at least 1 second",
+            ),
             (
                 r#"{"tenants": [{"name": "a", "token": "default-token"}]}"#,
                 "tenant `a`: token: the same token as tenant `default`",

@@ -290,6 +290,20 @@ fn pods_register_with_their_breadcrumbs_and_answer_info() {
         200
     );
     assert_eq!(a.post("info").1["metrics"]["runs"], 1);
+    // Without --coordination, the pods coordinate through the pods'
+    // ensemble (SPEC §11, §13), both under /servo/ci.servo.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    loop {
+        let h = curl(&format!("{}/health", a.servo.url), &[]).json();
+        if h["cluster"] == serde_json::json!({"instances": 2, "coordination": "zookeeper"}) {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the pods do not coordinate: {h}"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
 }
 
 #[test]

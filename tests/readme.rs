@@ -436,8 +436,10 @@ fn readme_commands_and_flags_exist() {
         "--legacy-signature",
         "--json",
         "--var",
+        "--concurrency",
         "SERVO_URL",
         "SERVO_TENANT",
+        "SERVO_CONCURRENCY",
     ] {
         assert!(run_help.contains(flag), "servo run --help names {flag}");
     }

@@ -369,6 +369,7 @@ fn v2_signatures_bind_the_request_and_cannot_be_replayed() {
         path,
         tenant: "a",
         vars: &owned_vars,
+        concurrency: None,
     };
     let lib =
         servo::bundle::signature::v2_sign(TOKEN_A.as_bytes(), &ctx, &openssl_sha256(&b.tgz, None));

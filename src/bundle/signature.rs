@@ -154,6 +154,9 @@ pub struct V2Context<'a> {
     pub tenant: &'a str,
     /// The X-Var variables as (NAME, value); sorted here.
     pub vars: &'a [(String, String)],
+    /// The concurrency group the request names (§11): bound by one more
+    /// line, `concurrency=<name>`, right after the tenant line.
+    pub concurrency: Option<&'a str>,
 }
 
 /// The exact text a v2 signature is computed over.
@@ -164,6 +167,11 @@ pub fn v2_message(ctx: &V2Context<'_>, archive_sha256_hex: &str) -> String {
         "v2\n{}\nPOST\n{}\n{}\n",
         ctx.timestamp, ctx.path, ctx.tenant
     );
+    if let Some(group) = ctx.concurrency {
+        text.push_str("concurrency=");
+        text.push_str(group);
+        text.push('\n');
+    }
     for (name, value) in vars {
         text.push_str(name);
         text.push('=');
@@ -341,6 +349,7 @@ mod tests {
             path: "/run/a.py",
             tenant: "default",
             vars: &vars,
+            concurrency: None,
         };
         let sha = hex::encode(Sha256::digest(b"x"));
         assert_eq!(
@@ -351,6 +360,21 @@ mod tests {
         assert!(digest(Scheme::V2, b"tok", b"x")
             .verify(&sig, b"tok", Some(&ctx))
             .is_ok());
+        let grouped = V2Context {
+            concurrency: Some("prod-db"),
+            ..ctx
+        };
+        assert_eq!(
+            v2_message(&grouped, &sha),
+            format!(
+                "v2\n1700000000\nPOST\n/run/a.py\ndefault\nconcurrency=prod-db\nA=1\nB=2\n{sha}"
+            )
+        );
+        // A signature made without the group line does not hold with it.
+        assert_eq!(
+            digest(Scheme::V2, b"tok", b"x").verify(&sig, b"tok", Some(&grouped)),
+            Err(SignatureError::Invalid)
+        );
         let other = V2Context {
             tenant: "payments",
             ..ctx

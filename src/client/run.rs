@@ -32,6 +32,8 @@ pub struct RunOptions {
     pub legacy_signature: bool,
     /// Print the server's NDJSON objects as they come instead of plain lines.
     pub json: bool,
+    /// The concurrency group (X-Servo-Concurrency, §11).
+    pub concurrency: Option<String>,
     /// For `https://`: trust the CAs in this file instead of the system's store.
     pub cacert: Option<PathBuf>,
 }
@@ -327,6 +329,7 @@ impl Outgoing<'_> {
                 path: &path,
                 tenant: &tenant,
                 vars,
+                concurrency: opts.concurrency.as_deref(),
             };
             let sig = signature::v2_sign(opts.token.as_bytes(), &ctx, &archive.sha256_hex);
             req = req
@@ -335,6 +338,9 @@ impl Outgoing<'_> {
         }
         if opts.tenant.is_some() {
             req = req.header("x-tenant", tenant.as_str());
+        }
+        if let Some(group) = &opts.concurrency {
+            req = req.header("x-servo-concurrency", group.as_str());
         }
         for (name, value) in vars {
             req = req.header(format!("x-var-{name}"), value.as_str());
@@ -458,6 +464,13 @@ pub async fn run(opts: RunOptions) -> Result<RunResult, ClientError> {
     let scripts = opts.scripts.join("+");
     request::parse_scripts(&scripts).map_err(|e| ClientError::Usage(e.to_string()))?;
     let vars = parse_vars(&opts.vars)?;
+    if let Some(group) = &opts.concurrency {
+        if !crate::config::valid_group_name(group) {
+            return Err(ClientError::Usage(format!(
+                "--concurrency `{group}`: use 1-64 characters of A-Z, a-z, 0-9, ., _ and -"
+            )));
+        }
+    }
     let target = parse_url(&opts.url)?;
     let tls = if target.tls {
         let config = crate::tls::client_config(opts.cacert.as_deref(), "--cacert")
@@ -657,6 +670,10 @@ pub struct RunArgs {
     /// Print the server's NDJSON objects instead of plain lines.
     #[arg(long)]
     pub json: bool,
+    /// The concurrency group of the run (X-Servo-Concurrency): runs of one
+    /// group run one at a time, in arrival order.
+    #[arg(long, env = "SERVO_CONCURRENCY", value_name = "NAME")]
+    pub concurrency: Option<String>,
     /// For an https:// --url: trust the CA certificates in FILE (PEM)
     /// instead of the system's trust store.
     #[arg(long, env = "SERVO_CACERT", value_name = "FILE")]
@@ -684,6 +701,7 @@ pub fn run_main(args: RunArgs) -> std::process::ExitCode {
         tenant: args.tenant,
         legacy_signature: args.legacy_signature,
         json: args.json,
+        concurrency: args.concurrency,
         cacert: args.cacert,
     };
     let runtime = match tokio::runtime::Builder::new_current_thread()

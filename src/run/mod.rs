@@ -33,6 +33,8 @@ pub struct RunContext {
     pub audit: Arc<Audit>,
     pub metrics: Arc<Metrics>,
     pub relay: Arc<Relay>,
+    /// Concurrency groups (and what else several instances share, §11).
+    pub coordination: Arc<crate::coordination::Coordination>,
 }
 
 /// One accepted request, its upload already on disk and verified.
@@ -47,6 +49,8 @@ pub struct RunSpec {
     /// big); removed once unpacked, or when the run ends.
     pub archive: PathBuf,
     pub callback: Option<String>,
+    /// The run's concurrency group (§11).
+    pub concurrency: Option<String>,
 }
 
 /// What a run reports as it goes.
@@ -85,6 +89,11 @@ enum Failure {
     OutputLimit,
     #[error("unexpected failure ({0})")]
     Internal(String),
+    /// The group was busy past the wait, or could not be had (§11).
+    #[error("{0}")]
+    Group(crate::coordination::GroupError),
+    #[error("lost the concurrency group {0}")]
+    LostGroup(String),
 }
 
 /// Sends log lines to the response and counts them against the log limit.
@@ -128,7 +137,7 @@ pub async fn execute(
         limit: spec.tenant.limits.log_bytes(),
     };
     inc(&ctx.metrics.runs_started);
-    let result = run_steps(&ctx, &spec, &lease, &mut reporter, started).await;
+    let result = run_in_group(&ctx, &spec, &lease, &mut reporter).await;
     inc(if result.is_ok() {
         &ctx.metrics.runs_succeeded
     } else {
@@ -202,14 +211,15 @@ async fn remove_run_dir(dir: &Path) {
     }
 }
 
-async fn run_steps(
+/// The run's first lines, its concurrency group (waited for, in arrival
+/// order), then its steps; a group lost meanwhile stops them (dropping
+/// them kills the script and removes its volume).
+async fn run_in_group(
     ctx: &RunContext,
     spec: &RunSpec,
     lease: &IdLease,
     out: &mut Reporter,
-    started: Instant,
 ) -> Result<(), Failure> {
-    let limits = &spec.tenant.limits;
     // The portal this tenant's commands go to (its own, or the server's).
     if spec.tenant.portal.as_ref().unwrap_or(&ctx.config.portal) == &Portal::Sim {
         out.line(SIM_LINE.to_string());
@@ -222,6 +232,65 @@ async fn run_steps(
         };
         out.line(format!("${name} = {shown}"));
     }
+    let Some(group) = &spec.concurrency else {
+        return run_steps(ctx, spec, lease, out, Instant::now()).await;
+    };
+    let waited = Instant::now();
+    let mut waiting = false;
+    let acquired = ctx
+        .coordination
+        .acquire_group(
+            &spec.tenant.name,
+            group,
+            &spec.id,
+            Duration::from_secs(spec.tenant.concurrency_wait_s),
+            |holder| {
+                waiting = true;
+                ctx.metrics
+                    .group_waiting
+                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                let (run, since) = match &holder {
+                    Some(h) => (h.run.as_str(), h.since.as_str()),
+                    None => ("?", "?"),
+                };
+                out.line(format!(
+                    "waiting for concurrency group {group} (held by run {run} since {since})"
+                ));
+                if let Err(e) = ctx.audit.record(
+                    "run.waiting",
+                    &spec.id,
+                    &spec.tenant.name,
+                    json!({"group": group, "holder": run, "since": since}),
+                ) {
+                    tracing::warn!("run {}: run.waiting not audited: {e}", spec.id);
+                }
+            },
+        )
+        .await;
+    if waiting {
+        ctx.metrics
+            .group_waiting
+            .fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
+    }
+    ctx.metrics
+        .group_wait
+        .observe(waited.elapsed().as_secs_f64());
+    let hold = acquired.map_err(Failure::Group)?;
+    // The run's time limit counts from here: waiting is not running.
+    tokio::select! {
+        result = run_steps(ctx, spec, lease, out, Instant::now()) => result,
+        () = hold.lost() => Err(Failure::LostGroup(group.clone())),
+    }
+}
+
+async fn run_steps(
+    ctx: &RunContext,
+    spec: &RunSpec,
+    lease: &IdLease,
+    out: &mut Reporter,
+    started: Instant,
+) -> Result<(), Failure> {
+    let limits = &spec.tenant.limits;
 
     let owner = ctx.sandbox.file_owner(lease);
     // The run's own tmpfs: room for the bundle, then for what scripts write.

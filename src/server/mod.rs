@@ -245,6 +245,13 @@ impl Server {
             .map_or(0, |d| d.as_secs());
         let replay = replay::ReplayCache::open(&replay_path, now)
             .map_err(io_err("cannot load the v2 replay cache", &replay_path))?;
+        let coordination = match &config.coordination {
+            Some(target) => crate::coordination::Coordination::zookeeper(
+                target.clone(),
+                format!("{} pid {}", config.listen, std::process::id()),
+            ),
+            None => crate::coordination::Coordination::local(),
+        };
         let runs_mount = mount_runs_tmpfs(&config, &runs_dir)?;
         let sb_config = sandbox_config(&config);
         std::fs::create_dir_all(&sb_config.scratch_dir)
@@ -311,6 +318,7 @@ impl Server {
                 sandbox: Arc::new(sandbox),
                 audit,
                 metrics,
+                coordination: Arc::new(coordination),
             }),
             started: Instant::now(),
             runs_dir,
@@ -415,6 +423,15 @@ impl Server {
                 "legacy signatures (sha1=, sha256=) are refused for the default tenant (--require-v2)"
             );
         }
+        if let Some(zk) = &self.config().coordination {
+            tracing::info!(
+                "coordination: through ZooKeeper at {}{} (session timeout {}s)",
+                zk.hosts,
+                zk.chroot,
+                zk.session_timeout.as_secs()
+            );
+        }
+        self.ctx.coordination.start();
         if let Some(tls) = &self.tls {
             tracing::info!(
                 "HTTPS: certificate {} (SIGHUP reloads it)",

@@ -1,14 +1,17 @@
 //! Routes (SPEC §2): `POST /run/<scripts>`, `GET /health`; 404/405 otherwise.
 //!
 //! A run request goes through its checks in this order, answering the first
-//! that fails with one line: script list and variables (400), signature
-//! header (403), content type (415), declared size (413), capacity in the
-//! shared pool and room on the disk above its reserve (503); then the upload
-//! streams to disk while hashed (413 past the limit, 400 without a `tgz`
-//! field, 408 when it stalls or is slower than the minimum rate) and the
-//! signature is verified (403; an unknown tenant's upload goes through all
-//! of this too, against a key nobody has); then the tenant's own place
-//! (503). Only then is anything in the archive looked at: the run starts.
+//! that fails with one line: script list, variables and concurrency group
+//! name (400), signature header (403), content type (415), coordination
+//! for a v2 or grouped request (503 while ZooKeeper is down, §11), declared
+//! size (413), capacity in the shared pool and room on the disk above its
+//! reserve (503); then the upload streams to disk while hashed (413 past
+//! the limit, 400 without a `tgz` field, 408 when it stalls or is slower
+//! than the minimum rate) and the signature is verified (403; an unknown
+//! tenant's upload goes through all of this too, against a key nobody
+//! has); then the tenant's own place, here and across instances (503), and
+//! the v2 replay check (403). Only then is anything in the archive looked
+//! at: the run starts (and, in a concurrency group, waits for its turn).
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -28,6 +31,7 @@ use super::{replay, Server};
 use crate::bundle::signature::{self, ArchiveDigest, Scheme, Signature, SignatureError, V2Context};
 use crate::bundle::upload::{self, UploadError};
 use crate::config::Tenant;
+use crate::coordination::{PlaceError, Seen, TenantPlace};
 use crate::run::{self, request, RunEvent, RunSpec};
 
 /// The same answer for a bad signature and an unknown tenant (§2.1).
@@ -119,6 +123,7 @@ fn health(server: &Server) -> Response<ResponseBody> {
     let admitted = server.admitted.load(Ordering::SeqCst);
     // While failing, asking is also the attempt that ends the outage.
     let audit_ok = server.ctx.audit.probe().is_ok();
+    let cluster = server.ctx.coordination.status();
     let body = json!({
         "version": env!("CARGO_PKG_VERSION"),
         "uptime_s": server.started.elapsed().as_secs(),
@@ -134,6 +139,10 @@ fn health(server: &Server) -> Response<ResponseBody> {
         "runs_in_flight": in_flight,
         "queue": admitted.saturating_sub(in_flight),
         "audit": if audit_ok { "ok" } else { "failing" },
+        "cluster": {
+            "instances": cluster.instances,
+            "coordination": cluster.coordination,
+        },
         "sandbox": {
             "namespaces": info.namespaces,
             "rootless": info.rootless,
@@ -243,6 +252,8 @@ fn forbidden() -> Rejection {
 struct Admission {
     server: Arc<Server>,
     tenant: Option<String>,
+    /// The tenant's place across instances (§11).
+    place: Option<TenantPlace>,
 }
 
 impl Drop for Admission {
@@ -258,6 +269,11 @@ impl Drop for Admission {
             *n = n.saturating_sub(1);
         }
     }
+}
+
+/// ZooKeeper cannot be reached: what needs it is refused (§11).
+fn coordination_down() -> Rejection {
+    busy("busy: coordination (ZooKeeper) is unavailable for v2 signatures and concurrency groups; retry later")
 }
 
 fn busy(m: &str) -> Rejection {
@@ -277,6 +293,7 @@ fn admit(server: &Arc<Server>) -> Result<Admission, Rejection> {
     let admission = Admission {
         server: server.clone(),
         tenant: None,
+        place: None,
     };
     // After taking the place: a drain that set the flag and then saw no
     // place taken cannot miss this request (both sides are SeqCst).
@@ -359,18 +376,36 @@ fn claim_disk(server: &Server, bytes: u64) -> Result<SpoolClaim<'_>, Rejection> 
 
 /// Remembers an accepted v2 signature until its window closes, on disk
 /// before the run goes ahead; refuses a second use within the window.
-fn remember_v2(server: &Server, mac: &[u8], timestamp: u64, now: u64) -> Result<(), Rejection> {
+async fn remember_v2(
+    server: &Server,
+    mac: &[u8],
+    timestamp: u64,
+    now: u64,
+) -> Result<(), Rejection> {
     let expiry = timestamp + signature::V2_WINDOW_S;
-    match server.replay.remember(mac, expiry, now) {
-        Ok(replay::Seen::Fresh) => Ok(()),
-        Ok(replay::Seen::Replayed) => Err(Rejection(
+    // Shared (ZooKeeper) when coordinating, else this instance's file.
+    let seen = match server.ctx.coordination.remember_v2(mac, expiry).await {
+        Some(Ok(seen)) => Ok(seen),
+        Some(Err(e)) => {
+            tracing::warn!("cannot record a v2 signature: {e}");
+            return Err(coordination_down());
+        }
+        None => server.replay.remember(mac, expiry, now).map(|s| match s {
+            replay::Seen::Fresh => Seen::Fresh,
+            replay::Seen::Replayed => Seen::Replayed,
+            replay::Seen::Full => Seen::Full,
+        }),
+    };
+    match seen {
+        Ok(Seen::Fresh) => Ok(()),
+        Ok(Seen::Replayed) => Err(Rejection(
             StatusCode::FORBIDDEN,
             format!(
                 "{}: this v2 signature was already used; sign the request again",
                 signature::REPLAYED
             ),
         )),
-        Ok(replay::Seen::Full) => Err(Rejection(
+        Ok(Seen::Full) => Err(Rejection(
             StatusCode::SERVICE_UNAVAILABLE,
             "busy: too many recent v2 signatures to remember; retry later".into(),
         )),
@@ -530,6 +565,20 @@ async fn start_run(
     });
     let vars = request::parse_vars(var_headers).map_err(|e| bad_request(e.to_string()))?;
 
+    // The concurrency group the request names (§11), bound by v2.
+    let named_group = match headers.get("x-servo-concurrency") {
+        Some(v) => {
+            let name = v.to_str().unwrap_or("");
+            if !crate::config::valid_group_name(name) {
+                return Err(bad_request(
+                    "bad X-Servo-Concurrency: use 1-64 characters of A-Z, a-z, 0-9, ., _ and -",
+                ));
+            }
+            Some(name.to_string())
+        }
+        None => None,
+    };
+
     let tenant_name = match headers.get("x-tenant") {
         Some(v) => v.to_str().map_err(|_| forbidden())?.to_string(),
         None => "default".to_string(),
@@ -563,6 +612,12 @@ async fn start_run(
     };
 
     let kind = body_kind(headers)?;
+    // What needs coordination is refused while it cannot be had (§11):
+    // before the upload, when the request itself says it needs it.
+    let coordination = &server.ctx.coordination;
+    if (sig.scheme == Scheme::V2 || named_group.is_some()) && !coordination.available() {
+        return Err(coordination_down());
+    }
     let declared = header_str(headers, CONTENT_LENGTH.as_str()).and_then(|v| v.parse::<u64>().ok());
     // A multipart body carries some framing around the archive.
     let framing = if matches!(kind, BodyKind::Multipart(_)) {
@@ -628,6 +683,7 @@ async fn start_run(
         path: &raw_path,
         tenant: &tenant.name,
         vars: &vars,
+        concurrency: named_group.as_deref(),
     });
     digest
         .verify(&sig, tenant.token.as_bytes(), v2.as_ref())
@@ -641,11 +697,42 @@ async fn start_run(
             SignatureError::SchemeRefused.to_string(),
         ));
     }
+    let group = named_group.or_else(|| tenant.concurrency.clone());
+    let needs_coordination = v2_time.is_some() || group.is_some();
+    if needs_coordination && !coordination.available() {
+        return Err(coordination_down());
+    }
     // Verified: now, and only now, the run counts against its tenant.
     admission.for_tenant(&tenant)?;
-    if let Some(ts) = v2_time {
-        remember_v2(server, &sig.mac, ts, now)?;
+    let coordinating = std::time::Instant::now();
+    match coordination
+        .tenant_place(&tenant.name, tenant.limits.concurrent_runs, &id)
+        .await
+    {
+        Ok(place) => admission.place = Some(place),
+        Err(PlaceError::Busy) => {
+            return Err(busy(
+                "busy: this tenant has its concurrent_runs running; retry later",
+            ))
+        }
+        Err(PlaceError::Down(why)) if needs_coordination => {
+            tracing::warn!("coordination: {why}");
+            return Err(coordination_down());
+        }
+        // A legacy run outside groups goes on, counted here only.
+        Err(PlaceError::Down(why)) => tracing::warn!(
+            "coordination: {why}; run {id} counts against {}'s concurrent_runs on this instance only",
+            tenant.name
+        ),
     }
+    if let Some(ts) = v2_time {
+        remember_v2(server, &sig.mac, ts, now).await?;
+    }
+    server
+        .ctx
+        .metrics
+        .coordination
+        .observe(coordinating.elapsed().as_secs_f64());
     // The audit log's digest; v2 computed it already.
     let sha256 = match v2_sha256 {
         Some(h) => h,
@@ -690,6 +777,7 @@ async fn start_run(
                 "archive_sha256": sha256,
                 "archive_bytes": size,
                 "signature": sig.scheme.as_str(),
+                "concurrency": group,
             }),
         )
         .await
@@ -728,6 +816,7 @@ async fn start_run(
         run_dir,
         archive,
         callback,
+        concurrency: group,
     };
     guard.0 = None; // the run removes its directory itself from here on
     let (tx, mut rx) = mpsc::unbounded_channel();
