@@ -1,7 +1,7 @@
 //! The server's sandbox (SPEC §5) is the same as `servo sandbox`'s, although
 //! it is built differently: a launcher forks each helper, and each job's
 //! root is a private copy of a root prepared once at start-up. The escape
-//! suite (tests/sandbox_escape.rs) runs its probe through `servo sandbox`;
+//! suite (tests/sandbox_*.rs) runs its probe through `servo sandbox`;
 //! this runs the same probe, one check per guarantee, as scripts of a bundle
 //! posted to a real server.
 
@@ -253,7 +253,7 @@ fn a_killed_launcher_is_replaced_and_runs_go_on() {
         nix::sys::signal::Signal::SIGKILL,
     )
     .expect("kill");
-    // Its warm helper dies with it; the next run gets a new launcher.
+    // Its warm init dies with it; the next run gets a new launcher.
     let r = post_bundle(&servo, &b.tgz, "hi.py", &[]);
     assert_eq!(r.status, 200, "{}", r.body);
     assert!(r.lines().contains(&"hi"), "{}", r.body);

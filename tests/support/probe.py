@@ -1,5 +1,5 @@
 #!/usr/bin/python3
-"""Sandbox escape probes (SPEC §5), run by tests/sandbox_escape.rs.
+"""Sandbox escape probes (SPEC §5), run by the tests/sandbox_*.rs suite.
 
 `python3 probe.py CHECK [ARGS...]` attempts one action and prints, as its last
 line, `RESULT ok [detail]` (the action worked), `RESULT errno=N [detail]` (the
