@@ -19,7 +19,7 @@ COPY src ./src
 COPY policy ./policy
 COPY python ./python
 # A static-pie binary: no dynamic loader on each `servo sandbox` and sandbox
-# start (0.6 ms of 4.6, README "Performance"); ASLR is kept.
+# start (0.6 ms of 4.6, docs/performance.md); ASLR is kept.
 SHELL ["/bin/bash", "-o", "pipefail", "-c"]
 RUN host=$(rustc -vV | sed -n 's/^host: //p') \
  && RUSTFLAGS="-C target-feature=+crt-static" cargo build --release --locked --target "$host" \

@@ -477,7 +477,7 @@ pub fn apply_limit(limits: &mut Limits, spec: &str) -> Result<(), ConfigError> {
         "concurrent_runs" => &mut limits.concurrent_runs,
         other => {
             return Err(invalid(format!(
-                "--limit {other}: unknown limit (see the README's limits table)"
+                "--limit {other}: unknown limit (see the limits table in docs/sandbox.md)"
             )))
         }
     };

@@ -18,8 +18,8 @@ Examples:
   servo encrypt secrets.yml                         # writes secrets.yml.aes for a bundle
 
 Flags shown with [env: NAME] can also be set in the environment; flags win.
-`servo <COMMAND> --help` for details; the README covers the HTTP API, Jenkins,
-the Python package, the sandbox and deployment."
+`servo <COMMAND> --help` for details; the README covers the guide's flow and
+Jenkins, docs/ the HTTP API, the Python package, the sandbox and deployment."
 )]
 struct Cli {
     #[command(subcommand)]

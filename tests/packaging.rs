@@ -455,8 +455,8 @@ fn servo_yml_is_an_ochothon_definition_that_matches_the_code() {
 }
 
 #[test]
-fn the_readme_states_the_privileges_next_to_docker_run() {
-    let readme = read("README.md");
+fn the_docs_state_the_privileges_next_to_docker_run() {
+    let readme = read("docs/operations.md");
     let section = readme
         .split("## Deploying servo")
         .nth(1)
@@ -473,7 +473,7 @@ fn the_readme_states_the_privileges_next_to_docker_run() {
     ] {
         assert!(
             section.contains(needed),
-            "README's deploy section names {needed}"
+            "docs/operations.md's deploy section names {needed}"
         );
     }
 }

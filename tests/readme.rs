@@ -1,4 +1,4 @@
-//! The README's commands, run for real so the docs cannot rot: the blocks
+//! The README's and docs/'s commands, run for real so the docs cannot rot: the blocks
 //! marked `<!-- tested: NAME -->` are extracted and run with bash (shell
 //! blocks) or as bundle scripts (Python blocks) against a real server, with
 //! the URL and token given through the variables the README uses
@@ -14,9 +14,22 @@ use std::time::{Duration, Instant};
 
 use support::*;
 
+/// The README and every doc under `docs/` (but the spec), as one text:
+/// their examples are run wherever they live.
 fn readme() -> String {
-    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("README.md");
-    std::fs::read_to_string(path).expect("README.md")
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let mut text = std::fs::read_to_string(root.join("README.md")).expect("README.md");
+    let mut docs: Vec<_> = std::fs::read_dir(root.join("docs"))
+        .expect("docs/")
+        .map(|e| e.expect("a docs entry").path())
+        .filter(|p| p.extension().is_some_and(|e| e == "md") && !p.ends_with("spec.md"))
+        .collect();
+    docs.sort();
+    for doc in docs {
+        text.push('\n');
+        text.push_str(&std::fs::read_to_string(&doc).expect("a doc"));
+    }
+    text
 }
 
 /// The fenced block right after `<!-- tested: NAME -->`: (language, body).
@@ -455,4 +468,89 @@ fn tagged_blocks_are_found_exactly() {
     let twice = format!("{text}{text}");
     assert!(std::panic::catch_unwind(|| tagged_block(&twice, "x")).is_err());
     assert!(std::panic::catch_unwind(|| tagged_block(text, "y")).is_err());
+}
+
+/// A heading's anchor as GitHub makes it.
+fn slug(heading: &str) -> String {
+    heading
+        .trim()
+        .to_lowercase()
+        .chars()
+        .filter(|c| c.is_alphanumeric() || *c == '-' || *c == ' ' || *c == '_')
+        .map(|c| if c == ' ' { '-' } else { c })
+        .collect()
+}
+
+/// The anchors of a markdown file's headings (outside code blocks).
+fn anchors(text: &str) -> BTreeSet<String> {
+    let mut fence = false;
+    let mut found = BTreeSet::new();
+    for line in text.lines() {
+        if line.starts_with("```") {
+            fence = !fence;
+        }
+        if !fence && line.starts_with('#') {
+            found.insert(slug(line.trim_start_matches('#')));
+        }
+    }
+    found
+}
+
+/// The README stays what a user reads first, and every link between the
+/// docs leads to a file and a heading that exist.
+#[test]
+fn the_readme_is_short_and_the_docs_links_resolve() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let readme = std::fs::read_to_string(root.join("README.md")).expect("README.md");
+    let lines = readme.lines().count();
+    assert!(
+        lines <= 300,
+        "README.md has {lines} lines: move detail to docs/"
+    );
+    let mut docs = vec![root.join("README.md")];
+    for entry in std::fs::read_dir(root.join("docs")).expect("docs/") {
+        let path = entry.expect("a docs entry").path();
+        if path.extension().is_some_and(|e| e == "md") {
+            docs.push(path);
+        }
+    }
+    let mut bad = Vec::new();
+    for doc in &docs {
+        let text = std::fs::read_to_string(doc).expect("a doc");
+        let dir = doc.parent().expect("a parent");
+        let mut fence = false;
+        for line in text.lines() {
+            if line.starts_with("```") {
+                fence = !fence;
+            }
+            if fence {
+                continue;
+            }
+            for link in line.split("](").skip(1) {
+                let Some(target) = link.split(')').next() else {
+                    continue;
+                };
+                if target.starts_with("http://") || target.starts_with("https://") {
+                    continue;
+                }
+                let (file, anchor) = target.split_once('#').unwrap_or((target, ""));
+                let file = if file.is_empty() {
+                    doc.clone()
+                } else {
+                    dir.join(file)
+                };
+                if !file.exists() {
+                    bad.push(format!("{}: {target}: no such file", doc.display()));
+                    continue;
+                }
+                if !anchor.is_empty() && file.extension().is_some_and(|e| e == "md") {
+                    let there = std::fs::read_to_string(&file).expect("the linked doc");
+                    if !anchors(&there).contains(anchor) {
+                        bad.push(format!("{}: {target}: no such heading", doc.display()));
+                    }
+                }
+            }
+        }
+    }
+    assert!(bad.is_empty(), "{}", bad.join("\n"));
 }
