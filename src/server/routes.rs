@@ -447,6 +447,7 @@ fn header_str<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
     headers.get(name).and_then(|v| v.to_str().ok())
 }
 
+#[derive(Clone)]
 enum BodyKind {
     Multipart(String),
     Raw,
@@ -553,7 +554,44 @@ async fn start_run(
     remote: SocketAddr,
     form: Form,
 ) -> Result<Response<ResponseBody>, Rejection> {
-    let config = server.config();
+    let request = read_request(server, req)?;
+    let admission = preflight(server, &request)?;
+    let body = body.take().ok_or_else(|| bad_request("no request body"))?;
+    let received = receive(server, &request, body).await?;
+    let verified = verify(server, request, received, admission).await?;
+    let (id, events) = launch(server, verified, remote).await?;
+    Ok(respond(form, &id, events).await)
+}
+
+/// What a run request says before its body is read: the path, the headers,
+/// the claimed tenant (or a decoy for an unknown one) and the signature.
+struct RunRequest {
+    raw_path: String,
+    scripts: Vec<String>,
+    vars: Vec<(String, String)>,
+    /// The concurrency group the request names (§11), bound by v2.
+    named_group: Option<String>,
+    /// Whether the claimed tenant exists; when not, `tenant` is a decoy.
+    known: bool,
+    tenant: Tenant,
+    sig: Signature,
+    /// Said only to whoever proves the token (after verifying).
+    scheme_refused: bool,
+    timestamp: Option<String>,
+    now: u64,
+    /// A v2 signature's checked timestamp.
+    v2_time: Option<u64>,
+    kind: BodyKind,
+    declared: Option<u64>,
+    /// Bytes of multipart framing allowed around the archive.
+    framing: u64,
+}
+
+/// Reads the script list, variables, group, tenant and signature headers.
+fn read_request(
+    server: &Arc<Server>,
+    req: &hyper::http::request::Parts,
+) -> Result<RunRequest, Rejection> {
     let raw_path = req.uri.path().to_string();
     let scripts = request::parse_scripts(&raw_path["/run/".len()..])
         .map_err(|e| bad_request(e.to_string()))?;
@@ -564,8 +602,6 @@ async fn start_run(
             .map(|suffix| (suffix, value.as_bytes()))
     });
     let vars = request::parse_vars(var_headers).map_err(|e| bad_request(e.to_string()))?;
-
-    // The concurrency group the request names (§11), bound by v2.
     let named_group = match headers.get("x-servo-concurrency") {
         Some(v) => {
             let name = v.to_str().unwrap_or("");
@@ -578,7 +614,6 @@ async fn start_run(
         }
         None => None,
     };
-
     let tenant_name = match headers.get("x-tenant") {
         Some(v) => v.to_str().map_err(|_| forbidden())?.to_string(),
         None => "default".to_string(),
@@ -586,6 +621,7 @@ async fn start_run(
     // An unknown tenant's upload is read and checked like a known one's,
     // against a key nobody has, so that its 403 looks the same in body and
     // timing (§2.1): whether a tenant exists is not told to strangers.
+    let config = server.config();
     let known = config.tenant(&tenant_name).is_some();
     let tenant: Tenant = config.tenant(&tenant_name).cloned().unwrap_or_else(|| {
         let mut decoy =
@@ -595,8 +631,6 @@ async fn start_run(
     });
     let sig_text = header_str(headers, "x-signature").ok_or_else(forbidden)?;
     let sig = Signature::parse(sig_text).map_err(|_| forbidden())?;
-    // Said only to whoever proves the token (after verifying): otherwise it
-    // would tell a stranger that the tenant exists (§2.1).
     let scheme_refused = tenant.require_v2 && sig.scheme != Scheme::V2;
     let timestamp = header_str(headers, "x-servo-timestamp").map(str::to_string);
     let now = std::time::SystemTime::now()
@@ -610,14 +644,7 @@ async fn start_run(
         (Scheme::V2, None) => return Err(forbidden()),
         _ => None,
     };
-
     let kind = body_kind(headers)?;
-    // What needs coordination is refused while it cannot be had (§11):
-    // before the upload, when the request itself says it needs it.
-    let coordination = &server.ctx.coordination;
-    if (sig.scheme == Scheme::V2 || named_group.is_some()) && !coordination.available() {
-        return Err(coordination_down());
-    }
     let declared = header_str(headers, CONTENT_LENGTH.as_str()).and_then(|v| v.parse::<u64>().ok());
     // A multipart body carries some framing around the archive.
     let framing = if matches!(kind, BodyKind::Multipart(_)) {
@@ -625,7 +652,39 @@ async fn start_run(
     } else {
         0
     };
-    if declared.is_some_and(|n| n > config.max_upload + framing) {
+    Ok(RunRequest {
+        raw_path,
+        scripts,
+        vars,
+        named_group,
+        known,
+        tenant,
+        sig,
+        scheme_refused,
+        timestamp,
+        now,
+        v2_time,
+        kind,
+        declared,
+        framing,
+    })
+}
+
+/// What is refused before the upload: coordination a v2 or grouped request
+/// needs (§11), a declared size over the limit, an audit log that cannot be
+/// written; then a place in the shared pool.
+fn preflight(server: &Arc<Server>, request: &RunRequest) -> Result<Admission, Rejection> {
+    let config = server.config();
+    let coordination = &server.ctx.coordination;
+    if (request.sig.scheme == Scheme::V2 || request.named_group.is_some())
+        && !coordination.available()
+    {
+        return Err(coordination_down());
+    }
+    if request
+        .declared
+        .is_some_and(|n| n > config.max_upload + request.framing)
+    {
         return Err(upload_rejection(UploadError::TooLarge(config.max_upload)));
     }
     if server.ctx.audit.probe().is_err() {
@@ -634,17 +693,40 @@ async fn start_run(
             "the audit log cannot be written; runs are refused until it can".into(),
         ));
     }
-    let mut admission = admit(server)?;
+    admit(server)
+}
 
-    // Small uploads stay on the runs tmpfs; big ones go to the disk, where
-    // they may not eat into the reserve (undeclared sizes count as the limit).
-    let small = declared.is_some_and(|n| n <= super::SMALL_UPLOAD);
+/// An upload on disk, hashed as it came in.
+struct Received {
+    id: String,
+    run_dir: PathBuf,
+    archive: PathBuf,
+    /// Removes the run directory and the upload unless the run takes them.
+    guard: RunDirGuard,
+    digest: signature::FinishedDigest,
+    /// The archive's SHA-256 when v2 computed it, and its size.
+    sha256_hex: Option<String>,
+    size: u64,
+}
+
+/// Streams the body to the run's directory (small uploads) or the spool on
+/// the state dir's disk (big ones, within the disk reserve), hashing it.
+async fn receive(
+    server: &Arc<Server>,
+    request: &RunRequest,
+    body: Incoming,
+) -> Result<Received, Rejection> {
+    let config = server.config();
+    // Undeclared sizes count as the limit.
+    let small = request.declared.is_some_and(|n| n <= super::SMALL_UPLOAD);
     let disk_claim = if server.runs_on_tmpfs && small {
         None
     } else {
         Some(claim_disk(
             server,
-            declared.unwrap_or(config.max_upload + framing),
+            request
+                .declared
+                .unwrap_or(config.max_upload + request.framing),
         )?)
     };
     let id = random_hex(8)?;
@@ -655,11 +737,11 @@ async fn start_run(
     } else {
         run_dir.join("upload.tgz")
     };
-    let mut guard = RunDirGuard(Some((run_dir.clone(), archive.clone())));
-    let mut digest = ArchiveDigest::new(sig.scheme, tenant.token.as_bytes());
+    let guard = RunDirGuard(Some((run_dir.clone(), archive.clone())));
+    let mut digest = ArchiveDigest::new(request.sig.scheme, request.tenant.token.as_bytes());
     receive_archive(
-        body.take().ok_or_else(|| bad_request("no request body"))?,
-        kind,
+        body,
+        request.kind.clone(),
         &archive,
         config.max_upload,
         upload::Pace {
@@ -677,33 +759,79 @@ async fn start_run(
         .metrics
         .upload_bytes
         .fetch_add(digest.size, Ordering::Relaxed);
-    let (v2_sha256, size) = (digest.sha256_hex.clone(), digest.size);
-    let v2 = timestamp.as_deref().map(|ts| V2Context {
+    Ok(Received {
+        id,
+        run_dir,
+        archive,
+        guard,
+        sha256_hex: digest.sha256_hex.clone(),
+        size: digest.size,
+        digest,
+    })
+}
+
+/// A run whose signature held and which holds its tenant's place.
+struct Verified {
+    request: RunRequest,
+    id: String,
+    run_dir: PathBuf,
+    archive: PathBuf,
+    guard: RunDirGuard,
+    size: u64,
+    admission: Admission,
+    group: Option<String>,
+    sha256: String,
+}
+
+/// Checks the signature, then takes the tenant's place (here and across
+/// instances) and remembers a v2 signature: from here the run is the
+/// tenant's (§2.1, §11).
+async fn verify(
+    server: &Arc<Server>,
+    request: RunRequest,
+    received: Received,
+    mut admission: Admission,
+) -> Result<Verified, Rejection> {
+    let v2 = request.timestamp.as_deref().map(|ts| V2Context {
         timestamp: ts,
-        path: &raw_path,
-        tenant: &tenant.name,
-        vars: &vars,
-        concurrency: named_group.as_deref(),
+        path: &request.raw_path,
+        tenant: &request.tenant.name,
+        vars: &request.vars,
+        concurrency: request.named_group.as_deref(),
     });
+    let Received {
+        id,
+        run_dir,
+        archive,
+        guard,
+        digest,
+        sha256_hex,
+        size,
+    } = received;
     digest
-        .verify(&sig, tenant.token.as_bytes(), v2.as_ref())
+        .verify(&request.sig, request.tenant.token.as_bytes(), v2.as_ref())
         .map_err(|_| forbidden())?;
-    if !known {
+    if !request.known {
         return Err(forbidden());
     }
-    if scheme_refused {
+    if request.scheme_refused {
         return Err(Rejection(
             StatusCode::FORBIDDEN,
             SignatureError::SchemeRefused.to_string(),
         ));
     }
-    let group = named_group.or_else(|| tenant.concurrency.clone());
-    let needs_coordination = v2_time.is_some() || group.is_some();
+    let tenant = &request.tenant;
+    let coordination = &server.ctx.coordination;
+    let group = request
+        .named_group
+        .clone()
+        .or_else(|| tenant.concurrency.clone());
+    let needs_coordination = request.v2_time.is_some() || group.is_some();
     if needs_coordination && !coordination.available() {
         return Err(coordination_down());
     }
     // Verified: now, and only now, the run counts against its tenant.
-    admission.for_tenant(&tenant)?;
+    admission.for_tenant(tenant)?;
     let coordinating = std::time::Instant::now();
     match coordination
         .tenant_place(&tenant.name, tenant.limits.concurrent_runs, &id)
@@ -725,8 +853,8 @@ async fn start_run(
             tenant.name
         ),
     }
-    if let Some(ts) = v2_time {
-        remember_v2(server, &sig.mac, ts, now).await?;
+    if let Some(ts) = request.v2_time {
+        remember_v2(server, &request.sig.mac, ts, request.now).await?;
     }
     server
         .ctx
@@ -734,7 +862,7 @@ async fn start_run(
         .coordination
         .observe(coordinating.elapsed().as_secs_f64());
     // The audit log's digest; v2 computed it already.
-    let sha256 = match v2_sha256 {
+    let sha256 = match sha256_hex {
         Some(h) => h,
         None => {
             let path = archive.clone();
@@ -744,8 +872,38 @@ async fn start_run(
                 .map_err(|e| storage_rejection("hash the archive", &e))?
         }
     };
+    Ok(Verified {
+        request,
+        id,
+        run_dir,
+        archive,
+        guard,
+        size,
+        admission,
+        group,
+        sha256,
+    })
+}
 
-    // Verified: wait for a run slot (the queue), then start.
+/// Waits for a run slot (the queue), leases a sandbox uid, commits
+/// `run.started`, registers the callback and starts the run as its own task.
+async fn launch(
+    server: &Arc<Server>,
+    verified: Verified,
+    remote: SocketAddr,
+) -> Result<(String, mpsc::UnboundedReceiver<RunEvent>), Rejection> {
+    let config = server.config();
+    let Verified {
+        request,
+        id,
+        run_dir,
+        archive,
+        mut guard,
+        size,
+        admission,
+        group,
+        sha256,
+    } = verified;
     let permit = server
         .run_slots
         .clone()
@@ -763,6 +921,7 @@ async fn start_run(
             "busy: no free sandbox uid; retry later".into(),
         )
     })?;
+    let tenant = request.tenant;
     server
         .ctx
         .audit
@@ -772,11 +931,11 @@ async fn start_run(
             &tenant.name,
             json!({
                 "remote": remote.to_string(),
-                "scripts": scripts,
-                "variables": vars.iter().map(|(n, _)| n).collect::<Vec<_>>(),
+                "scripts": request.scripts,
+                "variables": request.vars.iter().map(|(n, _)| n).collect::<Vec<_>>(),
                 "archive_sha256": sha256,
                 "archive_bytes": size,
-                "signature": sig.scheme.as_str(),
+                "signature": request.sig.scheme.as_str(),
                 "concurrency": group,
             }),
         )
@@ -811,15 +970,15 @@ async fn start_run(
     let spec = RunSpec {
         id: id.clone(),
         tenant,
-        scripts,
-        vars,
+        scripts: request.scripts,
+        vars: request.vars,
         run_dir,
         archive,
         callback,
         concurrency: group,
     };
     guard.0 = None; // the run removes its directory itself from here on
-    let (tx, mut rx) = mpsc::unbounded_channel();
+    let (tx, rx) = mpsc::unbounded_channel();
     server.in_flight.fetch_add(1, Ordering::SeqCst);
     let (srv, ctx) = (server.clone(), server.ctx.clone());
     tokio::spawn(async move {
@@ -833,12 +992,21 @@ async fn start_run(
         srv.in_flight.fetch_sub(1, Ordering::SeqCst);
         srv.run_ended.notify_waiters();
     });
+    Ok((id, rx))
+}
 
-    let run_header = HeaderValue::from_str(&id).unwrap_or_else(|_| HeaderValue::from_static("?"));
+/// The run's answer in the form the client asked for (§2.2): NDJSON as the
+/// run goes, or the whole log (JSON, or text with 200/412) at its end.
+async fn respond(
+    form: Form,
+    id: &str,
+    mut rx: mpsc::UnboundedReceiver<RunEvent>,
+) -> Response<ResponseBody> {
+    let run_header = HeaderValue::from_str(id).unwrap_or_else(|_| HeaderValue::from_static("?"));
     let mut resp = match form {
         Form::Ndjson => {
             let (btx, brx) = mpsc::unbounded_channel::<Bytes>();
-            let run_id = id.clone();
+            let run_id = id.to_string();
             tokio::spawn(async move {
                 while let Some(event) = rx.recv().await {
                     let obj = match event {
@@ -888,5 +1056,5 @@ async fn start_run(
         }
     };
     resp.headers_mut().insert("x-servo-run", run_header);
-    Ok(resp)
+    resp
 }
