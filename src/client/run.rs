@@ -164,27 +164,22 @@ struct Target {
     tls: bool,
 }
 
+/// `--url`: `http(s)://HOST[:PORT][/PREFIX]`, read by `hyper::Uri` as the
+/// relay reads its URLs.
 fn parse_url(url: &str) -> Result<Target, ClientError> {
     let bad = || {
         ClientError::Usage(format!(
             "--url {url}: expected http://HOST[:PORT] or https://HOST[:PORT]"
         ))
     };
-    let (rest, tls) = match url.strip_prefix("https://") {
-        Some(rest) => (rest, true),
-        None => (url.strip_prefix("http://").ok_or_else(bad)?, false),
+    let uri: hyper::Uri = url.parse().map_err(|_| bad())?;
+    let tls = match uri.scheme_str() {
+        Some("https") => true,
+        Some("http") => false,
+        _ => return Err(bad()),
     };
-    let (authority, prefix) = match rest.find('/') {
-        Some(i) => (&rest[..i], rest[i..].trim_end_matches('/')),
-        None => (rest, ""),
-    };
-    let (host, port) = match authority.rsplit_once(':') {
-        Some((h, p)) if !h.ends_with(']') || h.starts_with('[') => {
-            (h, p.parse().map_err(|_| bad())?)
-        }
-        _ => (authority, if tls { 443 } else { 80 }),
-    };
-    if host.is_empty() {
+    let host = uri.host().filter(|h| !h.is_empty()).ok_or_else(bad)?;
+    if uri.authority().is_some_and(|a| a.as_str().contains('@')) {
         return Err(bad());
     }
     Ok(Target {
@@ -192,8 +187,8 @@ fn parse_url(url: &str) -> Result<Target, ClientError> {
             .trim_start_matches('[')
             .trim_end_matches(']')
             .to_string(),
-        port,
-        prefix: prefix.to_string(),
+        port: uri.port_u16().unwrap_or(if tls { 443 } else { 80 }),
+        prefix: uri.path().trim_end_matches('/').to_string(),
         tls,
     })
 }
@@ -554,88 +549,6 @@ pub async fn run(opts: RunOptions) -> Result<RunResult, ClientError> {
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn control_characters_and_escape_sequences_are_stripped() {
-        assert_eq!(strip_controls("a\x1b[2Jb\x07c\td"), "abc\td");
-        assert_eq!(strip_controls("x\x1b]0;title\x07y"), "xy");
-        assert_eq!(strip_controls("x\x1b]0;title\x1b\\y"), "xy");
-        assert_eq!(strip_controls("x\x1b[1;31mred\x1b[0m\r"), "xred");
-        assert_eq!(strip_controls("\u{9b}2Jz\u{85}é ok"), "zé ok");
-        assert_eq!(strip_controls("plain line\n"), "plain line\n");
-        assert_eq!(strip_controls("dangling\x1b"), "dangling");
-    }
-
-    #[test]
-    fn urls() {
-        let t = parse_url("http://127.0.0.1:5000").unwrap();
-        assert_eq!(
-            (t.host.as_str(), t.port, t.prefix.as_str()),
-            ("127.0.0.1", 5000, "")
-        );
-        let t = parse_url("http://servo.example/ci/").unwrap();
-        assert_eq!(
-            (t.host.as_str(), t.port, t.prefix.as_str()),
-            ("servo.example", 80, "/ci")
-        );
-        let t = parse_url("http://[::1]:8080").unwrap();
-        assert_eq!((t.host.as_str(), t.port), ("::1", 8080));
-        let t = parse_url("https://servo.example").unwrap();
-        assert_eq!(
-            (t.host.as_str(), t.port, t.tls),
-            ("servo.example", 443, true)
-        );
-        assert!(!parse_url("http://x").unwrap().tls);
-        assert!(parse_url("ftp://x").is_err());
-        assert!(parse_url("http://:80").is_err());
-    }
-
-    #[test]
-    fn vars() {
-        let v = parse_vars(&["build-id:42".into(), "url:http://x:1".into()]).unwrap();
-        assert_eq!(
-            v,
-            vec![
-                ("BUILD_ID".into(), "42".into()),
-                ("URL".into(), "http://x:1".into())
-            ]
-        );
-        assert!(parse_vars(&["nocolon".into()]).is_err());
-        assert!(parse_vars(&["path:x".into()]).is_err());
-    }
-
-    #[test]
-    fn progress_only_on_a_terminal_for_large_bundles() {
-        assert!(!show_progress(false, 100 * 1024 * 1024));
-        assert!(!show_progress(true, PROGRESS_MIN_BYTES - 1));
-        assert!(show_progress(true, PROGRESS_MIN_BYTES));
-    }
-
-    #[test]
-    fn packing_is_deterministic_and_skips_git() {
-        let dir = tempfile::tempdir().unwrap();
-        std::fs::write(dir.path().join("b.py"), "print(2)").unwrap();
-        std::fs::write(dir.path().join("a.py"), "print(1)").unwrap();
-        std::fs::create_dir(dir.path().join(".git")).unwrap();
-        std::fs::write(dir.path().join(".git/config"), "x").unwrap();
-        let one = prepare_archive(dir.path()).unwrap();
-        std::thread::sleep(std::time::Duration::from_millis(1100));
-        let two = prepare_archive(dir.path()).unwrap();
-        assert_eq!(one.sha256_hex, two.sha256_hex);
-        let file = std::fs::File::open(&one.path).unwrap();
-        let mut ar = tar::Archive::new(flate2::read::GzDecoder::new(file));
-        let names: Vec<String> = ar
-            .entries()
-            .unwrap()
-            .map(|e| e.unwrap().path().unwrap().display().to_string())
-            .collect();
-        assert_eq!(names, vec!["a.py", "b.py"]);
-    }
-}
-
 /// `servo run BUNDLE SCRIPT...` (SPEC §1).
 #[derive(clap::Args, Debug)]
 #[command(after_help = "\
@@ -721,5 +634,87 @@ pub fn run_main(args: RunArgs) -> std::process::ExitCode {
             eprintln!("servo: {e}");
             ExitCode::from(2)
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn control_characters_and_escape_sequences_are_stripped() {
+        assert_eq!(strip_controls("a\x1b[2Jb\x07c\td"), "abc\td");
+        assert_eq!(strip_controls("x\x1b]0;title\x07y"), "xy");
+        assert_eq!(strip_controls("x\x1b]0;title\x1b\\y"), "xy");
+        assert_eq!(strip_controls("x\x1b[1;31mred\x1b[0m\r"), "xred");
+        assert_eq!(strip_controls("\u{9b}2Jz\u{85}é ok"), "zé ok");
+        assert_eq!(strip_controls("plain line\n"), "plain line\n");
+        assert_eq!(strip_controls("dangling\x1b"), "dangling");
+    }
+
+    #[test]
+    fn urls() {
+        let t = parse_url("http://127.0.0.1:5000").unwrap();
+        assert_eq!(
+            (t.host.as_str(), t.port, t.prefix.as_str()),
+            ("127.0.0.1", 5000, "")
+        );
+        let t = parse_url("http://servo.example/ci/").unwrap();
+        assert_eq!(
+            (t.host.as_str(), t.port, t.prefix.as_str()),
+            ("servo.example", 80, "/ci")
+        );
+        let t = parse_url("http://[::1]:8080").unwrap();
+        assert_eq!((t.host.as_str(), t.port), ("::1", 8080));
+        let t = parse_url("https://servo.example").unwrap();
+        assert_eq!(
+            (t.host.as_str(), t.port, t.tls),
+            ("servo.example", 443, true)
+        );
+        assert!(!parse_url("http://x").unwrap().tls);
+        assert!(parse_url("ftp://x").is_err());
+        assert!(parse_url("http://:80").is_err());
+    }
+
+    #[test]
+    fn vars() {
+        let v = parse_vars(&["build-id:42".into(), "url:http://x:1".into()]).unwrap();
+        assert_eq!(
+            v,
+            vec![
+                ("BUILD_ID".into(), "42".into()),
+                ("URL".into(), "http://x:1".into())
+            ]
+        );
+        assert!(parse_vars(&["nocolon".into()]).is_err());
+        assert!(parse_vars(&["path:x".into()]).is_err());
+    }
+
+    #[test]
+    fn progress_only_on_a_terminal_for_large_bundles() {
+        assert!(!show_progress(false, 100 * 1024 * 1024));
+        assert!(!show_progress(true, PROGRESS_MIN_BYTES - 1));
+        assert!(show_progress(true, PROGRESS_MIN_BYTES));
+    }
+
+    #[test]
+    fn packing_is_deterministic_and_skips_git() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("b.py"), "print(2)").unwrap();
+        std::fs::write(dir.path().join("a.py"), "print(1)").unwrap();
+        std::fs::create_dir(dir.path().join(".git")).unwrap();
+        std::fs::write(dir.path().join(".git/config"), "x").unwrap();
+        let one = prepare_archive(dir.path()).unwrap();
+        std::thread::sleep(std::time::Duration::from_millis(1100));
+        let two = prepare_archive(dir.path()).unwrap();
+        assert_eq!(one.sha256_hex, two.sha256_hex);
+        let file = std::fs::File::open(&one.path).unwrap();
+        let mut ar = tar::Archive::new(flate2::read::GzDecoder::new(file));
+        let names: Vec<String> = ar
+            .entries()
+            .unwrap()
+            .map(|e| e.unwrap().path().unwrap().display().to_string())
+            .collect();
+        assert_eq!(names, vec!["a.py", "b.py"]);
     }
 }
