@@ -434,9 +434,34 @@ fn the_index_survives_a_zookeeper_restart_and_a_reset() {
     let before = wait_for_pods(&zk.address(), "ci.servo", &["ci.servo #1"]);
     zk.stop();
     std::thread::sleep(Duration::from_secs(2));
-    // ZooKeeper down: servo goes on serving runs and its control port.
+    // ZooKeeper down: servo goes on serving runs and its control port, and
+    // `check` says what is refused meanwhile (v2 and grouped runs, §11).
     assert_eq!(pod.post("info").1["process"], "running");
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let (status, why) = loop {
+        let (status, body) = pod.post("control/check");
+        if status != 200 || Instant::now() > deadline {
+            break (status, body);
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    assert_eq!(status, 503, "{why}");
+    assert!(
+        why["why"]
+            .as_str()
+            .unwrap_or("")
+            .contains("coordination is down"),
+        "{why}"
+    );
     zk.resume();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while pod.post("control/check").0 != 200 {
+        assert!(
+            Instant::now() < deadline,
+            "check still failing after ZooKeeper came back"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
     let after = wait_for_pods(&zk.address(), "ci.servo", &["ci.servo #1"]);
     assert_eq!(after["ci.servo #1"].hints["task"], "ci.servo.zk");
     assert_eq!(after["ci.servo #1"].hints, before["ci.servo #1"].hints);

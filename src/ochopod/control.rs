@@ -249,13 +249,18 @@ async fn control(server: &Arc<Server>, pod: &Pod, rest: &str) -> Response<Respon
     };
     match task {
         "check" => match server.ctx.audit.probe() {
-            Ok(()) => answer(
-                StatusCode::OK,
-                json!({"ok": true, "process": pod.process().as_str()}),
-            ),
             Err(e) => answer(
                 StatusCode::SERVICE_UNAVAILABLE,
                 json!({"ok": false, "why": format!("the audit log cannot be written: {e}")}),
+            ),
+            // v2 and grouped runs are refused while ZooKeeper is away (§11).
+            Ok(()) if !server.ctx.coordination.available() => answer(
+                StatusCode::SERVICE_UNAVAILABLE,
+                json!({"ok": false, "why": "coordination is down: ZooKeeper cannot be reached, v2 and grouped runs are refused"}),
+            ),
+            Ok(()) => answer(
+                StatusCode::OK,
+                json!({"ok": true, "process": pod.process().as_str()}),
             ),
         },
         "ok" | "signal" => answer(StatusCode::OK, json!({"ok": true})),
