@@ -9,13 +9,14 @@ use std::process::Command;
 use support::fake_portal::{Behaviour, FakePortal, PodStub};
 use support::{bundle, curl, openssl_sign, post_bundle, require_root, servo_bin, Servo, TOKEN};
 
-/// The fenced block that follows `<!-- tested: cd-bundle NAME -->` in the README.
+/// The fenced block that follows `<!-- tested: cd-bundle NAME -->` in the
+/// docs (docs/http-api.md, "Driving the cluster from a script").
 fn readme_block(name: &str) -> String {
-    let readme = include_str!("../README.md");
+    let readme = include_str!("../docs/http-api.md");
     let marker = format!("<!-- tested: cd-bundle {name} -->");
     let after = readme
         .split_once(&marker)
-        .unwrap_or_else(|| panic!("README has no block marked {marker}"))
+        .unwrap_or_else(|| panic!("docs/http-api.md has no block marked {marker}"))
         .1;
     let body = after
         .split_once("```")
