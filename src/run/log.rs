@@ -15,6 +15,11 @@ impl LineSplitter {
     pub fn feed(&mut self, mut bytes: &[u8], emit: &mut impl FnMut(String)) {
         while !bytes.is_empty() {
             match bytes.iter().position(|&b| b == b'\n') {
+                // A whole line in this chunk: one copy, straight into its String.
+                Some(i) if self.partial.is_empty() && i <= MAX_LINE => {
+                    emit(to_string(&bytes[..i]));
+                    bytes = &bytes[i + 1..];
+                }
                 Some(i) => {
                     self.push_bounded(&bytes[..i], emit);
                     emit(self.take());
@@ -46,10 +51,15 @@ impl LineSplitter {
     }
 
     fn take(&mut self) -> String {
-        let line = String::from_utf8_lossy(&self.partial).into_owned();
+        let line = to_string(&self.partial);
         self.partial.clear();
         line
     }
+}
+
+/// The line as UTF-8, invalid bytes replaced.
+fn to_string(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(bytes).into_owned()
 }
 
 #[cfg(test)]
@@ -71,11 +81,28 @@ mod tests {
         assert_eq!(split(&[b"a\nb", b"c\n", b"d"]), vec!["a", "bc", "d"]);
         assert_eq!(split(&[b"\n\n"]), vec!["", ""]);
         assert_eq!(split(&[b"caf\xff\n"]), vec!["caf\u{fffd}"]);
+        assert_eq!(
+            split(&[b"a\xff\nb\n", b"\xffc\n"]),
+            vec!["a\u{fffd}", "b", "\u{fffd}c"]
+        );
         let long = vec![b'x'; MAX_LINE * 2 + 3];
         let out = split(&[&long]);
         assert_eq!(
             out.iter().map(|l| l.len()).collect::<Vec<_>>(),
             vec![MAX_LINE, MAX_LINE, 3]
+        );
+        // A line of exactly MAX_LINE is one line; one more byte splits it.
+        let mut exact = vec![b'y'; MAX_LINE];
+        exact.push(b'\n');
+        assert_eq!(
+            split(&[&exact]).iter().map(|l| l.len()).collect::<Vec<_>>(),
+            vec![MAX_LINE]
+        );
+        let mut over = vec![b'y'; MAX_LINE + 1];
+        over.push(b'\n');
+        assert_eq!(
+            split(&[&over]).iter().map(|l| l.len()).collect::<Vec<_>>(),
+            vec![MAX_LINE, 1]
         );
     }
 }
