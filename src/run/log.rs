@@ -3,6 +3,18 @@
 /// Longest log line; longer output is split.
 pub const MAX_LINE: usize = 64 * 1024;
 
+/// The read buffer of a script's output: the pipe's default capacity.
+pub const READ_MAX: usize = 64 * 1024;
+
+/// After a short read of a script's output, how long the next read waits.
+/// With `PYTHONUNBUFFERED=1` (SPEC §4.2) a script writes each line on its
+/// own; reading each as it comes costs a wake-up, a read and a chunk per
+/// line or two. Waiting this long gathers what the script writes meanwhile
+/// (a pipe holds 64 KiB: a script printing flat out is not held up), and
+/// delays a line by about this much (tokio's timer rounds up to its 1 ms
+/// tick).
+pub const BATCH: std::time::Duration = std::time::Duration::from_millis(1);
+
 /// Splits a byte stream into lines (`\n`), replacing invalid UTF-8 and
 /// splitting lines longer than [`MAX_LINE`].
 #[derive(Default)]

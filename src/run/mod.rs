@@ -468,7 +468,7 @@ async fn run_script(
         .ok_or_else(|| Failure::Internal("sandbox: no output pipe".into()))?;
 
     let mut splitter = LineSplitter::default();
-    let mut buf = vec![0u8; 64 * 1024];
+    let mut buf = vec![0u8; log::READ_MAX];
     let mut bytes: u64 = 0;
     let mut over_limit = false;
     let mut timed_out = false;
@@ -482,6 +482,11 @@ async fn run_script(
                     if over_limit {
                         running.kill();
                         break;
+                    }
+                    if n < log::READ_MAX / 4 {
+                        // A short read: let the script write more before
+                        // the next one (a line is at most this late).
+                        tokio::time::sleep(log::BATCH).await;
                     }
                 }
             },
