@@ -468,7 +468,8 @@ async fn run_script(
         .ok_or_else(|| Failure::Internal("sandbox: no output pipe".into()))?;
 
     let mut splitter = LineSplitter::default();
-    let mut buf = vec![0u8; log::READ_MAX];
+    // Grows while reads fill it: a quiet script keeps a page, not 64 KiB.
+    let mut buf = vec![0u8; log::READ_MIN];
     let mut bytes: u64 = 0;
     let mut over_limit = false;
     let mut timed_out = false;
@@ -483,7 +484,9 @@ async fn run_script(
                         running.kill();
                         break;
                     }
-                    if n < log::READ_MAX / 4 {
+                    if n == buf.len() && n < log::READ_MAX {
+                        buf.resize(n * 2, 0);
+                    } else if n < log::READ_MAX / 4 {
                         // A short read: let the script write more before
                         // the next one (a line is at most this late).
                         tokio::time::sleep(log::BATCH).await;
