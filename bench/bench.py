@@ -570,12 +570,18 @@ def many_long_runs(tmp):
             peak[0] = max(peak[0], tree_rss(server.proc.pid))
             time.sleep(0.05)
 
+    failures = []
+
     def client():
         try:
             status, body = server.post(archive, "sleep.py", timeout=sleep + 120)
-            statuses.append(status if json.loads(body).get("ok") == 1 else -status)
-        except Exception:  # noqa: BLE001 - counted as a failure
+            ok = status == 200 and json.loads(body).get("ok") == 1
+            statuses.append(200 if ok else status)
+            if not ok:
+                failures.append("%d %s" % (status, body[-200:]))
+        except Exception as e:  # noqa: BLE001 - counted as a failure
             statuses.append(0)
+            failures.append(repr(e))
 
     try:
         sampler = threading.Thread(target=sample)
@@ -597,8 +603,16 @@ def many_long_runs(tmp):
         open(stop, "w").close()
         server.stop()
     ok = statuses.count(200)
+    others = ", ".join("%d x %s" % (statuses.count(s), s or "no answer")
+                       for s in sorted(set(statuses) - {200}))
     row("%d runs of time.sleep(%d) at once: answered 200" % (n, sleep),
-        "%d of %d in %.1f s" % (ok, n, took), "", "", "all 200", ok == n)
+        "%d of %d in %.1f s%s" % (ok, n, took, " (%s)" % others if others else ""),
+        "", "", "all 200", ok == n)
+    if failures:
+        server.log.seek(0)
+        tail = server.log.read().splitlines()[-5:]
+        print("500-run row, first failure: %s; servo's log ends:\n  %s"
+              % (failures[0], "\n  ".join(tail)), file=sys.stderr)
     row("  server + launcher RSS at the peak", "%.1f MiB" % peak[0], "", "", "<= 64 MiB",
         peak[0] <= 64)
     p50, p99 = ms(pct(lat, 50)), ms(pct(lat, 99))
