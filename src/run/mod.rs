@@ -512,8 +512,15 @@ async fn run_script(
                         buf.resize(n * 2, 0);
                     } else if n < log::READ_MAX / 4 {
                         // A short read: let the script write more before
-                        // the next one (a line is at most this late).
+                        // the next one (a line is at most this late), the
+                        // pipe out of the runtime's epoll meanwhile: once
+                        // polled, a pipe wakes its pollers at every write.
+                        let Ok(fd) = output.into_nonblocking_fd() else { break };
                         tokio::time::sleep(log::BATCH).await;
+                        match tokio::net::unix::pipe::Receiver::from_owned_fd_unchecked(fd) {
+                            Ok(again) => output = again,
+                            Err(_) => break,
+                        }
                     }
                 }
             },
