@@ -173,7 +173,7 @@ def sandbox_start(tmp):
         fo = med["floor"] - med["bare"]
         row("sandbox start overhead (median of %d)" % n, "%.2f ms" % ms(so),
             "floor %.2f ms; bwrap %.2f ms" % (ms(fo), ms(bo)),
-            "floor + %.2f ms; %.2f x bwrap" % (ms(so - fo), so / bo),
+            "floor %+.2f ms; %.2f x bwrap" % (ms(so - fo), so / bo),
             "<= floor + 0.75 ms", ms(so - fo) <= 0.75)
     else:
         row("sandbox start overhead (median of %d)" % n, "%.2f ms" % ms(so),
