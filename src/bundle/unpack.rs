@@ -79,6 +79,9 @@ const HEADER_WINDOW: u64 = 1 << 20;
 /// Headers and padding allowed per entry on top of the file data, when
 /// bounding the whole decompressed stream.
 const HEADER_BYTES_PER_ENTRY: u64 = 8 << 10;
+/// Bytes read from the archive at a time, and written to a file at a time.
+const INPUT_BUFFER: usize = 64 << 10;
+const WRITE_BUFFER: usize = 64 << 10;
 /// The name in errors about the stream rather than one entry.
 const END: &str = "(end of archive)";
 const ARCHIVE: &str = "(archive)";
@@ -94,7 +97,8 @@ pub fn unpack(
     owner: Option<(u32, u32)>,
 ) -> Result<UnpackSummary, UnpackError> {
     let tree = Tree::open(dest, owner)?;
-    let input = BufReader::new(File::open(archive)?);
+    // Reads of 64 KiB rather than BufReader's 8: an eighth of the syscalls.
+    let input = BufReader::with_capacity(INPUT_BUFFER, File::open(archive)?);
     // File data, plus headers, plus the zero blocks that pad a tar's end.
     let cap = limits
         .max_total_bytes
@@ -112,6 +116,7 @@ pub fn unpack(
         name_bytes: 0,
         charged: 0,
         summary: UnpackSummary::default(),
+        buf: Vec::new(),
     };
     let mut entries = tar.entries().map_err(|_| UnpackError::Bogus)?;
     loop {
@@ -218,6 +223,9 @@ struct Unpacker {
     /// and any data other entries carry.
     charged: u64,
     summary: UnpackSummary,
+    /// File data on its way from the archive to its file: one buffer for
+    /// the whole bundle (a fresh zeroed 64 KiB per file was a memset each).
+    buf: Vec<u8>,
 }
 
 impl Unpacker {
@@ -406,17 +414,20 @@ impl Unpacker {
 
     /// Streams an entry's data into its new file.
     fn write_data<R: Read>(
-        &self,
+        &mut self,
         entry: &mut R,
         file: &mut File,
         size: u64,
         shown: &str,
     ) -> Result<(), UnpackError> {
         self.meter.open_window(size);
-        let mut buf = vec![0u8; 64 << 10];
+        if self.buf.is_empty() {
+            self.buf = vec![0u8; WRITE_BUFFER];
+        }
+        let buf = &mut self.buf;
         let mut written = 0u64;
         loop {
-            let n = match entry.read(&mut buf) {
+            let n = match entry.read(buf) {
                 Ok(0) => break,
                 Ok(n) => n,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,

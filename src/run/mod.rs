@@ -300,14 +300,17 @@ async fn run_steps(
     // plaintext per `.aes` file at most, the volume's own few, and what the
     // scripts create (empty files and directories take no page, so the size
     // alone does not bound them).
-    let volume = RunVolume::create(
-        &RunVolume::dir_of(&spec.run_dir),
+    let (dir, size) = (
+        RunVolume::dir_of(&spec.run_dir),
         limits.unpacked_bytes() + limits.work_bytes() + limits.entries * page_size(),
+    );
+    let (inodes, tmpfs) = (
         run_volume_inodes(limits.entries),
         ctx.sandbox.can_mount_workdirs(),
-        owner,
-    )
-    .map_err(|e| Failure::Internal(format!("cannot create the run's volume: {e}")))?;
+    );
+    let volume = offload(move || RunVolume::create(&dir, size, inodes, tmpfs, owner))
+        .await?
+        .map_err(|e| Failure::Internal(format!("cannot create the run's volume: {e}")))?;
     let work = volume.work();
     let archive = spec.archive.clone();
     let unpack_limits = unpack::UnpackLimits {
@@ -362,8 +365,9 @@ async fn run_steps(
         Err(e) => return Err(Failure::Bundle(e.to_string())),
     }
 
-    volume
-        .limit_growth(limits.work_bytes())
+    let growth = limits.work_bytes();
+    let volume = offload(move || volume.limit_growth(growth).map(|()| volume))
+        .await?
         .map_err(|e| Failure::Internal(format!("cannot size the run's volume: {e}")))?;
     // The run's socket to the portal (§6.1), owned by whoever the script
     // is on the host: the run's uid, or servo's own in rootless mode.
@@ -385,7 +389,27 @@ async fn run_steps(
         .map_err(|e| Failure::Internal(format!("cannot open the portal socket: {e}")))?;
     let result = run_scripts(ctx, spec, lease, &volume, &relay, out, started).await;
     relay.close().await;
+    // Unmounting frees the tmpfs and all it holds, in the calling thread.
+    offload(move || drop(volume)).await?;
     result
+}
+
+/// Setup and teardown calls that block (mounts, the launcher's reply) run
+/// beside the runtime's workers, a few at a time: when hundreds of runs
+/// start at once, each used to hold a worker for its mount and its launch
+/// (serialised on the launcher), and requests such as `/health` queued
+/// behind them for hundreds of ms.
+async fn offload<T: Send + 'static>(
+    work: impl FnOnce() -> T + Send + 'static,
+) -> Result<T, Failure> {
+    static SETUP: tokio::sync::Semaphore = tokio::sync::Semaphore::const_new(2);
+    let _permit = SETUP
+        .acquire()
+        .await
+        .map_err(|e| Failure::Internal(e.to_string()))?;
+    tokio::task::spawn_blocking(work)
+        .await
+        .map_err(|e| Failure::Internal(e.to_string()))
 }
 
 async fn run_scripts(
@@ -526,9 +550,9 @@ async fn run_script(
     let deadline = script_deadline.min(run_deadline);
     let started = Instant::now();
     inc(&ctx.metrics.scripts_run);
-    let mut running = ctx
-        .sandbox
-        .spawn(&job)
+    let sandbox = ctx.sandbox.clone();
+    let mut running = offload(move || sandbox.spawn(&job))
+        .await?
         .map_err(|e| Failure::Internal(format!("sandbox: {e}")))?;
     ctx.metrics
         .sandbox_setup
@@ -538,7 +562,8 @@ async fn run_script(
         .ok_or_else(|| Failure::Internal("sandbox: no output pipe".into()))?;
 
     let mut splitter = LineSplitter::default();
-    let mut buf = vec![0u8; 64 * 1024];
+    // Grows while reads fill it: a quiet script keeps a page, not 64 KiB.
+    let mut buf = vec![0u8; log::READ_MIN];
     let mut bytes: u64 = 0;
     let mut over_limit = false;
     let mut timed_out = false;
@@ -552,6 +577,20 @@ async fn run_script(
                     if over_limit {
                         running.kill();
                         break;
+                    }
+                    if n == buf.len() && n < log::READ_MAX {
+                        buf.resize(n * 2, 0);
+                    } else if n < log::READ_MAX / 4 {
+                        // A short read: let the script write more before
+                        // the next one (a line is at most this late), the
+                        // pipe out of the runtime's epoll meanwhile: once
+                        // polled, a pipe wakes its pollers at every write.
+                        let Ok(fd) = output.into_nonblocking_fd() else { break };
+                        tokio::time::sleep(log::BATCH).await;
+                        match tokio::net::unix::pipe::Receiver::from_owned_fd_unchecked(fd) {
+                            Ok(again) => output = again,
+                            Err(_) => break,
+                        }
                     }
                 }
             },

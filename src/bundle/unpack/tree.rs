@@ -10,7 +10,7 @@ use std::collections::HashMap;
 use std::ffi::OsStr;
 use std::fs::File;
 use std::io;
-use std::os::fd::{AsFd, OwnedFd};
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
 use std::path::Path;
 
@@ -35,10 +35,34 @@ pub struct Tree {
     root: OwnedFd,
     owner: Option<(Uid, Gid)>,
     kinds: HashMap<Vec<u8>, Kind>,
+    /// The directory the last entry went into, kept open: archives list a
+    /// directory's files together, and each would otherwise cost an
+    /// `openat2` and a `close`. Directories of the bundle are never removed
+    /// or replaced while it unpacks, so the descriptor stays the directory
+    /// its name was resolved to (beneath the root, through no symlink).
+    parent: Option<(Vec<u8>, OwnedFd)>,
+    /// The process's umask, when known: modes it leaves whole need no `fchmod`.
+    umask: Option<u32>,
 }
 
 fn os(bytes: &[u8]) -> &OsStr {
     OsStr::from_bytes(bytes)
+}
+
+/// The directory [`Tree::parent_of`] just opened or reused.
+fn cached(parent: &Option<(Vec<u8>, OwnedFd)>) -> BorrowedFd<'_> {
+    parent
+        .as_ref()
+        .map(|(_, fd)| fd.as_fd())
+        .expect("parent_of opened it")
+}
+
+/// The process's umask, from `/proc/self/status` (reading it with umask(2)
+/// would change it for every thread a moment).
+fn umask() -> Option<u32> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = status.lines().find_map(|l| l.strip_prefix("Umask:"))?;
+    u32::from_str_radix(line.trim(), 8).ok()
 }
 
 impl Tree {
@@ -59,6 +83,8 @@ impl Tree {
             root,
             owner: owner.map(|(u, g)| (Uid::from_raw(u), Gid::from_raw(g))),
             kinds: HashMap::new(),
+            parent: None,
+            umask: umask(),
         })
     }
 
@@ -99,15 +125,25 @@ impl Tree {
             .fold((0, 0), |(n, bytes), up| (n + 1, bytes + up.len() as u64))
     }
 
-    /// Creates the missing ancestors of `key` and opens its parent directory.
-    fn parent_of(&mut self, key: &[u8]) -> io::Result<OwnedFd> {
+    /// Creates the missing ancestors of `key` and opens its parent directory
+    /// (or reuses it, when the last entry went there too).
+    fn parent_of(&mut self, key: &[u8]) -> io::Result<()> {
         for up in ancestors(key) {
             if self.kind(up).is_none() {
                 self.mkdir(up)?;
                 self.kinds.insert(up.to_vec(), Kind::ImplicitDir);
             }
         }
-        self.open_dir(split_last(key).0)
+        let dir = split_last(key).0;
+        if self
+            .parent
+            .as_ref()
+            .is_none_or(|(k, _)| k.as_slice() != dir)
+        {
+            let fd = self.open_dir(dir)?;
+            self.parent = Some((dir.to_vec(), fd));
+        }
+        Ok(())
     }
 
     /// Opens a directory of the bundle (`O_PATH`), refusing symlinks and escapes.
@@ -125,9 +161,12 @@ impl Tree {
         Ok(nix::fcntl::openat2(self.root.as_fd(), os(key), how)?)
     }
 
-    /// Gives a new file or directory its mode and owner.
+    /// Gives a new file or directory its mode and owner. It was created with
+    /// `mode`: only a umask that took bits from it makes an `fchmod` needed.
     fn settle(&self, fd: impl AsFd, mode: u32) -> io::Result<()> {
-        nix::sys::stat::fchmod(fd.as_fd(), Mode::from_bits_truncate(mode))?;
+        if self.umask.is_none_or(|umask| mode & umask != 0) {
+            nix::sys::stat::fchmod(fd.as_fd(), Mode::from_bits_truncate(mode))?;
+        }
         if let Some((uid, gid)) = self.owner {
             nix::unistd::fchown(fd.as_fd(), Some(uid), Some(gid))?;
         }
@@ -154,7 +193,7 @@ impl Tree {
             self.kinds.insert(key.to_vec(), Kind::Dir);
             return Ok(());
         }
-        drop(self.parent_of(key)?);
+        self.parent_of(key)?;
         self.mkdir(key)?;
         self.kinds.insert(key.to_vec(), Kind::Dir);
         Ok(())
@@ -163,10 +202,11 @@ impl Tree {
     /// Creates an empty regular file, 0755 if `executable` else 0644; the
     /// caller writes its `size` bytes.
     pub fn add_file(&mut self, key: &[u8], executable: bool, size: u64) -> io::Result<File> {
-        let parent = self.parent_of(key)?;
         let mode = if executable { 0o755 } else { 0o644 };
+        self.parent_of(key)?;
+        let parent = cached(&self.parent);
         let fd = nix::fcntl::openat(
-            parent.as_fd(),
+            parent,
             os(split_last(key).1),
             OFlag::O_WRONLY | OFlag::O_CREAT | OFlag::O_EXCL | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC,
             Mode::from_bits_truncate(mode),
@@ -179,13 +219,14 @@ impl Tree {
 
     /// A symlink whose target the caller has checked.
     pub fn add_symlink(&mut self, key: &[u8], target: &[u8]) -> io::Result<()> {
-        let parent = self.parent_of(key)?;
+        self.parent_of(key)?;
+        let parent = cached(&self.parent);
         let name = os(split_last(key).1);
-        nix::unistd::symlinkat(os(target), parent.as_fd(), name)?;
+        nix::unistd::symlinkat(os(target), parent, name)?;
         self.kinds.insert(key.to_vec(), Kind::Symlink);
         if let Some((uid, gid)) = self.owner {
             nix::unistd::fchownat(
-                parent.as_fd(),
+                parent,
                 name,
                 Some(uid),
                 Some(gid),
@@ -197,14 +238,15 @@ impl Tree {
 
     /// A hardlink to `target`, an earlier regular file of the bundle.
     pub fn add_hardlink(&mut self, key: &[u8], target: &[u8], size: u64) -> io::Result<()> {
-        let parent = self.parent_of(key)?;
         let (target_dir, target_name) = split_last(target);
         let target_parent = self.open_dir(target_dir)?;
+        self.parent_of(key)?;
+        let parent = cached(&self.parent);
         // No AT_SYMLINK_FOLLOW: a symlink would be linked, never followed.
         nix::unistd::linkat(
             target_parent.as_fd(),
             os(target_name),
-            parent.as_fd(),
+            parent,
             os(split_last(key).1),
             nix::fcntl::AtFlags::empty(),
         )?;
