@@ -995,6 +995,26 @@ async fn launch(
     Ok((id, rx))
 }
 
+/// Bytes of NDJSON gathered into one chunk before it is sent.
+const NDJSON_CHUNK: usize = 64 * 1024;
+
+/// One NDJSON line (§2.2): `{"line": ...}`, or the last `{"ok", "run", "ms"}`.
+fn ndjson_event(out: &mut Vec<u8>, event: &RunEvent, run_id: &str) {
+    match event {
+        RunEvent::Line(line) => {
+            out.extend_from_slice(b"{\"line\":");
+            // Writing into a Vec cannot fail; a string always serialises.
+            let _ = serde_json::to_writer(&mut *out, line);
+            out.extend_from_slice(b"}\n");
+        }
+        RunEvent::Done(o) => {
+            let last = json!({"ok": u8::from(o.ok), "run": run_id, "ms": o.ms});
+            out.extend_from_slice(last.to_string().as_bytes());
+            out.push(b'\n');
+        }
+    }
+}
+
 /// The run's answer in the form the client asked for (§2.2): NDJSON as the
 /// run goes, or the whole log (JSON, or text with 200/412) at its end.
 async fn respond(
@@ -1008,14 +1028,18 @@ async fn respond(
             let (btx, brx) = mpsc::unbounded_channel::<Bytes>();
             let run_id = id.to_string();
             tokio::spawn(async move {
-                while let Some(event) = rx.recv().await {
-                    let obj = match event {
-                        RunEvent::Line(line) => json!({ "line": line }),
-                        RunEvent::Done(o) => {
-                            json!({"ok": u8::from(o.ok), "run": run_id, "ms": o.ms})
+                // The events already queued go out as one chunk, each line
+                // escaped straight into it: no JSON value, no string per line.
+                while let Some(first) = rx.recv().await {
+                    let mut chunk = Vec::with_capacity(4096);
+                    let mut next = Some(first);
+                    while let Some(event) = next.take() {
+                        ndjson_event(&mut chunk, &event, &run_id);
+                        if chunk.len() < NDJSON_CHUNK {
+                            next = rx.try_recv().ok();
                         }
-                    };
-                    if btx.send(Bytes::from(format!("{obj}\n"))).is_err() {
+                    }
+                    if btx.send(Bytes::from(chunk)).is_err() {
                         break; // the client went away; the run goes on
                     }
                 }
@@ -1057,4 +1081,40 @@ async fn respond(
     };
     resp.headers_mut().insert("x-servo-run", run_header);
     resp
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ndjson_lines_are_json_whatever_they_hold() {
+        let lines = [
+            "plain",
+            "a \"quoted\" \\ path",
+            "tab\tand\u{1}control",
+            "é 中 🙂",
+            "",
+        ];
+        let mut out = Vec::new();
+        for line in lines {
+            ndjson_event(&mut out, &RunEvent::Line(line.to_string()), "r1");
+        }
+        let done = run::Outcome {
+            ok: true,
+            reason: None,
+            ms: 7,
+        };
+        ndjson_event(&mut out, &RunEvent::Done(done), "r1");
+        let text = String::from_utf8(out).expect("UTF-8");
+        let got: Vec<serde_json::Value> = text
+            .lines()
+            .map(|l| serde_json::from_str(l).expect("one JSON object per line"))
+            .collect();
+        for (value, line) in got.iter().zip(lines) {
+            assert_eq!(value, &json!({ "line": line }));
+        }
+        assert_eq!(got[lines.len()], json!({"ok": 1, "run": "r1", "ms": 7}));
+        assert!(text.ends_with('\n'));
+    }
 }
