@@ -710,7 +710,8 @@ fn a_killed_holder_frees_its_group_when_its_session_expires() {
     let zk = ZooKeeper::start();
     let conf = tempfile::tempdir().expect("tempdir");
     let tenants = tenants_file(conf.path(), 60);
-    let mut a = start_instance(&zk_args(&zk, "servo-kill", &tenants, "101000-101499", 2));
+    let a_args = zk_args(&zk, "servo-kill", &tenants, "101000-101499", 2);
+    let mut a = start_instance(&a_args);
     let b = start_instance(&zk_args(&zk, "servo-kill", &tenants, "101500-101999", 2));
     wait_cluster(&a, "zookeeper", Some(2));
     wait_cluster(&b, "zookeeper", Some(2));
@@ -731,4 +732,16 @@ fn a_killed_holder_frees_its_group_when_its_session_expires() {
     let (done, lines) = second.finish();
     assert_eq!(done["ok"], 1, "{lines:?}");
     wait_cluster(&b, "zookeeper", Some(1));
+    // What the killed instance left (its mounts) goes when a servo starts
+    // on its state dir again, as an operator's restart would do.
+    let state = a.state.path().to_path_buf();
+    let args: Vec<&str> = a_args.iter().map(String::as_str).collect();
+    let mut again = a.restart(&args);
+    again.terminate();
+    let mounts = std::fs::read_to_string("/proc/self/mountinfo").expect("mountinfo");
+    let left: Vec<&str> = mounts
+        .lines()
+        .filter(|l| l.contains(state.to_str().expect("utf-8")))
+        .collect();
+    assert!(left.is_empty(), "left mounted: {left:#?}");
 }
