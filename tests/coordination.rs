@@ -34,58 +34,6 @@ fn tenants_file(dir: &Path, wait_s: u64) -> PathBuf {
     path
 }
 
-/// `openssl dgst -sha256 [-hmac KEY] FILE`, the hex part.
-fn openssl_sha256(path: &Path, hmac_key: Option<&str>) -> String {
-    let mut cmd = Command::new("openssl");
-    cmd.args(["dgst", "-sha256"]);
-    if let Some(key) = hmac_key {
-        cmd.args(["-hmac", key]);
-    }
-    let out = cmd.arg(path).output().expect("openssl");
-    assert!(out.status.success());
-    String::from_utf8_lossy(&out.stdout)
-        .split_whitespace()
-        .last()
-        .expect("openssl output")
-        .to_string()
-}
-
-/// A v2 signature (§2.6) computed by `openssl` over the text built here,
-/// with the `concurrency=` line when `group` is given.
-fn openssl_v2(
-    token: &str,
-    ts: u64,
-    path: &str,
-    tenant: &str,
-    group: Option<&str>,
-    tgz: &Path,
-) -> String {
-    let mut text = format!("v2\n{ts}\nPOST\n{path}\n{tenant}\n");
-    if let Some(g) = group {
-        text.push_str(&format!("concurrency={g}\n"));
-    }
-    text.push_str(&openssl_sha256(tgz, None));
-    let dir = tempfile::tempdir().expect("tempdir");
-    let msg = dir.path().join("message");
-    std::fs::write(&msg, text).expect("write");
-    format!("v2={}", openssl_sha256(&msg, Some(token)))
-}
-
-fn now() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .expect("clock")
-        .as_secs()
-}
-
-fn post_signed(servo: &Servo, tgz: &Path, scripts: &str, sig: &str, extra: &[&str]) -> Reply {
-    let form = format!("tgz=@{}", tgz.display());
-    let sig_header = format!("X-Signature: {sig}");
-    let mut args = vec!["-X", "POST", "-F", &form, "-H", &sig_header];
-    args.extend_from_slice(extra);
-    curl(&format!("{}/run/{scripts}", servo.url), &args)
-}
-
 /// A v2-signed request as tenant `tenant` (fresh timestamp), naming `group`.
 fn post_v2(
     servo: &Servo,
@@ -96,7 +44,15 @@ fn post_v2(
     group: Option<&str>,
 ) -> Reply {
     let ts = now();
-    let sig = openssl_v2(token, ts, &format!("/run/{script}"), tenant, group, tgz);
+    let sig = openssl_v2(
+        token,
+        ts,
+        &format!("/run/{script}"),
+        tenant,
+        group,
+        &[],
+        tgz,
+    );
     let ts_header = format!("X-Servo-Timestamp: {ts}");
     let tenant_header = format!("X-Tenant: {tenant}");
     let group_header = group.map(|g| format!("X-Servo-Concurrency: {g}"));
@@ -416,8 +372,16 @@ fn a_run_gives_up_after_the_tenants_wait_and_v2_binds_the_group() {
     // it without the header; made with it, it does.
     let ts = now();
     let ts_header = format!("X-Servo-Timestamp: {ts}");
-    let plain = openssl_v2(TOKEN_A, ts, "/run/timed.py", "a", None, &short.tgz);
-    let bound = openssl_v2(TOKEN_A, ts, "/run/timed.py", "a", Some("blue"), &short.tgz);
+    let plain = openssl_v2(TOKEN_A, ts, "/run/timed.py", "a", None, &[], &short.tgz);
+    let bound = openssl_v2(
+        TOKEN_A,
+        ts,
+        "/run/timed.py",
+        "a",
+        Some("blue"),
+        &[],
+        &short.tgz,
+    );
     let with_group = [
         "-H",
         ts_header.as_str(),
@@ -535,7 +499,7 @@ fn two_instances_share_the_replay_cache_groups_and_tenant_places() {
     // The replay cache: accepted by A, refused by B, and by A restarted.
     let quick = timed(0.0);
     let ts = now();
-    let sig = openssl_v2(TOKEN_C, ts, "/run/timed.py", "c", None, &quick.tgz);
+    let sig = openssl_v2(TOKEN_C, ts, "/run/timed.py", "c", None, &[], &quick.tgz);
     let ts_header = format!("X-Servo-Timestamp: {ts}");
     let extra = ["-H", ts_header.as_str(), "-H", "X-Tenant: c"];
     ok_run(&post_signed(&a, &quick.tgz, "timed.py", &sig, &extra));

@@ -42,60 +42,6 @@ fn start_with_tenants(a_extra: &str, extra: &[&str]) -> (Servo, tempfile::TempDi
     (Servo::start(&args), conf)
 }
 
-/// `openssl dgst -sha256 [-hmac KEY] FILE`, the hex part.
-fn openssl_sha256(path: &Path, hmac_key: Option<&str>) -> String {
-    let mut cmd = Command::new("openssl");
-    cmd.args(["dgst", "-sha256"]);
-    if let Some(key) = hmac_key {
-        cmd.args(["-hmac", key]);
-    }
-    let out = cmd.arg(path).output().expect("openssl");
-    assert!(out.status.success());
-    String::from_utf8_lossy(&out.stdout)
-        .split_whitespace()
-        .last()
-        .expect("openssl output")
-        .to_string()
-}
-
-/// A v2 signature (§2.6) computed by `openssl` over the canonical text.
-fn openssl_v2(
-    token: &str,
-    timestamp: u64,
-    path: &str,
-    tenant: &str,
-    vars: &[(&str, &str)],
-    tgz: &Path,
-) -> String {
-    let mut vars = vars.to_vec();
-    vars.sort();
-    let mut text = format!("v2\n{timestamp}\nPOST\n{path}\n{tenant}\n");
-    for (name, value) in vars {
-        text.push_str(&format!("{name}={value}\n"));
-    }
-    text.push_str(&openssl_sha256(tgz, None));
-    let dir = tempfile::tempdir().expect("tempdir");
-    let msg = dir.path().join("message");
-    std::fs::write(&msg, text).expect("write");
-    format!("v2={}", openssl_sha256(&msg, Some(token)))
-}
-
-fn now() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .expect("clock")
-        .as_secs()
-}
-
-/// POSTs `tgz` to `/run/<scripts>` with signature `sig` and more curl args.
-fn post_signed(servo: &Servo, tgz: &Path, scripts: &str, sig: &str, extra: &[&str]) -> Reply {
-    let form = format!("tgz=@{}", tgz.display());
-    let sig_header = format!("X-Signature: {sig}");
-    let mut args = vec!["-X", "POST", "-F", &form, "-H", &sig_header];
-    args.extend_from_slice(extra);
-    curl(&format!("{}/run/{scripts}", servo.url), &args)
-}
-
 /// POSTs as a tenant, signed `sha1=` with its token (the guide's way).
 fn post_as(servo: &Servo, tgz: &Path, scripts: &str, tenant: &str, token: &str) -> Reply {
     let tenant_header = format!("X-Tenant: {tenant}");
@@ -318,7 +264,7 @@ fn a_v2_signature_stays_spent_across_a_restart() {
     let (servo, conf) = start_with_tenants(r#", "require_signature": "v2""#, &[]);
     let b = bundle(&[("ok.py", "print('ran')\n")]);
     let ts = now();
-    let sig = openssl_v2(TOKEN_A, ts, "/run/ok.py", "a", &[], &b.tgz);
+    let sig = openssl_v2(TOKEN_A, ts, "/run/ok.py", "a", None, &[], &b.tgz);
     let ts_header = format!("X-Servo-Timestamp: {ts}");
     let extra = ["-H", ts_header.as_str(), "-H", "X-Tenant: a"];
     let r = post_signed(&servo, &b.tgz, "ok.py", &sig, &extra);
@@ -345,7 +291,7 @@ fn v2_signatures_bind_the_request_and_cannot_be_replayed() {
     ]);
     let path = "/run/ok.py";
     let vars = [("BUILD_ID", "7")];
-    let sign_at = |ts: u64| openssl_v2(TOKEN_A, ts, path, "a", &vars, &b.tgz);
+    let sign_at = |ts: u64| openssl_v2(TOKEN_A, ts, path, "a", None, &vars, &b.tgz);
     let send = |sig: &str, ts: u64, scripts: &str, tenant: &str, build: &str| {
         let headers = [
             format!("X-Servo-Timestamp: {ts}"),

@@ -432,3 +432,64 @@ pub fn random_file(path: &Path, bytes: usize) {
     getrandom::fill(&mut data).expect("random");
     std::fs::write(path, data).expect("write");
 }
+
+/// `openssl dgst -sha256 [-hmac KEY] FILE`, the hex part.
+pub fn openssl_sha256(path: &Path, hmac_key: Option<&str>) -> String {
+    let mut cmd = Command::new("openssl");
+    cmd.args(["dgst", "-sha256"]);
+    if let Some(key) = hmac_key {
+        cmd.args(["-hmac", key]);
+    }
+    let out = cmd.arg(path).output().expect("openssl");
+    assert!(out.status.success());
+    String::from_utf8_lossy(&out.stdout)
+        .split_whitespace()
+        .last()
+        .expect("openssl output")
+        .to_string()
+}
+
+/// A v2 signature (§2.6) computed by `openssl` over the canonical text
+/// built here: the `concurrency=` line when `group` is given, the variables
+/// sorted by name.
+pub fn openssl_v2(
+    token: &str,
+    timestamp: u64,
+    path: &str,
+    tenant: &str,
+    group: Option<&str>,
+    vars: &[(&str, &str)],
+    tgz: &Path,
+) -> String {
+    let mut vars = vars.to_vec();
+    vars.sort();
+    let mut text = format!("v2\n{timestamp}\nPOST\n{path}\n{tenant}\n");
+    if let Some(g) = group {
+        text.push_str(&format!("concurrency={g}\n"));
+    }
+    for (name, value) in vars {
+        text.push_str(&format!("{name}={value}\n"));
+    }
+    text.push_str(&openssl_sha256(tgz, None));
+    let dir = tempfile::tempdir().expect("tempdir");
+    let msg = dir.path().join("message");
+    std::fs::write(&msg, text).expect("write");
+    format!("v2={}", openssl_sha256(&msg, Some(token)))
+}
+
+/// Unix seconds now.
+pub fn now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("clock")
+        .as_secs()
+}
+
+/// POSTs `tgz` to `/run/<scripts>` with signature `sig` and more curl args.
+pub fn post_signed(servo: &Servo, tgz: &Path, scripts: &str, sig: &str, extra: &[&str]) -> Reply {
+    let form = format!("tgz=@{}", tgz.display());
+    let sig_header = format!("X-Signature: {sig}");
+    let mut args = vec!["-X", "POST", "-F", &form, "-H", &sig_header];
+    args.extend_from_slice(extra);
+    curl(&format!("{}/run/{scripts}", servo.url), &args)
+}
