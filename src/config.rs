@@ -4,9 +4,12 @@ use std::net::SocketAddr;
 use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
-use crate::bundle::decrypt::Kdf;
+use crate::audit::AuditTarget;
+use crate::coordination::ZkTarget;
 use crate::limits::Limits;
+use crate::ochopod::PodError;
 use crate::relay::egress::{default_pod_cidrs, Cidr};
+use crate::tenants::{read_token_file, without_userinfo, Portal, Tenant, TenantsError};
 
 /// `servo serve` flags. Every flag has an environment variable; flags win.
 #[derive(clap::Args, Debug, Clone)]
@@ -163,16 +166,6 @@ pub struct ServeArgs {
     pub coordination_session_timeout_s: u64,
 }
 
-/// Where the ZooKeeper ensemble servo coordinates through is (§11).
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct ZkTarget {
-    /// `host:port[,host:port...]`.
-    pub hosts: String,
-    /// The chroot, e.g. `/servo` (never `/` alone, never a trailing `/`).
-    pub chroot: String,
-    pub session_timeout: std::time::Duration,
-}
-
 /// Parses `zk://host:port[,host:port...]/chroot`.
 pub fn parse_zk_url(url: &str, session_timeout_s: u64) -> Result<ZkTarget, ConfigError> {
     let bad = |why: &str| {
@@ -216,79 +209,6 @@ pub fn parse_zk_url(url: &str, session_timeout_s: u64) -> Result<ZkTarget, Confi
         chroot: format!("/{chroot}"),
         session_timeout: std::time::Duration::from_secs(session_timeout_s),
     })
-}
-
-/// Where the portal is.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum Portal {
-    Sim,
-    Url(String),
-}
-
-/// One tenant (SPEC §7). Without --tenants there is only `default`.
-#[derive(Clone, Debug)]
-pub struct Tenant {
-    pub name: String,
-    pub token: String,
-    pub require_v2: bool,
-    pub aes_kdf: Option<Kdf>,
-    /// Namespaces whose clusters the tenant may touch (None: all).
-    pub namespaces: Option<Vec<String>>,
-    /// Toolset verbs the tenant may relay (None: all).
-    pub commands: Option<Vec<String>>,
-    /// Extra `host:port` / `cidr:port` egress the tenant's scripts may reach (§6.6).
-    pub egress: Vec<String>,
-    /// Globs (`*`, `?`) the `image` of every deployed YAML must match (None: any image; §7).
-    pub images: Option<Vec<String>>,
-    /// Dotted paths the `verbatim` of a deployed YAML may set (empty: none; §6.3, §7).
-    pub verbatim: Vec<String>,
-    pub limits: Limits,
-    /// The tenant's own portal (SPEC §7 `portal`); None: the server's.
-    pub portal: Option<Portal>,
-    /// The token that signs commands to the tenant's own portal
-    /// (`portal_token_file`); never the server's portal token.
-    pub portal_token: Option<String>,
-    /// The default concurrency group of its runs (§11; None: none).
-    pub concurrency: Option<String>,
-    /// How long a run waits for its concurrency group before giving up (§11).
-    pub concurrency_wait_s: u64,
-}
-
-/// How long a run waits for its concurrency group by default (§11).
-pub const DEFAULT_CONCURRENCY_WAIT_S: u64 = 1800;
-
-/// Whether `name` is a valid concurrency group name: `[A-Za-z0-9._-]{1,64}`
-/// (§11), which also makes it a safe ZooKeeper node name (`.`/`..` excluded).
-pub fn valid_group_name(name: &str) -> bool {
-    !name.is_empty()
-        && name.len() <= 64
-        && name != "."
-        && name != ".."
-        && name
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b == b'.' || b == b'_' || b == b'-')
-}
-
-impl Tenant {
-    /// The default tenant: everything allowed, the server's default limits.
-    pub fn default_tenant(token: String, limits: Limits) -> Tenant {
-        Tenant {
-            name: "default".into(),
-            token,
-            require_v2: false,
-            aes_kdf: None,
-            namespaces: None,
-            commands: None,
-            egress: Vec::new(),
-            images: None,
-            verbatim: Vec::new(),
-            limits,
-            concurrency: None,
-            concurrency_wait_s: DEFAULT_CONCURRENCY_WAIT_S,
-            portal: None,
-            portal_token: None,
-        }
-    }
 }
 
 /// The validated configuration of `servo serve`.
@@ -342,12 +262,6 @@ pub struct TlsFiles {
     pub key: PathBuf,
 }
 
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum AuditTarget {
-    Stdout,
-    File(PathBuf),
-}
-
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
     #[error("{0}")]
@@ -358,6 +272,12 @@ pub enum ConfigError {
         path: PathBuf,
         source: std::io::Error,
     },
+    /// The tenants file, or a token file.
+    #[error(transparent)]
+    Tenants(#[from] TenantsError),
+    /// The Ochothon pod's environment (SPEC §13).
+    #[error(transparent)]
+    Pod(#[from] PodError),
 }
 
 fn invalid(msg: impl Into<String>) -> ConfigError {
@@ -377,23 +297,6 @@ pub fn default_state_dir() -> PathBuf {
     PathBuf::from(home).join(".local/state/servo")
 }
 
-/// Reads a token file; the trailing newline is not part of the token.
-pub fn read_token_file(path: &Path) -> Result<String, ConfigError> {
-    let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Io {
-        what: "cannot read the token file",
-        path: path.to_owned(),
-        source,
-    })?;
-    let token = text.trim_end_matches(['\n', '\r']).to_string();
-    if token.is_empty() {
-        return Err(invalid(format!(
-            "the token file {} is empty",
-            path.display()
-        )));
-    }
-    Ok(token)
-}
-
 /// 32 characters from `A-Za-z0-9+/`, uniform: 64 symbols divide 256, so the
 /// low 6 bits of each random byte pick one without bias.
 pub fn generate_token() -> Result<String, ConfigError> {
@@ -411,7 +314,7 @@ pub fn generate_token() -> Result<String, ConfigError> {
 fn state_token(state_dir: &Path) -> Result<String, ConfigError> {
     let path = state_dir.join("token");
     if path.exists() {
-        return read_token_file(&path);
+        return Ok(read_token_file(&path)?);
     }
     let token = generate_token()?;
     let io_err = |source| ConfigError::Io {
@@ -571,7 +474,7 @@ pub fn parse_ro_bind(spec: &str) -> Result<(PathBuf, PathBuf), ConfigError> {
 fn detect_pod(args: &ServeArgs) -> Result<Option<crate::ochopod::PodConfig>, ConfigError> {
     let env = |name: &str| std::env::var(name).ok();
     let read = |path: &Path| std::fs::read_to_string(path).ok();
-    crate::ochopod::detect(&crate::ochopod::Sources {
+    let pod = crate::ochopod::detect(&crate::ochopod::Sources {
         flag: args.ochopod,
         zk_flag: args.ochopod_zk.as_deref(),
         listen_flag: args.ochopod_listen,
@@ -582,7 +485,8 @@ fn detect_pod(args: &ServeArgs) -> Result<Option<crate::ochopod::PodConfig>, Con
             .collect(),
         read_file: &read,
         resolve_ipv4: &crate::ochopod::resolve_ipv4,
-    })
+    })?;
+    Ok(pod)
 }
 
 impl Config {
@@ -765,48 +669,6 @@ impl Config {
     }
 }
 
-impl Portal {
-    /// `sim`, or an http(s):// URL (its trailing `/` dropped).
-    pub fn parse(text: &str) -> Result<Portal, String> {
-        if text == "sim" {
-            Ok(Portal::Sim)
-        } else if (text.starts_with("http://") || text.starts_with("https://"))
-            && text
-                .parse::<hyper::Uri>()
-                .is_ok_and(|u| u.host().is_some_and(|h| !h.is_empty()))
-        {
-            Ok(Portal::Url(text.trim_end_matches('/').to_string()))
-        } else {
-            Err(format!(
-                "{}: expected `sim` or an http:// URL such as http://10.0.0.5:9000",
-                without_userinfo(text)
-            ))
-        }
-    }
-
-    /// How the portal is shown (`/health`, the start-up log): a URL without
-    /// its userinfo (`http://user:pw@host:9000` → `http://host:9000`).
-    pub fn display(&self) -> String {
-        match self {
-            Portal::Sim => "sim".to_string(),
-            Portal::Url(u) => without_userinfo(u),
-        }
-    }
-}
-
-/// `url` without the `user:password@` part of its authority.
-pub fn without_userinfo(url: &str) -> String {
-    let Some((scheme, rest)) = url.split_once("://") else {
-        return url.to_string();
-    };
-    let end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
-    let (authority, tail) = rest.split_at(end);
-    match authority.rfind('@') {
-        Some(at) => format!("{scheme}://{}{tail}", &authority[at + 1..]),
-        None => url.to_string(),
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -832,30 +694,6 @@ mod tests {
             assert!(parse_zk_url(bad, 10).is_err(), "{bad}");
         }
         assert!(parse_zk_url("zk://zk:2181/servo", 0).is_err());
-    }
-
-    #[test]
-    fn group_names() {
-        for ok in ["prod", "a.b_c-1", &"g".repeat(64)] {
-            assert!(valid_group_name(ok), "{ok}");
-        }
-        for bad in ["", ".", "..", "a b", "a/b", "é", &"g".repeat(65)] {
-            assert!(!valid_group_name(bad), "{bad}");
-        }
-    }
-
-    #[test]
-    fn userinfo_is_hidden() {
-        for (url, shown) in [
-            ("http://user:pw@host:9000", "http://host:9000"),
-            ("https://u@h/p?q=a@b", "https://h/p?q=a@b"),
-            ("http://a:b@c@host:1/x", "http://host:1/x"),
-            ("http://10.0.0.5:9000", "http://10.0.0.5:9000"),
-            ("http://host/path@x", "http://host/path@x"),
-        ] {
-            assert_eq!(without_userinfo(url), shown, "{url}");
-        }
-        assert_eq!(Portal::Sim.display(), "sim");
     }
 
     #[test]

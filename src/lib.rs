@@ -19,3 +19,4 @@ pub mod sandbox;
 pub mod server;
 pub mod tenants;
 pub mod tls;
+pub mod toolset;

@@ -1,6 +1,9 @@
 //! servo as an Ochothon pod (SPEC §13; reference/ochopod-protocol.md):
 //! detection and breadcrumbs (here), the ZooKeeper registration (`zk`), the
-//! control listener (`control`) and the `/log` ring (`logring`).
+//! pod's process state as the control port moves it (`control`) and the
+//! `/log` ring (`logring`). The control listener is the server's
+//! (`server/pod_control.rs`): it drains the server's runs, and this module
+//! sits below the server and `config`, which reads [`detect`].
 
 pub mod control;
 pub mod logring;
@@ -11,8 +14,6 @@ use std::net::SocketAddr;
 use std::path::Path;
 
 use serde_json::{json, Map, Value};
-
-use crate::config::ConfigError;
 
 /// Where a Mesos node keeps its ZooKeeper address, in the order pods look.
 pub const MESOS_FILES: &[&str] = &[
@@ -39,8 +40,14 @@ pub struct PodConfig {
     pub breadcrumbs: Map<String, Value>,
 }
 
-fn invalid(msg: String) -> ConfigError {
-    ConfigError::Invalid(msg)
+/// The pod's environment does not say how to run as a pod; the message
+/// names the variable or flag to fix.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct PodError(String);
+
+fn invalid(msg: String) -> PodError {
+    PodError(msg)
 }
 
 /// Keeps the `host:port,...` part of a ZooKeeper address: `zk://h:p,h:p/mesos`
@@ -98,7 +105,7 @@ pub struct Sources<'a> {
 
 /// `ochopod_cluster` in the environment or `--ochopod`: the pod's
 /// configuration; otherwise None.
-pub fn detect(src: &Sources<'_>) -> Result<Option<PodConfig>, ConfigError> {
+pub fn detect(src: &Sources<'_>) -> Result<Option<PodConfig>, PodError> {
     let env = |name: &str| (src.env)(name).filter(|v| !v.is_empty());
     if !src.flag && env("ochopod_cluster").is_none() {
         return Ok(None);
@@ -222,7 +229,7 @@ mod tests {
         zk_flag: Option<&str>,
         env: &[(&str, &str)],
         files: &[(&str, &str)],
-    ) -> Result<Option<PodConfig>, ConfigError> {
+    ) -> Result<Option<PodConfig>, PodError> {
         let env: HashMap<String, String> = env
             .iter()
             .map(|(k, v)| (k.to_string(), v.to_string()))
