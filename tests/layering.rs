@@ -205,6 +205,29 @@ fn every_layer_row_is_a_module() {
 }
 
 #[test]
+fn the_architecture_doc_draws_the_layers() {
+    let doc =
+        std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("docs/architecture.md"))
+            .expect("docs/architecture.md");
+    let picture = doc
+        .split("## Layers")
+        .nth(1)
+        .and_then(|s| s.split("```").nth(1))
+        .expect("a picture under ## Layers");
+    for (m, layer, _) in LAYERS {
+        let row = picture
+            .lines()
+            .find(|l| l.trim_start().starts_with(&format!("{layer} ")))
+            .unwrap_or_else(|| panic!("docs/architecture.md draws no layer {layer}"));
+        assert!(
+            row.split(|c: char| !(c.is_alphanumeric() || c == '_'))
+                .any(|w| w == *m),
+            "docs/architecture.md does not draw `{m}` on layer {layer}: {row:?}"
+        );
+    }
+}
+
+#[test]
 fn top_level_modules_form_no_circle() {
     let graph = crate_graph();
     fn visit(
