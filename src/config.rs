@@ -7,9 +7,9 @@ use std::path::{Path, PathBuf};
 use crate::audit::AuditTarget;
 use crate::coordination::ZkTarget;
 use crate::limits::Limits;
-use crate::ochopod::PodError;
 use crate::relay::egress::{default_pod_cidrs, Cidr};
-use crate::tenants::{read_token_file, without_userinfo, Portal, Tenant, TenantsError};
+use crate::settings::{read_token_file, SettingsError};
+use crate::tenants::{without_userinfo, Portal, Tenant};
 
 /// `servo serve` flags. Every flag has an environment variable; flags win.
 #[derive(clap::Args, Debug, Clone)]
@@ -167,7 +167,7 @@ pub struct ServeArgs {
 }
 
 /// Parses `zk://host:port[,host:port...]/chroot`.
-pub fn parse_zk_url(url: &str, session_timeout_s: u64) -> Result<ZkTarget, ConfigError> {
+pub fn parse_zk_url(url: &str, session_timeout_s: u64) -> Result<ZkTarget, SettingsError> {
     let bad = |why: &str| {
         invalid(format!(
             "--coordination {url}: {why} (expected zk://host:port[,host:port...]/chroot)"
@@ -262,26 +262,8 @@ pub struct TlsFiles {
     pub key: PathBuf,
 }
 
-#[derive(Debug, thiserror::Error)]
-pub enum ConfigError {
-    #[error("{0}")]
-    Invalid(String),
-    #[error("{what} {path}: {source}")]
-    Io {
-        what: &'static str,
-        path: PathBuf,
-        source: std::io::Error,
-    },
-    /// The tenants file, or a token file.
-    #[error(transparent)]
-    Tenants(#[from] TenantsError),
-    /// The Ochothon pod's environment (SPEC §13).
-    #[error(transparent)]
-    Pod(#[from] PodError),
-}
-
-fn invalid(msg: impl Into<String>) -> ConfigError {
-    ConfigError::Invalid(msg.into())
+fn invalid(msg: impl Into<String>) -> SettingsError {
+    SettingsError::Invalid(msg.into())
 }
 
 /// The state directory when none is given: /var/lib/servo as root, else the
@@ -299,7 +281,7 @@ pub fn default_state_dir() -> PathBuf {
 
 /// 32 characters from `A-Za-z0-9+/`, uniform: 64 symbols divide 256, so the
 /// low 6 bits of each random byte pick one without bias.
-pub fn generate_token() -> Result<String, ConfigError> {
+pub fn generate_token() -> Result<String, SettingsError> {
     const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
     let mut bytes = [0u8; 32];
     getrandom::fill(&mut bytes)
@@ -311,13 +293,13 @@ pub fn generate_token() -> Result<String, ConfigError> {
 }
 
 /// The token kept in STATE/token, created (0600) on first use.
-fn state_token(state_dir: &Path) -> Result<String, ConfigError> {
+fn state_token(state_dir: &Path) -> Result<String, SettingsError> {
     let path = state_dir.join("token");
     if path.exists() {
-        return Ok(read_token_file(&path)?);
+        return read_token_file(&path);
     }
     let token = generate_token()?;
-    let io_err = |source| ConfigError::Io {
+    let io_err = |source| SettingsError::Io {
         what: "cannot write the token file",
         path: path.clone(),
         source,
@@ -333,7 +315,7 @@ fn state_token(state_dir: &Path) -> Result<String, ConfigError> {
     Ok(token)
 }
 
-fn parse_uid_range(text: &str) -> Result<(u32, u32), ConfigError> {
+fn parse_uid_range(text: &str) -> Result<(u32, u32), SettingsError> {
     let bad = || {
         invalid(format!(
             "--uid-range {text}: expected START-END, e.g. 100000-100999, with START > 0"
@@ -356,7 +338,7 @@ fn parse_uid_range(text: &str) -> Result<(u32, u32), ConfigError> {
 }
 
 /// Applies `NAME=VALUE` to a set of limits (the names of SPEC §4.4 / §7).
-pub fn apply_limit(limits: &mut Limits, spec: &str) -> Result<(), ConfigError> {
+pub fn apply_limit(limits: &mut Limits, spec: &str) -> Result<(), SettingsError> {
     let (name, value) = spec
         .split_once('=')
         .ok_or_else(|| invalid(format!("--limit {spec}: expected NAME=VALUE")))?;
@@ -389,7 +371,7 @@ pub fn apply_limit(limits: &mut Limits, spec: &str) -> Result<(), ConfigError> {
 }
 
 /// `--pod-cidr` values, or the defaults when there are none.
-pub fn parse_pod_cidrs(specs: &[String]) -> Result<Vec<Cidr>, ConfigError> {
+pub fn parse_pod_cidrs(specs: &[String]) -> Result<Vec<Cidr>, SettingsError> {
     let specs: Vec<&str> = specs
         .iter()
         .map(|s| s.trim())
@@ -414,12 +396,12 @@ enum PortalAddrs {
 
 /// The addresses of the portal's host and port, looked up once (`/http`
 /// refuses them; a name that later points elsewhere is not followed).
-fn portal_addrs(url: &str) -> Result<PortalAddrs, ConfigError> {
+fn portal_addrs(url: &str) -> Result<PortalAddrs, SettingsError> {
     portal_addrs_of("--portal", url)
 }
 
 /// `label` names where the URL came from (`--portal`, a tenant's `portal`).
-fn portal_addrs_of(label: &str, url: &str) -> Result<PortalAddrs, ConfigError> {
+fn portal_addrs_of(label: &str, url: &str) -> Result<PortalAddrs, SettingsError> {
     use std::net::ToSocketAddrs;
     // Errors show the URL without its `user:password@`.
     let shown = without_userinfo(url);
@@ -449,7 +431,7 @@ fn portal_addrs_of(label: &str, url: &str) -> Result<PortalAddrs, ConfigError> {
     }
 }
 
-pub fn parse_ro_bind(spec: &str) -> Result<(PathBuf, PathBuf), ConfigError> {
+pub fn parse_ro_bind(spec: &str) -> Result<(PathBuf, PathBuf), SettingsError> {
     let (host, inside) = match spec.split_once(':') {
         Some((h, i)) => (PathBuf::from(h), PathBuf::from(i)),
         None => (PathBuf::from(spec), PathBuf::from(spec)),
@@ -471,10 +453,10 @@ pub fn parse_ro_bind(spec: &str) -> Result<(PathBuf, PathBuf), ConfigError> {
 }
 
 /// Whether servo runs as an Ochothon pod, and as which (SPEC §13).
-fn detect_pod(args: &ServeArgs) -> Result<Option<crate::ochopod::PodConfig>, ConfigError> {
+fn detect_pod(args: &ServeArgs) -> Result<Option<crate::ochopod::PodConfig>, SettingsError> {
     let env = |name: &str| std::env::var(name).ok();
     let read = |path: &Path| std::fs::read_to_string(path).ok();
-    let pod = crate::ochopod::detect(&crate::ochopod::Sources {
+    crate::ochopod::detect(&crate::ochopod::Sources {
         flag: args.ochopod,
         zk_flag: args.ochopod_zk.as_deref(),
         listen_flag: args.ochopod_listen,
@@ -485,22 +467,21 @@ fn detect_pod(args: &ServeArgs) -> Result<Option<crate::ochopod::PodConfig>, Con
             .collect(),
         read_file: &read,
         resolve_ipv4: &crate::ochopod::resolve_ipv4,
-    })?;
-    Ok(pod)
+    })
 }
 
 impl Config {
     /// Validates the flags, creates the state directory and resolves the token.
-    pub fn from_args(args: &ServeArgs) -> Result<Config, ConfigError> {
+    pub fn from_args(args: &ServeArgs) -> Result<Config, SettingsError> {
         let state_dir = args.state_dir.clone().unwrap_or_else(default_state_dir);
-        std::fs::create_dir_all(&state_dir).map_err(|source| ConfigError::Io {
+        std::fs::create_dir_all(&state_dir).map_err(|source| SettingsError::Io {
             what: "cannot create the state directory",
             path: state_dir.clone(),
             source,
         })?;
         // The state dir holds tokens and run directories: nobody else may look in.
         std::fs::set_permissions(&state_dir, std::fs::Permissions::from_mode(0o700)).map_err(
-            |source| ConfigError::Io {
+            |source| SettingsError::Io {
                 what: "cannot restrict the state directory",
                 path: state_dir.clone(),
                 source,

@@ -3,7 +3,7 @@
 //! `servo policy check`); every error names the tenant and the field.
 //!
 //! Here too what a tenant is made of, for every layer above: [`Tenant`],
-//! the [`Portal`] its commands go to, and token files.
+//! and the [`Portal`] its commands go to.
 
 use std::path::{Path, PathBuf};
 
@@ -13,6 +13,7 @@ use serde_json::Value;
 use crate::bundle::decrypt::Kdf;
 use crate::coordination::{valid_group_name, DEFAULT_CONCURRENCY_WAIT_S};
 use crate::limits::Limits;
+use crate::settings::{read_token_file, SettingsError};
 use crate::toolset;
 
 /// One tenant (SPEC §7). Without --tenants there is only `default`.
@@ -115,37 +116,6 @@ pub fn without_userinfo(url: &str) -> String {
     }
 }
 
-/// A tenants file, or a token file, that cannot be read or is not valid; the
-/// message names the file (and the tenant and field).
-#[derive(Debug, thiserror::Error)]
-pub enum TenantsError {
-    #[error("{0}")]
-    Invalid(String),
-    #[error("{what} {path}: {source}")]
-    Io {
-        what: &'static str,
-        path: PathBuf,
-        source: std::io::Error,
-    },
-}
-
-/// Reads a token file; the trailing newline is not part of the token.
-pub fn read_token_file(path: &Path) -> Result<String, TenantsError> {
-    let text = std::fs::read_to_string(path).map_err(|source| TenantsError::Io {
-        what: "cannot read the token file",
-        path: path.to_owned(),
-        source,
-    })?;
-    let token = text.trim_end_matches(['\n', '\r']).to_string();
-    if token.is_empty() {
-        return Err(TenantsError::Invalid(format!(
-            "the token file {} is empty",
-            path.display()
-        )));
-    }
-    Ok(token)
-}
-
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct File {
@@ -184,8 +154,8 @@ struct Entry {
     portal_token_file: Option<PathBuf>,
 }
 
-fn err(path: &Path, msg: String) -> TenantsError {
-    TenantsError::Invalid(format!("tenants file {}: {msg}", path.display()))
+fn err(path: &Path, msg: String) -> SettingsError {
+    SettingsError::Invalid(format!("tenants file {}: {msg}", path.display()))
 }
 
 fn valid_name(name: &str) -> bool {
@@ -202,8 +172,8 @@ pub fn load(
     path: &Path,
     default_token: Option<String>,
     base: &Limits,
-) -> Result<Vec<Tenant>, TenantsError> {
-    let text = std::fs::read_to_string(path).map_err(|source| TenantsError::Io {
+) -> Result<Vec<Tenant>, SettingsError> {
+    let text = std::fs::read_to_string(path).map_err(|source| SettingsError::Io {
         what: "cannot read the tenants file",
         path: path.to_owned(),
         source,
@@ -216,7 +186,7 @@ pub fn parse(
     text: &str,
     default_token: Option<String>,
     base: &Limits,
-) -> Result<Vec<Tenant>, TenantsError> {
+) -> Result<Vec<Tenant>, SettingsError> {
     let file: File = serde_json::from_str(text).map_err(|e| err(path, e.to_string()))?;
     let mut tenants = Vec::new();
     if file.default {

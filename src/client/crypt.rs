@@ -21,7 +21,7 @@ use sha2::Sha256;
 
 use crate::bundle::decrypt::{self, Kdf};
 use crate::config;
-use crate::tenants::{read_token_file, TenantsError};
+use crate::settings::{read_token_file, SettingsError};
 
 /// Where the token comes from; shared by every command that needs it.
 #[derive(clap::Args, Clone, Debug, Default)]
@@ -118,7 +118,7 @@ pub enum CryptError {
     )]
     NoToken(PathBuf),
     #[error(transparent)]
-    Token(#[from] TenantsError),
+    Token(#[from] SettingsError),
     #[error("{0}")]
     Usage(String),
     #[error("{} already exists (use --force to overwrite it)", .0.display())]

@@ -15,6 +15,8 @@ use std::path::Path;
 
 use serde_json::{json, Map, Value};
 
+use crate::settings::SettingsError;
+
 /// Where a Mesos node keeps its ZooKeeper address, in the order pods look.
 pub const MESOS_FILES: &[&str] = &[
     "/opt/mesosphere/etc/mesos-slave-common",
@@ -40,14 +42,8 @@ pub struct PodConfig {
     pub breadcrumbs: Map<String, Value>,
 }
 
-/// The pod's environment does not say how to run as a pod; the message
-/// names the variable or flag to fix.
-#[derive(Debug, thiserror::Error)]
-#[error("{0}")]
-pub struct PodError(String);
-
-fn invalid(msg: String) -> PodError {
-    PodError(msg)
+fn invalid(msg: String) -> SettingsError {
+    SettingsError::Invalid(msg)
 }
 
 /// Keeps the `host:port,...` part of a ZooKeeper address: `zk://h:p,h:p/mesos`
@@ -105,7 +101,7 @@ pub struct Sources<'a> {
 
 /// `ochopod_cluster` in the environment or `--ochopod`: the pod's
 /// configuration; otherwise None.
-pub fn detect(src: &Sources<'_>) -> Result<Option<PodConfig>, PodError> {
+pub fn detect(src: &Sources<'_>) -> Result<Option<PodConfig>, SettingsError> {
     let env = |name: &str| (src.env)(name).filter(|v| !v.is_empty());
     if !src.flag && env("ochopod_cluster").is_none() {
         return Ok(None);
@@ -229,7 +225,7 @@ mod tests {
         zk_flag: Option<&str>,
         env: &[(&str, &str)],
         files: &[(&str, &str)],
-    ) -> Result<Option<PodConfig>, PodError> {
+    ) -> Result<Option<PodConfig>, SettingsError> {
         let env: HashMap<String, String> = env
             .iter()
             .map(|(k, v)| (k.to_string(), v.to_string()))
