@@ -10,13 +10,18 @@
 
 use std::fs::File;
 use std::io::Write;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use serde_json::{Map, Value};
 
-use crate::config::AuditTarget;
+/// Where the audit log goes: `--audit -` (standard output) or a file.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum AuditTarget {
+    Stdout,
+    File(PathBuf),
+}
 
 pub struct Audit {
     sink: Mutex<Sink>,

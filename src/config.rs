@@ -4,9 +4,12 @@ use std::net::SocketAddr;
 use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
-use crate::bundle::decrypt::Kdf;
+use crate::audit::AuditTarget;
+use crate::coordination::ZkTarget;
 use crate::limits::Limits;
 use crate::relay::egress::{default_pod_cidrs, Cidr};
+use crate::settings::{read_token_file, SettingsError};
+use crate::tenants::{without_userinfo, Portal, Tenant};
 
 /// `servo serve` flags. Every flag has an environment variable; flags win.
 #[derive(clap::Args, Debug, Clone)]
@@ -163,18 +166,8 @@ pub struct ServeArgs {
     pub coordination_session_timeout_s: u64,
 }
 
-/// Where the ZooKeeper ensemble servo coordinates through is (§11).
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct ZkTarget {
-    /// `host:port[,host:port...]`.
-    pub hosts: String,
-    /// The chroot, e.g. `/servo` (never `/` alone, never a trailing `/`).
-    pub chroot: String,
-    pub session_timeout: std::time::Duration,
-}
-
 /// Parses `zk://host:port[,host:port...]/chroot`.
-pub fn parse_zk_url(url: &str, session_timeout_s: u64) -> Result<ZkTarget, ConfigError> {
+pub fn parse_zk_url(url: &str, session_timeout_s: u64) -> Result<ZkTarget, SettingsError> {
     let bad = |why: &str| {
         invalid(format!(
             "--coordination {url}: {why} (expected zk://host:port[,host:port...]/chroot)"
@@ -216,79 +209,6 @@ pub fn parse_zk_url(url: &str, session_timeout_s: u64) -> Result<ZkTarget, Confi
         chroot: format!("/{chroot}"),
         session_timeout: std::time::Duration::from_secs(session_timeout_s),
     })
-}
-
-/// Where the portal is.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum Portal {
-    Sim,
-    Url(String),
-}
-
-/// One tenant (SPEC §7). Without --tenants there is only `default`.
-#[derive(Clone, Debug)]
-pub struct Tenant {
-    pub name: String,
-    pub token: String,
-    pub require_v2: bool,
-    pub aes_kdf: Option<Kdf>,
-    /// Namespaces whose clusters the tenant may touch (None: all).
-    pub namespaces: Option<Vec<String>>,
-    /// Toolset verbs the tenant may relay (None: all).
-    pub commands: Option<Vec<String>>,
-    /// Extra `host:port` / `cidr:port` egress the tenant's scripts may reach (§6.6).
-    pub egress: Vec<String>,
-    /// Globs (`*`, `?`) the `image` of every deployed YAML must match (None: any image; §7).
-    pub images: Option<Vec<String>>,
-    /// Dotted paths the `verbatim` of a deployed YAML may set (empty: none; §6.3, §7).
-    pub verbatim: Vec<String>,
-    pub limits: Limits,
-    /// The tenant's own portal (SPEC §7 `portal`); None: the server's.
-    pub portal: Option<Portal>,
-    /// The token that signs commands to the tenant's own portal
-    /// (`portal_token_file`); never the server's portal token.
-    pub portal_token: Option<String>,
-    /// The default concurrency group of its runs (§11; None: none).
-    pub concurrency: Option<String>,
-    /// How long a run waits for its concurrency group before giving up (§11).
-    pub concurrency_wait_s: u64,
-}
-
-/// How long a run waits for its concurrency group by default (§11).
-pub const DEFAULT_CONCURRENCY_WAIT_S: u64 = 1800;
-
-/// Whether `name` is a valid concurrency group name: `[A-Za-z0-9._-]{1,64}`
-/// (§11), which also makes it a safe ZooKeeper node name (`.`/`..` excluded).
-pub fn valid_group_name(name: &str) -> bool {
-    !name.is_empty()
-        && name.len() <= 64
-        && name != "."
-        && name != ".."
-        && name
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b == b'.' || b == b'_' || b == b'-')
-}
-
-impl Tenant {
-    /// The default tenant: everything allowed, the server's default limits.
-    pub fn default_tenant(token: String, limits: Limits) -> Tenant {
-        Tenant {
-            name: "default".into(),
-            token,
-            require_v2: false,
-            aes_kdf: None,
-            namespaces: None,
-            commands: None,
-            egress: Vec::new(),
-            images: None,
-            verbatim: Vec::new(),
-            limits,
-            concurrency: None,
-            concurrency_wait_s: DEFAULT_CONCURRENCY_WAIT_S,
-            portal: None,
-            portal_token: None,
-        }
-    }
 }
 
 /// The validated configuration of `servo serve`.
@@ -342,26 +262,8 @@ pub struct TlsFiles {
     pub key: PathBuf,
 }
 
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum AuditTarget {
-    Stdout,
-    File(PathBuf),
-}
-
-#[derive(Debug, thiserror::Error)]
-pub enum ConfigError {
-    #[error("{0}")]
-    Invalid(String),
-    #[error("{what} {path}: {source}")]
-    Io {
-        what: &'static str,
-        path: PathBuf,
-        source: std::io::Error,
-    },
-}
-
-fn invalid(msg: impl Into<String>) -> ConfigError {
-    ConfigError::Invalid(msg.into())
+fn invalid(msg: impl Into<String>) -> SettingsError {
+    SettingsError::Invalid(msg.into())
 }
 
 /// The state directory when none is given: /var/lib/servo as root, else the
@@ -377,26 +279,9 @@ pub fn default_state_dir() -> PathBuf {
     PathBuf::from(home).join(".local/state/servo")
 }
 
-/// Reads a token file; the trailing newline is not part of the token.
-pub fn read_token_file(path: &Path) -> Result<String, ConfigError> {
-    let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Io {
-        what: "cannot read the token file",
-        path: path.to_owned(),
-        source,
-    })?;
-    let token = text.trim_end_matches(['\n', '\r']).to_string();
-    if token.is_empty() {
-        return Err(invalid(format!(
-            "the token file {} is empty",
-            path.display()
-        )));
-    }
-    Ok(token)
-}
-
 /// 32 characters from `A-Za-z0-9+/`, uniform: 64 symbols divide 256, so the
 /// low 6 bits of each random byte pick one without bias.
-pub fn generate_token() -> Result<String, ConfigError> {
+pub fn generate_token() -> Result<String, SettingsError> {
     const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
     let mut bytes = [0u8; 32];
     getrandom::fill(&mut bytes)
@@ -408,13 +293,13 @@ pub fn generate_token() -> Result<String, ConfigError> {
 }
 
 /// The token kept in STATE/token, created (0600) on first use.
-fn state_token(state_dir: &Path) -> Result<String, ConfigError> {
+fn state_token(state_dir: &Path) -> Result<String, SettingsError> {
     let path = state_dir.join("token");
     if path.exists() {
         return read_token_file(&path);
     }
     let token = generate_token()?;
-    let io_err = |source| ConfigError::Io {
+    let io_err = |source| SettingsError::Io {
         what: "cannot write the token file",
         path: path.clone(),
         source,
@@ -430,7 +315,7 @@ fn state_token(state_dir: &Path) -> Result<String, ConfigError> {
     Ok(token)
 }
 
-fn parse_uid_range(text: &str) -> Result<(u32, u32), ConfigError> {
+fn parse_uid_range(text: &str) -> Result<(u32, u32), SettingsError> {
     let bad = || {
         invalid(format!(
             "--uid-range {text}: expected START-END, e.g. 100000-100999, with START > 0"
@@ -453,7 +338,7 @@ fn parse_uid_range(text: &str) -> Result<(u32, u32), ConfigError> {
 }
 
 /// Applies `NAME=VALUE` to a set of limits (the names of SPEC §4.4 / §7).
-pub fn apply_limit(limits: &mut Limits, spec: &str) -> Result<(), ConfigError> {
+pub fn apply_limit(limits: &mut Limits, spec: &str) -> Result<(), SettingsError> {
     let (name, value) = spec
         .split_once('=')
         .ok_or_else(|| invalid(format!("--limit {spec}: expected NAME=VALUE")))?;
@@ -486,7 +371,7 @@ pub fn apply_limit(limits: &mut Limits, spec: &str) -> Result<(), ConfigError> {
 }
 
 /// `--pod-cidr` values, or the defaults when there are none.
-pub fn parse_pod_cidrs(specs: &[String]) -> Result<Vec<Cidr>, ConfigError> {
+pub fn parse_pod_cidrs(specs: &[String]) -> Result<Vec<Cidr>, SettingsError> {
     let specs: Vec<&str> = specs
         .iter()
         .map(|s| s.trim())
@@ -511,12 +396,12 @@ enum PortalAddrs {
 
 /// The addresses of the portal's host and port, looked up once (`/http`
 /// refuses them; a name that later points elsewhere is not followed).
-fn portal_addrs(url: &str) -> Result<PortalAddrs, ConfigError> {
+fn portal_addrs(url: &str) -> Result<PortalAddrs, SettingsError> {
     portal_addrs_of("--portal", url)
 }
 
 /// `label` names where the URL came from (`--portal`, a tenant's `portal`).
-fn portal_addrs_of(label: &str, url: &str) -> Result<PortalAddrs, ConfigError> {
+fn portal_addrs_of(label: &str, url: &str) -> Result<PortalAddrs, SettingsError> {
     use std::net::ToSocketAddrs;
     // Errors show the URL without its `user:password@`.
     let shown = without_userinfo(url);
@@ -546,7 +431,7 @@ fn portal_addrs_of(label: &str, url: &str) -> Result<PortalAddrs, ConfigError> {
     }
 }
 
-pub fn parse_ro_bind(spec: &str) -> Result<(PathBuf, PathBuf), ConfigError> {
+pub fn parse_ro_bind(spec: &str) -> Result<(PathBuf, PathBuf), SettingsError> {
     let (host, inside) = match spec.split_once(':') {
         Some((h, i)) => (PathBuf::from(h), PathBuf::from(i)),
         None => (PathBuf::from(spec), PathBuf::from(spec)),
@@ -568,7 +453,7 @@ pub fn parse_ro_bind(spec: &str) -> Result<(PathBuf, PathBuf), ConfigError> {
 }
 
 /// Whether servo runs as an Ochothon pod, and as which (SPEC §13).
-fn detect_pod(args: &ServeArgs) -> Result<Option<crate::ochopod::PodConfig>, ConfigError> {
+fn detect_pod(args: &ServeArgs) -> Result<Option<crate::ochopod::PodConfig>, SettingsError> {
     let env = |name: &str| std::env::var(name).ok();
     let read = |path: &Path| std::fs::read_to_string(path).ok();
     crate::ochopod::detect(&crate::ochopod::Sources {
@@ -587,16 +472,16 @@ fn detect_pod(args: &ServeArgs) -> Result<Option<crate::ochopod::PodConfig>, Con
 
 impl Config {
     /// Validates the flags, creates the state directory and resolves the token.
-    pub fn from_args(args: &ServeArgs) -> Result<Config, ConfigError> {
+    pub fn from_args(args: &ServeArgs) -> Result<Config, SettingsError> {
         let state_dir = args.state_dir.clone().unwrap_or_else(default_state_dir);
-        std::fs::create_dir_all(&state_dir).map_err(|source| ConfigError::Io {
+        std::fs::create_dir_all(&state_dir).map_err(|source| SettingsError::Io {
             what: "cannot create the state directory",
             path: state_dir.clone(),
             source,
         })?;
         // The state dir holds tokens and run directories: nobody else may look in.
         std::fs::set_permissions(&state_dir, std::fs::Permissions::from_mode(0o700)).map_err(
-            |source| ConfigError::Io {
+            |source| SettingsError::Io {
                 what: "cannot restrict the state directory",
                 path: state_dir.clone(),
                 source,
@@ -765,48 +650,6 @@ impl Config {
     }
 }
 
-impl Portal {
-    /// `sim`, or an http(s):// URL (its trailing `/` dropped).
-    pub fn parse(text: &str) -> Result<Portal, String> {
-        if text == "sim" {
-            Ok(Portal::Sim)
-        } else if (text.starts_with("http://") || text.starts_with("https://"))
-            && text
-                .parse::<hyper::Uri>()
-                .is_ok_and(|u| u.host().is_some_and(|h| !h.is_empty()))
-        {
-            Ok(Portal::Url(text.trim_end_matches('/').to_string()))
-        } else {
-            Err(format!(
-                "{}: expected `sim` or an http:// URL such as http://10.0.0.5:9000",
-                without_userinfo(text)
-            ))
-        }
-    }
-
-    /// How the portal is shown (`/health`, the start-up log): a URL without
-    /// its userinfo (`http://user:pw@host:9000` → `http://host:9000`).
-    pub fn display(&self) -> String {
-        match self {
-            Portal::Sim => "sim".to_string(),
-            Portal::Url(u) => without_userinfo(u),
-        }
-    }
-}
-
-/// `url` without the `user:password@` part of its authority.
-pub fn without_userinfo(url: &str) -> String {
-    let Some((scheme, rest)) = url.split_once("://") else {
-        return url.to_string();
-    };
-    let end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
-    let (authority, tail) = rest.split_at(end);
-    match authority.rfind('@') {
-        Some(at) => format!("{scheme}://{}{tail}", &authority[at + 1..]),
-        None => url.to_string(),
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -832,30 +675,6 @@ mod tests {
             assert!(parse_zk_url(bad, 10).is_err(), "{bad}");
         }
         assert!(parse_zk_url("zk://zk:2181/servo", 0).is_err());
-    }
-
-    #[test]
-    fn group_names() {
-        for ok in ["prod", "a.b_c-1", &"g".repeat(64)] {
-            assert!(valid_group_name(ok), "{ok}");
-        }
-        for bad in ["", ".", "..", "a b", "a/b", "é", &"g".repeat(65)] {
-            assert!(!valid_group_name(bad), "{bad}");
-        }
-    }
-
-    #[test]
-    fn userinfo_is_hidden() {
-        for (url, shown) in [
-            ("http://user:pw@host:9000", "http://host:9000"),
-            ("https://u@h/p?q=a@b", "https://h/p?q=a@b"),
-            ("http://a:b@c@host:1/x", "http://host:1/x"),
-            ("http://10.0.0.5:9000", "http://10.0.0.5:9000"),
-            ("http://host/path@x", "http://host/path@x"),
-        ] {
-            assert_eq!(without_userinfo(url), shown, "{url}");
-        }
-        assert_eq!(Portal::Sim.display(), "sim");
     }
 
     #[test]

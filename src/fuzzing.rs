@@ -17,13 +17,13 @@ use crate::bundle::decrypt::{self, Kdf};
 use crate::bundle::signature::{self, ArchiveDigest, Scheme, Signature};
 use crate::bundle::unpack::{self, UnpackLimits};
 use crate::bundle::upload::{self, UploadError};
-use crate::config::Tenant;
 use crate::limits::Limits;
-use crate::relay::grammar::{self, TAGS};
 use crate::relay::policy::{self, Verdict};
 use crate::relay::sim::Sim;
 use crate::run::request;
 use crate::tenants;
+use crate::tenants::Tenant;
+use crate::toolset::{self, TAGS};
 
 /// A harness: raw bytes in, a panic when an invariant breaks.
 pub type Harness = fn(&[u8]);
@@ -382,7 +382,7 @@ pub fn policy(data: &[u8]) {
     // again unchanged (a rewrite is never a way around a rule).
     let canonical = cmd.canonical();
     assert_eq!(
-        grammar::parse_canonical(&canonical).as_ref(),
+        toolset::parse_canonical(&canonical).as_ref(),
         Ok(&cmd),
         "{canonical}"
     );
@@ -564,12 +564,12 @@ fn sets_privileged(v: &yaml_rust2::Yaml) -> bool {
 /// its quotes removed (the words `toolset` receives).
 pub fn grammar(data: &[u8]) {
     let line = String::from_utf8_lossy(data);
-    let Ok(cmd) = grammar::parse(&line) else {
+    let Ok(cmd) = toolset::parse(&line) else {
         return;
     };
     let canonical = cmd.canonical();
     assert_eq!(
-        grammar::parse_canonical(&canonical).as_ref(),
+        toolset::parse_canonical(&canonical).as_ref(),
         Ok(&cmd),
         "{line:?} -> {canonical:?}"
     );
@@ -621,7 +621,7 @@ pub fn grammar(data: &[u8]) {
     }
     assert_eq!(&unquoted[1..], cmd.argv().as_slice(), "{canonical:?}");
     let plain = unquoted.join(" ");
-    assert_eq!(grammar::parse(&plain).as_ref(), Ok(&cmd), "{plain:?}");
+    assert_eq!(toolset::parse(&plain).as_ref(), Ok(&cmd), "{plain:?}");
 }
 
 /// Where the seed corpus of `target` lives, from the crate's root.

@@ -17,5 +17,7 @@ pub mod relay;
 pub mod run;
 pub mod sandbox;
 pub mod server;
+pub mod settings;
 pub mod tenants;
 pub mod tls;
+pub mod toolset;

@@ -122,7 +122,7 @@ impl Metrics {
     /// requests (§6.6) count as the verb `http`.
     pub fn portal_command(&self, verb: &str, allowed: bool) {
         // Only known verbs get their own series, so a script cannot grow the map.
-        let verb = if verb == "http" || crate::relay::grammar::verbs().any(|v| v == verb) {
+        let verb = if verb == "http" || crate::toolset::verbs().any(|v| v == verb) {
             verb
         } else {
             "other"

@@ -1,16 +1,120 @@
 //! The tenants file (SPEC §7): who may run bundles, with which token, which
 //! clusters and verbs, and which limits. Validated whole at start-up (and by
 //! `servo policy check`); every error names the tenant and the field.
+//!
+//! Here too what a tenant is made of, for every layer above: [`Tenant`],
+//! and the [`Portal`] its commands go to.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
 use serde_json::Value;
 
 use crate::bundle::decrypt::Kdf;
-use crate::config::{read_token_file, ConfigError, Tenant};
+use crate::coordination::{valid_group_name, DEFAULT_CONCURRENCY_WAIT_S};
 use crate::limits::Limits;
-use crate::relay::grammar;
+use crate::settings::{read_token_file, SettingsError};
+use crate::toolset;
+
+/// One tenant (SPEC §7). Without --tenants there is only `default`.
+#[derive(Clone, Debug)]
+pub struct Tenant {
+    pub name: String,
+    pub token: String,
+    pub require_v2: bool,
+    pub aes_kdf: Option<Kdf>,
+    /// Namespaces whose clusters the tenant may touch (None: all).
+    pub namespaces: Option<Vec<String>>,
+    /// Toolset verbs the tenant may relay (None: all).
+    pub commands: Option<Vec<String>>,
+    /// Extra `host:port` / `cidr:port` egress the tenant's scripts may reach (§6.6).
+    pub egress: Vec<String>,
+    /// Globs (`*`, `?`) the `image` of every deployed YAML must match (None: any image; §7).
+    pub images: Option<Vec<String>>,
+    /// Dotted paths the `verbatim` of a deployed YAML may set (empty: none; §6.3, §7).
+    pub verbatim: Vec<String>,
+    pub limits: Limits,
+    /// The tenant's own portal (SPEC §7 `portal`); None: the server's.
+    pub portal: Option<Portal>,
+    /// The token that signs commands to the tenant's own portal
+    /// (`portal_token_file`); never the server's portal token.
+    pub portal_token: Option<String>,
+    /// The default concurrency group of its runs (§11; None: none).
+    pub concurrency: Option<String>,
+    /// How long a run waits for its concurrency group before giving up (§11).
+    pub concurrency_wait_s: u64,
+}
+
+impl Tenant {
+    /// The default tenant: everything allowed, the server's default limits.
+    pub fn default_tenant(token: String, limits: Limits) -> Tenant {
+        Tenant {
+            name: "default".into(),
+            token,
+            require_v2: false,
+            aes_kdf: None,
+            namespaces: None,
+            commands: None,
+            egress: Vec::new(),
+            images: None,
+            verbatim: Vec::new(),
+            limits,
+            concurrency: None,
+            concurrency_wait_s: DEFAULT_CONCURRENCY_WAIT_S,
+            portal: None,
+            portal_token: None,
+        }
+    }
+}
+
+/// Where a portal is: the server's (`--portal`) or a tenant's own (§7).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Portal {
+    Sim,
+    Url(String),
+}
+
+impl Portal {
+    /// `sim`, or an http(s):// URL (its trailing `/` dropped).
+    pub fn parse(text: &str) -> Result<Portal, String> {
+        if text == "sim" {
+            Ok(Portal::Sim)
+        } else if (text.starts_with("http://") || text.starts_with("https://"))
+            && text
+                .parse::<hyper::Uri>()
+                .is_ok_and(|u| u.host().is_some_and(|h| !h.is_empty()))
+        {
+            Ok(Portal::Url(text.trim_end_matches('/').to_string()))
+        } else {
+            Err(format!(
+                "{}: expected `sim` or an http:// URL such as http://10.0.0.5:9000",
+                without_userinfo(text)
+            ))
+        }
+    }
+
+    /// How the portal is shown (`/health`, the start-up log): a URL without
+    /// its userinfo (`http://user:pw@host:9000` → `http://host:9000`).
+    pub fn display(&self) -> String {
+        match self {
+            Portal::Sim => "sim".to_string(),
+            Portal::Url(u) => without_userinfo(u),
+        }
+    }
+}
+
+/// `url` without the `user:password@` part of its authority.
+pub fn without_userinfo(url: &str) -> String {
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return url.to_string();
+    };
+    let end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
+    let (authority, tail) = rest.split_at(end);
+    match authority.rfind('@') {
+        Some(at) => format!("{scheme}://{}{tail}", &authority[at + 1..]),
+        None => url.to_string(),
+    }
+}
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -30,7 +134,7 @@ fn yes() -> bool {
 struct Entry {
     name: String,
     token: Option<String>,
-    token_file: Option<std::path::PathBuf>,
+    token_file: Option<PathBuf>,
     require_signature: Option<String>,
     aes_kdf: Option<Kdf>,
     namespaces: Option<Vec<String>>,
@@ -47,11 +151,11 @@ struct Entry {
     /// The tenant's own portal (SPEC §7), e.g. one restricted to its namespace.
     portal: Option<String>,
     /// The token that portal checks relayed commands against.
-    portal_token_file: Option<std::path::PathBuf>,
+    portal_token_file: Option<PathBuf>,
 }
 
-fn err(path: &Path, msg: String) -> ConfigError {
-    ConfigError::Invalid(format!("tenants file {}: {msg}", path.display()))
+fn err(path: &Path, msg: String) -> SettingsError {
+    SettingsError::Invalid(format!("tenants file {}: {msg}", path.display()))
 }
 
 fn valid_name(name: &str) -> bool {
@@ -68,8 +172,8 @@ pub fn load(
     path: &Path,
     default_token: Option<String>,
     base: &Limits,
-) -> Result<Vec<Tenant>, ConfigError> {
-    let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Io {
+) -> Result<Vec<Tenant>, SettingsError> {
+    let text = std::fs::read_to_string(path).map_err(|source| SettingsError::Io {
         what: "cannot read the tenants file",
         path: path.to_owned(),
         source,
@@ -82,7 +186,7 @@ pub fn parse(
     text: &str,
     default_token: Option<String>,
     base: &Limits,
-) -> Result<Vec<Tenant>, ConfigError> {
+) -> Result<Vec<Tenant>, SettingsError> {
     let file: File = serde_json::from_str(text).map_err(|e| err(path, e.to_string()))?;
     let mut tenants = Vec::new();
     if file.default {
@@ -153,13 +257,13 @@ pub fn parse(
         if let Some(cmds) = &entry.commands {
             if let Some(bad) = cmds
                 .iter()
-                .find(|c| !grammar::verbs().any(|v| v == c.as_str()))
+                .find(|c| !toolset::verbs().any(|v| v == c.as_str()))
             {
                 return Err(field(
                     "commands",
                     format!(
                         "`{bad}` is not a toolset verb ({})",
-                        grammar::verbs().collect::<Vec<_>>().join(" ")
+                        toolset::verbs().collect::<Vec<_>>().join(" ")
                     ),
                 ));
             }
@@ -176,7 +280,7 @@ pub fn parse(
             check_verbatim_path(path).map_err(|m| field("verbatim", m))?;
         }
         if let Some(group) = &entry.concurrency {
-            if !crate::config::valid_group_name(group) {
+            if !valid_group_name(group) {
                 return Err(field(
                     "concurrency",
                     format!("`{group}`: use 1-64 characters of A-Z, a-z, 0-9, ., _ and -"),
@@ -191,7 +295,7 @@ pub fn parse(
         }
         let portal = match &entry.portal {
             None => None,
-            Some(p) => Some(crate::config::Portal::parse(p).map_err(|m| field("portal", m))?),
+            Some(p) => Some(Portal::parse(p).map_err(|m| field("portal", m))?),
         };
         let portal_token = match (&portal, &entry.portal_token_file) {
             (_, None) => None,
@@ -223,7 +327,7 @@ pub fn parse(
             concurrency: entry.concurrency,
             concurrency_wait_s: entry
                 .concurrency_wait_s
-                .unwrap_or(crate::config::DEFAULT_CONCURRENCY_WAIT_S),
+                .unwrap_or(DEFAULT_CONCURRENCY_WAIT_S),
             portal,
             portal_token,
         });
@@ -315,7 +419,20 @@ pub fn check_egress_rule(rule: &str) -> Result<(), String> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::Portal;
+
+    #[test]
+    fn userinfo_is_hidden() {
+        for (url, shown) in [
+            ("http://user:pw@host:9000", "http://host:9000"),
+            ("https://u@h/p?q=a@b", "https://h/p?q=a@b"),
+            ("http://a:b@c@host:1/x", "http://host:1/x"),
+            ("http://10.0.0.5:9000", "http://10.0.0.5:9000"),
+            ("http://host/path@x", "http://host/path@x"),
+        ] {
+            assert_eq!(without_userinfo(url), shown, "{url}");
+        }
+        assert_eq!(Portal::Sim.display(), "sim");
+    }
 
     fn load_str(text: &str) -> Result<Vec<Tenant>, String> {
         parse(

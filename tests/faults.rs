@@ -40,7 +40,7 @@ fn start_in(state: tempfile::TempDir, extra: &[&str]) -> (Servo, u32) {
 
 /// The cgroup directories (v1 or v2) that hold this state dir's jobs.
 fn instance_cgroups(state: &Path) -> Vec<PathBuf> {
-    let instance = support::cgroup_instance(state);
+    let instance = servo::sandbox::cgroup_instance_name(&state.join("sandbox"));
     ["", "memory", "pids"]
         .iter()
         .map(|c| {

@@ -19,7 +19,7 @@ use std::process::{Command as Process, Stdio};
 use std::time::Instant;
 
 use serde_json::{json, Value};
-use servo::relay::grammar::{parse, parse_canonical, Arity, Command, Kind, TABLE, TAGS};
+use servo::toolset::{parse, parse_canonical, Arity, Command, Kind, TABLE, TAGS};
 
 /// Files in the shell's working directory: what an unquoted glob, or a word
 /// the shell splits, would turn into.

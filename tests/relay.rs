@@ -10,11 +10,11 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use serde_json::Value;
-use servo::audit::Audit;
-use servo::config::{AuditTarget, Portal, Tenant};
+use servo::audit::{Audit, AuditTarget};
 use servo::limits::Limits;
 use servo::relay::egress::{Cidr, EgressConfig};
 use servo::relay::{Relay, RunRelay};
+use servo::tenants::{Portal, Tenant};
 use support::fake_portal::{Behaviour, FakePortal, PodStub};
 
 const PORTAL_TOKEN: &str = "portal-secret-token";

@@ -153,7 +153,7 @@ fn s5_8_a_call_leaves_no_cgroup_named_after_its_state_dir() {
     // would pile up one for each, forever.
     let jail = jail_after_one_call();
     cli_parents();
-    let instance = support::cgroup_instance(&jail.state_dir());
+    let instance = servo::sandbox::cgroup_instance_name(&jail.state_dir().join("sandbox"));
     let left = take_leftovers(
         servo_cgroup_dirs()
             .into_iter()

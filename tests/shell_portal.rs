@@ -9,7 +9,7 @@
 mod support;
 
 use serde_json::Value;
-use servo::relay::grammar::parse_canonical;
+use servo::toolset::parse_canonical;
 use support::shell_portal::{ShellCall, ShellPortal};
 use support::{bundle, curl, openssl_sign, post_bundle, require_root, Servo};
 

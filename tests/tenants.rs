@@ -1050,11 +1050,11 @@ async fn shell(socket: &Path, line: &str) -> Reply {
 
 /// A relay for one run of tenant `a` (namespaces ["a"]) against a real HTTP portal.
 async fn relay_run(
-    audit: servo::config::AuditTarget,
+    audit: servo::audit::AuditTarget,
     portal: &support::fake_portal::FakePortal,
     root: &Path,
 ) -> servo::relay::RunRelay {
-    use servo::config::{Portal, Tenant};
+    use servo::tenants::{Portal, Tenant};
     let audit = std::sync::Arc::new(servo::audit::Audit::open(&audit).expect("audit"));
     let relay = std::sync::Arc::new(servo::relay::Relay::new(
         Portal::Url(portal.url.clone()),
@@ -1089,7 +1089,7 @@ async fn a_command_is_on_record_before_it_reaches_the_portal() {
     // An audit log that cannot be written: nothing reaches the portal, not
     // even a command the policy allows.
     let run = relay_run(
-        servo::config::AuditTarget::File("/dev/full".into()),
+        servo::audit::AuditTarget::File("/dev/full".into()),
         &portal,
         root.path(),
     )
@@ -1113,7 +1113,7 @@ async fn a_command_is_on_record_before_it_reaches_the_portal() {
     let other = tempfile::tempdir().expect("tempdir");
     let path = other.path().join("audit.log");
     let run = relay_run(
-        servo::config::AuditTarget::File(path.clone()),
+        servo::audit::AuditTarget::File(path.clone()),
         &portal,
         other.path(),
     )

@@ -20,7 +20,8 @@ use sha1::Sha1;
 use sha2::Sha256;
 
 use crate::bundle::decrypt::{self, Kdf};
-use crate::config::{self, ConfigError};
+use crate::config;
+use crate::settings::{read_token_file, SettingsError};
 
 /// Where the token comes from; shared by every command that needs it.
 #[derive(clap::Args, Clone, Debug, Default)]
@@ -117,7 +118,7 @@ pub enum CryptError {
     )]
     NoToken(PathBuf),
     #[error(transparent)]
-    Token(#[from] ConfigError),
+    Token(#[from] SettingsError),
     #[error("{0}")]
     Usage(String),
     #[error("{} already exists (use --force to overwrite it)", .0.display())]
@@ -165,13 +166,13 @@ impl TokenArgs {
             return Ok(t.clone());
         }
         if let Some(f) = &self.token_file {
-            return Ok(config::read_token_file(f)?);
+            return Ok(read_token_file(f)?);
         }
         if let Some(t) = env("SERVO_TOKEN").filter(|t| !t.is_empty()) {
             return Ok(t);
         }
         if let Some(f) = env("SERVO_TOKEN_FILE").filter(|f| !f.is_empty()) {
-            return Ok(config::read_token_file(Path::new(&f))?);
+            return Ok(read_token_file(Path::new(&f))?);
         }
         server_token(self.state_dir.as_deref())
     }
@@ -183,7 +184,7 @@ pub fn server_token(state_dir: Option<&Path>) -> Result<String, CryptError> {
     let path = dir.join("token");
     match std::fs::symlink_metadata(&path) {
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Err(CryptError::NoToken(path)),
-        _ => Ok(config::read_token_file(&path)?),
+        _ => Ok(read_token_file(&path)?),
     }
 }
 

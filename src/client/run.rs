@@ -460,7 +460,7 @@ pub async fn run(opts: RunOptions) -> Result<RunResult, ClientError> {
     request::parse_scripts(&scripts).map_err(|e| ClientError::Usage(e.to_string()))?;
     let vars = parse_vars(&opts.vars)?;
     if let Some(group) = &opts.concurrency {
-        if !crate::config::valid_group_name(group) {
+        if !crate::coordination::valid_group_name(group) {
             return Err(ClientError::Usage(format!(
                 "--concurrency `{group}`: use 1-64 characters of A-Z, a-z, 0-9, ., _ and -"
             )));

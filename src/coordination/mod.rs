@@ -30,6 +30,31 @@ use std::time::Duration;
 
 pub use zk::connect;
 
+/// Where the ZooKeeper ensemble servo coordinates through is (§11).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ZkTarget {
+    /// `host:port[,host:port...]`.
+    pub hosts: String,
+    /// The chroot, e.g. `/servo` (never `/` alone, never a trailing `/`).
+    pub chroot: String,
+    pub session_timeout: std::time::Duration,
+}
+
+/// How long a run waits for its concurrency group by default (§11).
+pub const DEFAULT_CONCURRENCY_WAIT_S: u64 = 1800;
+
+/// Whether `name` is a valid concurrency group name: `[A-Za-z0-9._-]{1,64}`
+/// (§11), which also makes it a safe ZooKeeper node name (`.`/`..` excluded).
+pub fn valid_group_name(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= 64
+        && name != "."
+        && name != ".."
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'.' || b == b'_' || b == b'-')
+}
+
 /// Why a coordinated step could not be taken.
 #[derive(Debug, thiserror::Error)]
 pub enum CoordError {
@@ -119,7 +144,7 @@ impl Coordination {
 
     /// Coordinating through ZooKeeper, once [`Coordination::start`] has
     /// been called; until connected, [`Coordination::available`] is false.
-    pub fn zookeeper(target: crate::config::ZkTarget, instance: String) -> Coordination {
+    pub fn zookeeper(target: ZkTarget, instance: String) -> Coordination {
         Coordination::Zk(zk::Zk::new(target, instance))
     }
 
@@ -206,6 +231,21 @@ impl Coordination {
                 .acquire(tenant, group, run, wait, on_wait)
                 .await
                 .map(GroupHold::Zk),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn group_names() {
+        for ok in ["prod", "a.b_c-1", &"g".repeat(64)] {
+            assert!(valid_group_name(ok), "{ok}");
+        }
+        for bad in ["", ".", "..", "a b", "a/b", "é", &"g".repeat(65)] {
+            assert!(!valid_group_name(bad), "{bad}");
         }
     }
 }

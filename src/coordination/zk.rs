@@ -23,8 +23,9 @@ use std::time::{Duration, Instant};
 use tokio::sync::watch;
 use zookeeper_client::{Acls, Client, CreateMode, CreateOptions, Error as ZkError, SessionState};
 
-use super::{ClusterStatus, CoordError, GroupError, Holder, PlaceError, Seen, TenantPlace};
-use crate::config::ZkTarget;
+use super::{
+    ClusterStatus, CoordError, GroupError, Holder, PlaceError, Seen, TenantPlace, ZkTarget,
+};
 
 /// Longest a single ZooKeeper request may take before it counts as down.
 const OP_TIMEOUT: Duration = Duration::from_secs(3);

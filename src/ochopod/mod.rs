@@ -1,6 +1,9 @@
 //! servo as an Ochothon pod (SPEC §13; reference/ochopod-protocol.md):
 //! detection and breadcrumbs (here), the ZooKeeper registration (`zk`), the
-//! control listener (`control`) and the `/log` ring (`logring`).
+//! pod's process state as the control port moves it (`control`) and the
+//! `/log` ring (`logring`). The control listener is the server's
+//! (`server/pod_control.rs`): it drains the server's runs, and this module
+//! sits below the server and `config`, which reads [`detect`].
 
 pub mod control;
 pub mod logring;
@@ -12,7 +15,7 @@ use std::path::Path;
 
 use serde_json::{json, Map, Value};
 
-use crate::config::ConfigError;
+use crate::settings::SettingsError;
 
 /// Where a Mesos node keeps its ZooKeeper address, in the order pods look.
 pub const MESOS_FILES: &[&str] = &[
@@ -39,8 +42,8 @@ pub struct PodConfig {
     pub breadcrumbs: Map<String, Value>,
 }
 
-fn invalid(msg: String) -> ConfigError {
-    ConfigError::Invalid(msg)
+fn invalid(msg: String) -> SettingsError {
+    SettingsError::Invalid(msg)
 }
 
 /// Keeps the `host:port,...` part of a ZooKeeper address: `zk://h:p,h:p/mesos`
@@ -98,7 +101,7 @@ pub struct Sources<'a> {
 
 /// `ochopod_cluster` in the environment or `--ochopod`: the pod's
 /// configuration; otherwise None.
-pub fn detect(src: &Sources<'_>) -> Result<Option<PodConfig>, ConfigError> {
+pub fn detect(src: &Sources<'_>) -> Result<Option<PodConfig>, SettingsError> {
     let env = |name: &str| (src.env)(name).filter(|v| !v.is_empty());
     if !src.flag && env("ochopod_cluster").is_none() {
         return Ok(None);
@@ -222,7 +225,7 @@ mod tests {
         zk_flag: Option<&str>,
         env: &[(&str, &str)],
         files: &[(&str, &str)],
-    ) -> Result<Option<PodConfig>, ConfigError> {
+    ) -> Result<Option<PodConfig>, SettingsError> {
         let env: HashMap<String, String> = env
             .iter()
             .map(|(k, v)| (k.to_string(), v.to_string()))

@@ -13,7 +13,7 @@ use super::record::Record;
 use super::{
     egress, fail, not_relayed, portal, Answer, RunState, DEFAULT_HTTP_TIMEOUT_S, MAX_HTTP_TIMEOUT_S,
 };
-use crate::config::Portal;
+use crate::tenants::Portal;
 
 #[derive(serde::Deserialize)]
 struct HttpRequest {

@@ -10,7 +10,6 @@
 pub mod deploy_yaml;
 pub mod egress;
 pub mod glob;
-pub mod grammar;
 mod http;
 pub mod policy;
 mod portal;
@@ -38,7 +37,7 @@ use tokio::sync::{Semaphore, SemaphorePermit};
 use tokio::task::{JoinHandle, JoinSet};
 
 use crate::audit::Audit;
-use crate::config::{Portal, Tenant};
+use crate::tenants::{Portal, Tenant};
 pub use policy::{check_command, Verdict};
 
 /// The socket's file name inside the run's relay directory.

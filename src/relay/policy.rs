@@ -1,7 +1,7 @@
 //! The command policy of SPEC §6.3 and §7: which verbs a tenant may relay,
 //! and which clusters. Pure functions: a command line in, a verdict out.
 //!
-//! The line is first parsed by the toolset grammar (`grammar.rs`), the same
+//! The line is first parsed by the toolset grammar (`src/toolset.rs`), the same
 //! for every tenant; the policy then decides on the parsed [`Command`] and
 //! may rewrite it (`-n <ns>` added, `<ns>.*` filled in, `-j` added to a
 //! restricted `ls`). What is relayed is the rewritten command's canonical
@@ -9,8 +9,8 @@
 
 use serde_json::{Map, Value};
 
-use super::grammar::{self, Command};
-use crate::config::Tenant;
+use crate::tenants::Tenant;
+use crate::toolset::{self, Command};
 
 /// What the policy says about one command line.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -42,7 +42,7 @@ pub fn check_command(tenant: &Tenant, line: &str) -> Verdict {
     // A verb the tenant may not use is the first thing to say about a line.
     let first = line.split_whitespace().next().unwrap_or("");
     if let Some(allowed) = &tenant.commands {
-        if grammar::verbs().any(|v| v == first) && !allowed.iter().any(|c| c == first) {
+        if toolset::verbs().any(|v| v == first) && !allowed.iter().any(|c| c == first) {
             return Verdict::Deny(format!(
                 "`{first}` is not among tenant `{}`'s commands ({})",
                 tenant.name,
@@ -50,7 +50,7 @@ pub fn check_command(tenant: &Tenant, line: &str) -> Verdict {
             ));
         }
     }
-    let mut cmd = match grammar::parse(line.trim()) {
+    let mut cmd = match toolset::parse(line.trim()) {
         Ok(cmd) => cmd,
         Err(e) => return Verdict::Deny(e.0),
     };
@@ -305,7 +305,7 @@ mod tests {
         let out = Value::String(
             r#"{"pay.web": {"total": 1}, "payments.web": {"total": 2}, "pay.db #1": {}}"#.into(),
         );
-        let cmd = |line: &str| grammar::parse(line).unwrap();
+        let cmd = |line: &str| toolset::parse(line).unwrap();
         let got = filter_answer(&t, &cmd("ls -j"), &out).unwrap().unwrap();
         let got: Value = serde_json::from_str(got.as_str().unwrap()).unwrap();
         assert_eq!(

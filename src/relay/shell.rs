@@ -10,10 +10,11 @@ use serde_json::{json, Value};
 
 use super::record::Record;
 use super::{
-    check_command, deploy_yaml, egress, fail, grammar, not_relayed, policy, portal, Answer,
-    RunState, Verdict,
+    check_command, deploy_yaml, egress, fail, not_relayed, policy, portal, Answer, RunState,
+    Verdict,
 };
-use crate::config::Portal;
+use crate::tenants::Portal;
+use crate::toolset;
 
 /// A file name a script may upload (SPEC §6.3): a plain base name, which the
 /// portal uses as the file's path in its working directory.
@@ -47,7 +48,7 @@ fn bad_file_names(files: &[(String, Bytes)]) -> Option<String> {
 /// carries the reason and what was sent (for the audit record).
 #[allow(clippy::type_complexity)]
 fn files_for(
-    cmd: &grammar::Command,
+    cmd: &toolset::Command,
     mut sent: Vec<(String, Bytes)>,
 ) -> Result<Vec<(String, Bytes)>, (String, Vec<(String, Bytes)>)> {
     let mut named = Vec::new();

@@ -10,7 +10,7 @@ use bytes::Bytes;
 use serde_json::{json, Map, Value};
 
 use super::glob::glob_match;
-use super::grammar::{self, Command};
+use crate::toolset::{self, Command};
 
 const DEFAULT_NAMESPACE: &str = "marathon";
 const FIRST_HOST_PORT: u16 = 31000;
@@ -163,7 +163,7 @@ impl Sim {
     pub fn shell(&self, line: &str, files: &[(String, Bytes)]) -> Value {
         // The same grammar as the relay's, quote removal included: a dry run
         // refuses exactly what would be refused in production.
-        let cmd = match grammar::parse_canonical(line) {
+        let cmd = match toolset::parse_canonical(line) {
             Ok(cmd) => cmd,
             Err(e) => return answer(false, format!("usage error: {e}")),
         };
@@ -196,7 +196,7 @@ impl Sim {
             "exec" => state.exec(&args, &cmd.words()),
             "help" => Ok(Value::String(format!(
                 "simulated Ochothon portal; verbs: {}",
-                grammar::verbs().collect::<Vec<_>>().join(" ")
+                toolset::verbs().collect::<Vec<_>>().join(" ")
             ))),
             other => Err(format!("`{other}` is not simulated")),
         };

@@ -16,11 +16,12 @@ use tokio::sync::mpsc::UnboundedSender;
 
 use crate::audit::Audit;
 use crate::bundle::{decrypt, unpack};
-use crate::config::{Config, Portal, Tenant};
+use crate::config::Config;
 use crate::metrics::{inc, Metrics};
 use crate::relay::{Relay, RunRelay};
 use crate::sandbox::workdir::RunVolume;
 use crate::sandbox::{self, Exit, IdLease, Job, Sandbox};
+use crate::tenants::{Portal, Tenant};
 use log::LineSplitter;
 
 /// The first log line when the portal is simulated (§1).

@@ -14,10 +14,13 @@ use sha2::{Digest, Sha256};
 
 use crate::limits::Limits;
 
-/// The instance name of a state directory's servo: a short hash of its path
-/// and of the directory's device and inode. Containers that share the host's
-/// cgroups and the same state dir path (the default one) are different
-/// instances, so one's start-up sweep never kills the other's jobs.
+/// The instance name of a state directory's servo, `<instance>` in
+/// `/sys/fs/cgroup/servo/<instance>/<job>`: a short hash (12 hex digits) of
+/// the canonical path of its scratch directory `STATE/sandbox` and of that
+/// directory's device and inode. Containers that share the host's cgroups
+/// and the same state dir path (the default one) are different instances,
+/// so one's start-up sweep never kills the other's jobs. Public so that
+/// tests find an instance's groups by the same rule.
 pub fn instance_name(scratch_dir: &Path) -> String {
     use std::os::unix::fs::MetadataExt;
     let path = std::fs::canonicalize(scratch_dir).unwrap_or_else(|_| scratch_dir.to_path_buf());

@@ -81,7 +81,7 @@ use std::sync::{Arc, Mutex};
 
 use crate::limits::Limits;
 
-pub use cgroup::CgroupMode;
+pub use cgroup::{instance_name as cgroup_instance_name, CgroupMode};
 pub use launcher::launcher_main;
 pub use plan::{PYTHON_PACKAGE, PYTHON_PKG_INSIDE};
 use spec::{HelperSpec, Report};

@@ -6,6 +6,7 @@
 
 pub mod callback;
 mod connections;
+mod pod_control;
 mod rejections;
 mod replay;
 pub mod respond;
@@ -26,9 +27,10 @@ use tokio::net::TcpListener;
 use tokio::sync::{Notify, Semaphore};
 
 use crate::audit::Audit;
-use crate::config::{Config, Portal};
+use crate::config::Config;
 use crate::run::RunContext;
 use crate::sandbox::{self, Sandbox, SandboxConfig};
+use crate::tenants::Portal;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ServeError {
@@ -439,16 +441,15 @@ impl Server {
             );
         }
         if let Some(pod) = &self.pod {
-            let control =
-                crate::ochopod::control::bind(pod)
-                    .await
-                    .map_err(|source| ServeError::Listen {
-                        addr: pod.config.listen,
-                        source,
-                    })?;
+            let control = pod_control::bind(pod)
+                .await
+                .map_err(|source| ServeError::Listen {
+                    addr: pod.config.listen,
+                    source,
+                })?;
             let control_addr = control.local_addr().unwrap_or(pod.config.listen);
             self.ctx.relay.egress.add_listen(control_addr);
-            tokio::spawn(crate::ochopod::control::serve(self.clone(), control));
+            tokio::spawn(pod_control::serve(self.clone(), control));
             tokio::spawn(Arc::clone(&pod.registry).run());
             tracing::info!(
                 "ochopod: pod of {} (ZooKeeper {}); control port on {control_addr}",

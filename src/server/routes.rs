@@ -30,9 +30,9 @@ use super::respond::{full, negotiate, reject, ChannelBody, Form, ResponseBody};
 use super::{replay, Server};
 use crate::bundle::signature::{self, ArchiveDigest, Scheme, Signature, SignatureError, V2Context};
 use crate::bundle::upload::{self, UploadError};
-use crate::config::Tenant;
 use crate::coordination::{PlaceError, Seen, TenantPlace};
 use crate::run::{self, request, RunEvent, RunSpec};
+use crate::tenants::Tenant;
 
 /// The same answer for a bad signature and an unknown tenant (§2.1).
 const FORBIDDEN: &str = "invalid signature or unknown tenant";
@@ -605,7 +605,7 @@ fn read_request(
     let named_group = match headers.get("x-servo-concurrency") {
         Some(v) => {
             let name = v.to_str().unwrap_or("");
-            if !crate::config::valid_group_name(name) {
+            if !crate::coordination::valid_group_name(name) {
                 return Err(bad_request(
                     "bad X-Servo-Concurrency: use 1-64 characters of A-Z, a-z, 0-9, ., _ and -",
                 ));

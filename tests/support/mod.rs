@@ -14,22 +14,6 @@ use std::time::{Duration, Instant};
 
 pub const TOKEN: &str = "test-token-0123456789abcdefABCDEF";
 
-/// The cgroup instance name servo gives the state dir `state` (its
-/// `sandbox/` directory's path, device and inode, hashed), as
-/// `src/sandbox/cgroup.rs` computes it.
-pub fn cgroup_instance(state: &Path) -> String {
-    use sha2::Digest;
-    use std::os::unix::fs::MetadataExt;
-    let scratch = std::fs::canonicalize(state.join("sandbox")).unwrap_or(state.join("sandbox"));
-    let mut digest = sha2::Sha256::new();
-    digest.update(scratch.as_os_str().as_encoded_bytes());
-    if let Ok(meta) = std::fs::metadata(&scratch) {
-        digest.update(meta.dev().to_le_bytes());
-        digest.update(meta.ino().to_le_bytes());
-    }
-    hex::encode(&digest.finalize()[..6])
-}
-
 /// Tests that need root fail (not skip) in CI; elsewhere they skip with a note.
 pub fn require_root() -> bool {
     if nix::unistd::geteuid().is_root() {
