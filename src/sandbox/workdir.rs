@@ -12,6 +12,9 @@ use std::path::{Path, PathBuf};
 
 use nix::mount::{mount, umount2, MntFlags, MsFlags};
 
+/// The volume's subdirectory mounted at /work.
+const WORK: &str = "work";
+
 pub struct RunVolume {
     dir: PathBuf,
     mounted: bool,
@@ -21,6 +24,12 @@ impl RunVolume {
     /// Where the volume of the run whose directory is `run_dir` lives.
     pub fn dir_of(run_dir: &Path) -> PathBuf {
         run_dir.join("box")
+    }
+
+    /// The `work/` of the run whose directory is `run_dir`, before (or
+    /// without) its volume: what a callback writes into.
+    pub fn work_of(run_dir: &Path) -> PathBuf {
+        Self::dir_of(run_dir).join(WORK)
     }
 
     /// Creates `dir`, mounts a tmpfs of `size` bytes and at most `inodes`
@@ -68,7 +77,7 @@ impl RunVolume {
 
     /// Mounted at /work: the bundle and what scripts write.
     pub fn work(&self) -> PathBuf {
-        self.dir.join("work")
+        self.dir.join(WORK)
     }
 
     /// Mounted at /run/servo: holds the relay socket.

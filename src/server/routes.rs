@@ -959,7 +959,7 @@ async fn launch(
         server.callbacks.register(
             secret,
             super::callback::Target::new(
-                crate::sandbox::workdir::RunVolume::dir_of(&run_dir).join("work"),
+                crate::sandbox::workdir::RunVolume::work_of(&run_dir),
                 lease.uid,
                 lease.gid,
                 &id,
