@@ -8,12 +8,12 @@
 
 mod support;
 
-use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
+use support::streaming::Streaming;
 use support::zookeeper::ZooKeeper;
 use support::*;
 
@@ -63,99 +63,16 @@ fn post_v2(
     post_signed(servo, tgz, script, &sig, &extra)
 }
 
-/// A run streaming its log (NDJSON) from a curl child; lines are read by a
-/// thread, so a test can look at them while others run.
-struct Streaming {
-    child: Child,
-    lines: std::sync::mpsc::Receiver<String>,
-    seen: Vec<String>,
-}
-
-impl Streaming {
-    fn start(servo: &Servo, tgz: &Path, scripts: &str, sig: &str, extra: &[&str]) -> Streaming {
-        let form = format!("tgz=@{}", tgz.display());
-        let sig_header = format!("X-Signature: {sig}");
-        let mut child = Command::new("curl")
-            .args(["-sS", "-N", "-X", "POST", "-F", &form, "-H", &sig_header])
-            .args(["-H", "Accept: application/x-ndjson"])
-            .args(extra)
-            .arg(format!("{}/run/{scripts}", servo.url))
-            .stdout(Stdio::piped())
-            .spawn()
-            .expect("curl");
-        let out = child.stdout.take().expect("piped");
-        let (tx, lines) = std::sync::mpsc::channel();
-        std::thread::spawn(move || {
-            for line in BufReader::new(out).lines().map_while(Result::ok) {
-                if tx.send(line).is_err() {
-                    break;
-                }
-            }
-        });
-        Streaming {
-            child,
-            lines,
-            seen: Vec::new(),
-        }
-    }
-
-    /// A legacy (sha1=) run of the default tenant in `group`.
-    fn grouped(servo: &Servo, tgz: &Path, script: &str, group: &str) -> Streaming {
-        let header = format!("X-Servo-Concurrency: {group}");
-        Streaming::start(
-            servo,
-            tgz,
-            script,
-            &openssl_sign(tgz, TOKEN),
-            &["-H", &header],
-        )
-    }
-
-    /// The next NDJSON object (within 60 s).
-    fn next(&mut self) -> Value {
-        let raw = self
-            .lines
-            .recv_timeout(Duration::from_secs(60))
-            .unwrap_or_else(|e| panic!("no more lines ({e}) after {:?}", self.seen));
-        let v: Value =
-            serde_json::from_str(&raw).unwrap_or_else(|e| panic!("not ndjson ({e}): {raw}"));
-        if let Some(l) = v["line"].as_str() {
-            self.seen.push(l.to_string());
-        }
-        v
-    }
-
-    /// Reads log lines until one starts with `prefix`; returns it.
-    fn until(&mut self, prefix: &str) -> String {
-        loop {
-            let v = self.next();
-            match v["line"].as_str() {
-                Some(l) if l.starts_with(prefix) => return l.to_string(),
-                Some(_) => {}
-                None => panic!("the run ended before `{prefix}`: {v} after {:?}", self.seen),
-            }
-        }
-    }
-
-    /// Reads to the end: the final object, and every log line.
-    fn finish(mut self) -> (Value, Vec<String>) {
-        loop {
-            let v = self.next();
-            if v.get("line").is_none() {
-                let _ = self.child.wait();
-                return (v, std::mem::take(&mut self.seen));
-            }
-        }
-    }
-}
-
-impl Drop for Streaming {
-    fn drop(&mut self) {
-        if let Ok(None) = self.child.try_wait() {
-            let _ = self.child.kill();
-            let _ = self.child.wait();
-        }
-    }
+/// A legacy (sha1=) run of the default tenant in `group`.
+fn grouped(servo: &Servo, tgz: &Path, script: &str, group: &str) -> Streaming {
+    let header = format!("X-Servo-Concurrency: {group}");
+    Streaming::start(
+        servo,
+        tgz,
+        script,
+        &openssl_sign(tgz, TOKEN),
+        &["-H", &header],
+    )
 }
 
 /// A script that prints `START <time>`, sleeps `secs`, prints `END <time>`.
@@ -229,12 +146,12 @@ fn a_group_runs_one_at_a_time_in_arrival_order() {
     // (The first runs long enough for the others to arrive and wait, even
     // on a loaded machine.)
     let (long, short) = (timed(4.0), timed(0.3));
-    let mut first = Streaming::grouped(&servo, &long.tgz, "timed.py", "deploy");
+    let mut first = grouped(&servo, &long.tgz, "timed.py", "deploy");
     first.until("START ");
     // The second waits, says for whom, live; the third arrives after it.
-    let mut second = Streaming::grouped(&servo, &short.tgz, "timed.py", "deploy");
+    let mut second = grouped(&servo, &short.tgz, "timed.py", "deploy");
     let waiting = second.until("waiting for concurrency group deploy (held by run ");
-    let mut third = Streaming::grouped(&servo, &short.tgz, "timed.py", "deploy");
+    let mut third = grouped(&servo, &short.tgz, "timed.py", "deploy");
     third.until("waiting for concurrency group deploy");
     let metrics = curl(&format!("{}/metrics", servo.url), &[]).body;
     assert!(
@@ -242,7 +159,7 @@ fn a_group_runs_one_at_a_time_in_arrival_order() {
         "{metrics}"
     );
     // Another group, and a run outside groups, do not wait.
-    let other = Streaming::grouped(&servo, &short.tgz, "timed.py", "other-group.1");
+    let other = grouped(&servo, &short.tgz, "timed.py", "other-group.1");
     let (done, lines) = other.finish();
     assert_eq!(done["ok"], 1, "{lines:?}");
     assert!(!lines.iter().any(|l| l.starts_with("waiting")), "{lines:?}");
@@ -565,11 +482,11 @@ fn two_instances_share_the_replay_cache_groups_and_tenant_places() {
 
     // A group across A and B: one at a time, in arrival order.
     let (long, short) = (timed(4.0), timed(0.3));
-    let mut first = Streaming::grouped(&a, &long.tgz, "timed.py", "deploy");
+    let mut first = grouped(&a, &long.tgz, "timed.py", "deploy");
     first.until("START ");
-    let mut second = Streaming::grouped(&b, &short.tgz, "timed.py", "deploy");
+    let mut second = grouped(&b, &short.tgz, "timed.py", "deploy");
     let waiting = second.until("waiting for concurrency group deploy (held by run ");
-    let mut third = Streaming::grouped(&a, &short.tgz, "timed.py", "deploy");
+    let mut third = grouped(&a, &short.tgz, "timed.py", "deploy");
     third.until("waiting for concurrency group deploy");
     let mut spans = Vec::new();
     let mut ids = Vec::new();
@@ -602,7 +519,7 @@ fn without_zookeeper_what_needs_it_is_refused_and_comes_back_by_itself() {
     // A run holding a group when ZooKeeper goes: stopped before its
     // session can expire and another instance take the group.
     let long = timed(30.0);
-    let mut holder = Streaming::grouped(&a, &long.tgz, "timed.py", "deploy");
+    let mut holder = grouped(&a, &long.tgz, "timed.py", "deploy");
     holder.until("START ");
     zk.stop();
     let (done, lines) = holder.finish();
@@ -680,9 +597,9 @@ fn a_killed_holder_frees_its_group_when_its_session_expires() {
     wait_cluster(&a, "zookeeper", Some(2));
     wait_cluster(&b, "zookeeper", Some(2));
     let (long, short) = (timed(20.0), timed(0.1));
-    let mut first = Streaming::grouped(&a, &long.tgz, "timed.py", "deploy");
+    let mut first = grouped(&a, &long.tgz, "timed.py", "deploy");
     first.until("START ");
-    let mut second = Streaming::grouped(&b, &short.tgz, "timed.py", "deploy");
+    let mut second = grouped(&b, &short.tgz, "timed.py", "deploy");
     second.until("waiting for concurrency group deploy (held by run ");
     let killed = Instant::now();
     a.child.kill().expect("SIGKILL");

@@ -446,23 +446,11 @@ fn encrypted_files_from_real_openssl() {
     std::fs::create_dir(&src).expect("mkdir");
     std::fs::write(src.join("a.py"), "print('must not run')").expect("write");
     std::fs::write(src.join("bad.yml.plain"), "x: 1\n").expect("write");
-    let st = Command::new("openssl")
-        .args([
-            "enc",
-            "-aes-256-cbc",
-            "-pbkdf2",
-            "-a",
-            "-salt",
-            "-k",
-            "another-token",
-            "-in",
-        ])
-        .arg(src.join("bad.yml.plain"))
-        .arg("-out")
-        .arg(src.join("bad.yml.aes"))
-        .status()
-        .expect("openssl");
-    assert!(st.success());
+    openssl_encrypt(
+        &src.join("bad.yml.plain"),
+        &src.join("bad.yml.aes"),
+        "another-token",
+    );
     std::fs::remove_file(src.join("bad.yml.plain")).expect("rm");
     let b = pack(dir, &src);
     let r = post_bundle(&servo, &b.tgz, "a.py", &[]);

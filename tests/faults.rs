@@ -254,19 +254,7 @@ fn upload_larger_than_the_free_space_is_refused_cleanly() {
     let tgz = big.path().join("big.tgz");
     random_file(&tgz, 12 * 1024 * 1024);
     let sig = openssl_sign(&tgz, TOKEN);
-    let r = curl(
-        &format!("{}/run/a.py", servo.url),
-        &[
-            "-X",
-            "POST",
-            "--data-binary",
-            &format!("@{}", tgz.display()),
-            "-H",
-            "Content-Type: application/gzip",
-            "-H",
-            &format!("X-Signature:{sig}"),
-        ],
-    );
+    let r = post_gzip(&servo, &tgz, "a.py", &sig);
     assert_eq!(r.status, 503, "{}", r.body);
     assert!(r.body.contains("no space left"), "{}", r.body);
     assert!(r.header("retry-after").is_some());

@@ -166,19 +166,7 @@ fn uploads_never_eat_the_disk_reserve() {
     let tgz = big.path().join("big.tgz");
     random_file(&tgz, 12 << 20); // fits the disk, not the disk minus the reserve
     let sig = openssl_sign(&tgz, TOKEN);
-    let r = curl(
-        &format!("{}/run/a.py", servo.url),
-        &[
-            "-X",
-            "POST",
-            "--data-binary",
-            &format!("@{}", tgz.display()),
-            "-H",
-            "Content-Type: application/gzip",
-            "-H",
-            &format!("X-Signature:{sig}"),
-        ],
-    );
+    let r = post_gzip(&servo, &tgz, "a.py", &sig);
     assert_eq!(r.status, 503, "{}", r.body);
     assert!(r.body.contains("no space left"), "{}", r.body);
     assert!(r.body.contains("audit log"), "{}", r.body);

@@ -6,11 +6,11 @@
 mod support;
 
 use std::collections::HashMap;
-use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 
 use serde_json::Value;
+use support::streaming::Streaming;
 use support::*;
 
 const TOKEN_A: &str = "team-a-token-0123456789abcdef";
@@ -52,70 +52,6 @@ fn post_as(servo: &Servo, tgz: &Path, scripts: &str, tenant: &str, token: &str) 
         &openssl_sign(tgz, token),
         &["-H", &tenant_header],
     )
-}
-
-/// A run streaming its log (`Accept: application/x-ndjson`) from a curl child.
-struct Streaming {
-    child: Child,
-    lines: Box<dyn Iterator<Item = String>>,
-}
-
-impl Streaming {
-    fn start(servo: &Servo, tgz: &Path, scripts: &str, sig: &str, extra: &[&str]) -> Streaming {
-        let form = format!("tgz=@{}", tgz.display());
-        let sig_header = format!("X-Signature: {sig}");
-        let mut child = Command::new("curl")
-            .args(["-sS", "-N", "-X", "POST", "-F", &form, "-H", &sig_header])
-            .args(["-H", "Accept: application/x-ndjson"])
-            .args(extra)
-            .arg(format!("{}/run/{scripts}", servo.url))
-            .stdout(Stdio::piped())
-            .spawn()
-            .expect("curl");
-        let out = child.stdout.take().expect("piped");
-        let lines = Box::new(BufReader::new(out).lines().map_while(Result::ok));
-        Streaming { child, lines }
-    }
-
-    /// The next log line (`{"line": ...}`), or the final object's `ok`.
-    fn next(&mut self) -> Result<String, Value> {
-        let raw = self.lines.next().expect("the stream ended early");
-        let v: Value = serde_json::from_str(&raw).expect("ndjson");
-        match v["line"].as_str() {
-            Some(l) => Ok(l.to_string()),
-            None => Err(v),
-        }
-    }
-
-    /// Reads log lines until one starts with `prefix`; returns it.
-    fn until(&mut self, prefix: &str) -> String {
-        loop {
-            match self.next() {
-                Ok(l) if l.starts_with(prefix) => return l,
-                Ok(_) => {}
-                Err(done) => panic!("the run ended before `{prefix}`: {done}"),
-            }
-        }
-    }
-
-    /// Reads to the end; the final object.
-    fn finish(mut self) -> Value {
-        loop {
-            if let Err(done) = self.next() {
-                let _ = self.child.wait();
-                return done;
-            }
-        }
-    }
-}
-
-impl Drop for Streaming {
-    fn drop(&mut self) {
-        if let Ok(None) = self.child.try_wait() {
-            let _ = self.child.kill();
-            let _ = self.child.wait();
-        }
-    }
 }
 
 /// The callback URL a script printed as `CALLBACK <url>`, on the real server.
@@ -689,7 +625,7 @@ with pkg.servo() as proxy:
     assert_eq!(r.status, 200, "{}", r.body);
     let line = run.until("after outage");
     assert!(line.contains("marathon.portal"), "{line}");
-    assert_eq!(run.finish()["ok"], 1);
+    assert_eq!(run.finish().0["ok"], 1);
 
     // Every line is whole JSON; the outage is recorded; the refused command
     // left no record, the later one did.
@@ -844,7 +780,7 @@ fn callbacks_land_in_the_workdir_while_the_run_lives() {
     assert_eq!(run.until("raw "), "raw hello from CI");
     assert_eq!(run.until("named "), "named {\"passed\": 12}");
     assert_eq!(run.until("owner ok"), "owner ok True");
-    assert_eq!(run.finish()["ok"], 1);
+    assert_eq!(run.finish().0["ok"], 1);
 
     // The run is over: its callback is gone.
     let r = curl(&url, &["-X", "POST", "--data", "late"]);
@@ -906,7 +842,7 @@ fn callbacks_never_replace_a_bundle_file_and_are_audited() {
     assert_eq!(r.status, 200, "{}", r.body);
     assert_eq!(run.until("first done"), "first done");
     assert_eq!(run.until("second: "), "second: the bundle code");
-    let done = run.finish();
+    let (done, _) = run.finish();
     assert_eq!(done["ok"], 1, "{done}");
 
     let audit = servo.audit();
@@ -973,7 +909,7 @@ fn concurrent_runs_limit_one_tenant_only() {
         200
     );
     run.until("released");
-    assert_eq!(run.finish()["ok"], 1);
+    assert_eq!(run.finish().0["ok"], 1);
     let r = post_as(&servo, &quick.tgz, "quick.py", "a", TOKEN_A);
     assert_eq!(r.status, 200, "{}", r.body);
 }

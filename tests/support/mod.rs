@@ -5,6 +5,7 @@
 pub mod escape;
 pub mod fake_portal;
 pub mod shell_portal;
+pub mod streaming;
 pub mod zookeeper;
 
 use std::io::{BufRead, BufReader};
@@ -273,6 +274,25 @@ pub fn post_bundle(servo: &Servo, tgz: &Path, scripts: &str, extra: &[&str]) -> 
     let mut args = vec!["-X", "POST", "-F", form.as_str(), "-H", sig_header.as_str()];
     args.extend_from_slice(extra);
     curl(&format!("{}/run/{scripts}", servo.url), &args)
+}
+
+/// The other upload: the bundle as the body (`Content-Type: application/gzip`).
+pub fn post_gzip(servo: &Servo, tgz: &Path, scripts: &str, sig: &str) -> Reply {
+    let data = format!("@{}", tgz.display());
+    let sig_header = format!("X-Signature:{sig}");
+    curl(
+        &format!("{}/run/{scripts}", servo.url),
+        &[
+            "-X",
+            "POST",
+            "--data-binary",
+            &data,
+            "-H",
+            "Content-Type: application/gzip",
+            "-H",
+            &sig_header,
+        ],
+    )
 }
 
 /// Waits (bounded) until `n` runs are in flight on `servo`.
