@@ -13,15 +13,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 use support::fake_portal::{FakePortal, PodStub};
-use support::{bundle, post_bundle, require_root, Servo};
-
-fn runtime() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .expect("runtime")
-}
+use support::{bundle, post_bundle, require_root, runtime, Servo};
 
 /// A script that asks the portal for the pods (`port`), then makes each
 /// request of `REQUESTS` (a JSON list of `{"method", "path", "headers",

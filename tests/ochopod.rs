@@ -530,11 +530,7 @@ fn a_tenants_commands_go_to_its_own_portal() {
     if !require_root() {
         return;
     }
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .expect("runtime");
+    let rt = support::runtime();
     // The server's portal, and one restricted to the `pay` namespace.
     let shared = rt.block_on(support::fake_portal::FakePortal::start(Some(
         "shared-secret",

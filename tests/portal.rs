@@ -7,7 +7,9 @@ mod support;
 use std::process::Command;
 
 use support::fake_portal::{Behaviour, FakePortal, PodStub};
-use support::{bundle, curl, openssl_sign, post_bundle, require_root, servo_bin, Servo, TOKEN};
+use support::{
+    bundle, curl, openssl_sign, post_bundle, require_root, runtime, servo_bin, Servo, TOKEN,
+};
 
 /// The fenced block that follows `<!-- tested: cd-bundle NAME -->` in the
 /// docs (docs/http-api.md, "Driving the cluster from a script").
@@ -110,15 +112,6 @@ fn the_guides_first_example_and_curl_on_the_socket() {
     assert!(v["out"]
         .as_str()
         .is_some_and(|o| o.contains("marathon.servo")));
-}
-
-/// A runtime for the in-process fake portal, alive for the whole test.
-fn runtime() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .expect("runtime")
 }
 
 #[test]

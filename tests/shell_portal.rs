@@ -11,7 +11,7 @@ mod support;
 use serde_json::Value;
 use servo::toolset::parse_canonical;
 use support::shell_portal::{ShellCall, ShellPortal};
-use support::{bundle, curl, openssl_sign, post_bundle, require_root, Servo};
+use support::{bundle, curl, openssl_sign, post_bundle, require_root, runtime, Servo};
 
 const TOKEN_PAY: &str = "payments-token-0123456789abcdef";
 const PAY_VERBS: &[&str] = &["ls", "grep", "help", "kill", "port", "deploy"];
@@ -297,11 +297,7 @@ fn attack_lines_never_reach_the_shell_and_allowed_lines_reach_toolset_verbatim()
     if !require_root() {
         return;
     }
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .expect("runtime");
+    let rt = runtime();
     let portal = rt.block_on(ShellPortal::start());
     let canary = portal.canary.display().to_string();
     let lines: Vec<String> = ATTACKS
@@ -400,11 +396,7 @@ fn attack_lines_never_reach_the_shell_and_allowed_lines_reach_toolset_verbatim()
 fn the_shell_portal_itself_is_fooled_by_what_the_grammar_refuses() {
     // The double, hit directly: it must do what the real portal does, or the
     // test above proves nothing.
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .expect("runtime");
+    let rt = runtime();
     let portal = rt.block_on(ShellPortal::start());
     let canary = portal.canary.display().to_string();
     let lines = [

@@ -388,11 +388,7 @@ fn the_relay_reaches_an_https_portal_with_portal_cacert() {
     if !require_root() {
         return;
     }
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(1)
-        .enable_all()
-        .build()
-        .expect("runtime");
+    let rt = runtime();
     let pki = Pki::new();
     let portal = rt.block_on(FakePortal::start_tls(
         Some("portal-secret"),

@@ -15,6 +15,16 @@ use std::time::{Duration, Instant};
 
 pub const TOKEN: &str = "test-token-0123456789abcdefABCDEF";
 
+/// A runtime for a test's in-process peers (fake portals, ZooKeeper
+/// clients), alive for the whole test.
+pub fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("runtime")
+}
+
 /// Tests that need root fail (not skip) in CI; elsewhere they skip with a note.
 pub fn require_root() -> bool {
     if nix::unistd::geteuid().is_root() {
