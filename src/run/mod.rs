@@ -56,7 +56,10 @@ pub struct RunSpec {
 /// What a run reports as it goes.
 #[derive(Debug)]
 pub enum RunEvent {
+    /// One of servo's own lines.
     Line(String),
+    /// A script's lines from one read of its output.
+    Lines(log::Lines),
     Done(Outcome),
 }
 
@@ -101,18 +104,46 @@ struct Reporter {
     events: UnboundedSender<RunEvent>,
     bytes: u64,
     limit: u64,
+    /// A script's lines not sent yet (sent at the end of each read).
+    batch: log::Lines,
 }
 
 impl Reporter {
-    /// Adds a line; false once the log is over its limit (the line is dropped).
-    fn line(&mut self, line: String) -> bool {
+    /// Counts a line (and its newline); false once the log is over its limit.
+    fn count(&mut self, line: &str) -> bool {
         self.bytes += line.len() as u64 + 1;
-        if self.bytes > self.limit {
+        self.bytes <= self.limit
+    }
+
+    /// Sends one of servo's own lines; false once the log is over its
+    /// limit (the line is dropped).
+    fn line(&mut self, line: String) -> bool {
+        if !self.count(&line) {
             return false;
         }
+        self.flush();
         // A client that went away does not stop the run (§2.2).
         let _ = self.events.send(RunEvent::Line(line));
         true
+    }
+
+    /// Adds a script's line to the batch; false once the log is over its
+    /// limit (the line is dropped).
+    fn script_line(&mut self, line: &str) -> bool {
+        if !self.count(line) {
+            return false;
+        }
+        self.batch.push(line);
+        true
+    }
+
+    /// Sends the batch, if any, as one message.
+    fn flush(&mut self) {
+        if !self.batch.is_empty() {
+            let _ = self
+                .events
+                .send(RunEvent::Lines(std::mem::take(&mut self.batch)));
+        }
     }
 }
 
@@ -135,6 +166,7 @@ pub async fn execute(
         events,
         bytes: 0,
         limit: spec.tenant.limits.log_bytes(),
+        batch: log::Lines::default(),
     };
     inc(&ctx.metrics.runs_started);
     let result = run_in_group(&ctx, &spec, &lease, &mut reporter).await;
@@ -145,6 +177,7 @@ pub async fn execute(
     });
     let ms = started.elapsed().as_millis() as u64;
     let reason = result.err().map(|f| f.to_string());
+    reporter.flush();
     if let Some(reason) = &reason {
         // The failure line is written even past the log limit: it says why.
         let _ = reporter
@@ -573,7 +606,9 @@ async fn run_script(
                 Ok(0) | Err(_) => break,
                 Ok(n) => {
                     bytes += n as u64;
-                    splitter.feed(&buf[..n], &mut |line| over_limit |= !out.line(line));
+                    splitter.feed(&buf[..n], &mut |line| over_limit |= !out.script_line(line));
+                    // The read's lines go on as one message.
+                    out.flush();
                     if over_limit {
                         running.kill();
                         break;
@@ -602,7 +637,8 @@ async fn run_script(
         }
     }
     if !over_limit && !timed_out {
-        splitter.finish(&mut |line| over_limit |= !out.line(line));
+        splitter.finish(&mut |line| over_limit |= !out.script_line(line));
+        out.flush();
     }
     // The output may close before the script ends (it closed its stdout):
     // the deadline still holds for the wait.
