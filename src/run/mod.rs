@@ -600,6 +600,9 @@ async fn run_script(
     let mut bytes: u64 = 0;
     let mut over_limit = false;
     let mut timed_out = false;
+    // Once the script has ended, what is left of its output is read without
+    // waiting between reads.
+    let mut ended = false;
     loop {
         tokio::select! {
             read = output.read(&mut buf) => match read {
@@ -615,13 +618,19 @@ async fn run_script(
                     }
                     if n == buf.len() && n < log::READ_MAX {
                         buf.resize(n * 2, 0);
-                    } else if n < log::READ_MAX / 4 {
+                    } else if n < log::READ_MAX / 4 && !ended {
                         // A short read: let the script write more before
                         // the next one (a line is at most this late), the
                         // pipe out of the runtime's epoll meanwhile: once
                         // polled, a pipe wakes its pollers at every write.
+                        // The script's end cuts the wait short: the wait
+                        // (1-2 ms with the timer's tick) had been added to
+                        // the end of nearly every run.
                         let Ok(fd) = output.into_nonblocking_fd() else { break };
-                        tokio::time::sleep(log::BATCH).await;
+                        tokio::select! {
+                            () = tokio::time::sleep(log::BATCH) => {}
+                            () = running.ended() => ended = true,
+                        }
                         match tokio::net::unix::pipe::Receiver::from_owned_fd_unchecked(fd) {
                             Ok(again) => output = again,
                             Err(_) => break,

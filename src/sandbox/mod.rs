@@ -441,6 +441,12 @@ impl Running {
         self.output.take()
     }
 
+    /// Resolves once the helper (or warm init) has exited: the command has
+    /// ended and its output is closing. Cancel-safe; consumes nothing.
+    pub async fn ended(&self) {
+        let _ = self.helper.readable().await;
+    }
+
     /// Waits for the command and everything it started to end, then cleans up.
     pub async fn wait(&mut self) -> Result<Exit, SandboxError> {
         let mut report = String::new();
