@@ -593,6 +593,7 @@ async fn run_script(
     let mut output = running
         .take_output()
         .ok_or_else(|| Failure::Internal("sandbox: no output pipe".into()))?;
+    log::widen_pipe(&output);
 
     let mut splitter = LineSplitter::default();
     // Grows while reads fill it: a quiet script keeps a page, not 64 KiB.
