@@ -13,7 +13,8 @@ pub const READ_MAX: usize = 64 * 1024;
 /// With `PYTHONUNBUFFERED=1` (SPEC §4.2) a script writes each line on its
 /// own; reading each as it comes costs a wake-up, a read and a chunk per
 /// line or two. Waiting this long gathers what the script writes meanwhile
-/// (a pipe holds 64 KiB: a script printing flat out is not held up), and
+/// (the pipe holds [`PIPE_BYTES`]: a script printing flat out is not held
+/// up; the script's end cuts the wait short), and
 /// delays a line by about this much (tokio's timer rounds up to its 1 ms
 /// tick).
 pub const BATCH: std::time::Duration = std::time::Duration::from_millis(1);
