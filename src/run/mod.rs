@@ -57,7 +57,10 @@ pub struct RunSpec {
 /// What a run reports as it goes.
 #[derive(Debug)]
 pub enum RunEvent {
+    /// One of servo's own lines.
     Line(String),
+    /// A script's lines from one read of its output.
+    Lines(log::Lines),
     Done(Outcome),
 }
 
@@ -102,18 +105,46 @@ struct Reporter {
     events: UnboundedSender<RunEvent>,
     bytes: u64,
     limit: u64,
+    /// A script's lines not sent yet (sent at the end of each read).
+    batch: log::Lines,
 }
 
 impl Reporter {
-    /// Adds a line; false once the log is over its limit (the line is dropped).
-    fn line(&mut self, line: String) -> bool {
+    /// Counts a line (and its newline); false once the log is over its limit.
+    fn count(&mut self, line: &str) -> bool {
         self.bytes += line.len() as u64 + 1;
-        if self.bytes > self.limit {
+        self.bytes <= self.limit
+    }
+
+    /// Sends one of servo's own lines; false once the log is over its
+    /// limit (the line is dropped).
+    fn line(&mut self, line: String) -> bool {
+        if !self.count(&line) {
             return false;
         }
+        self.flush();
         // A client that went away does not stop the run (§2.2).
         let _ = self.events.send(RunEvent::Line(line));
         true
+    }
+
+    /// Adds a script's line to the batch; false once the log is over its
+    /// limit (the line is dropped).
+    fn script_line(&mut self, line: &str) -> bool {
+        if !self.count(line) {
+            return false;
+        }
+        self.batch.push(line);
+        true
+    }
+
+    /// Sends the batch, if any, as one message.
+    fn flush(&mut self) {
+        if !self.batch.is_empty() {
+            let _ = self
+                .events
+                .send(RunEvent::Lines(std::mem::take(&mut self.batch)));
+        }
     }
 }
 
@@ -136,6 +167,7 @@ pub async fn execute(
         events,
         bytes: 0,
         limit: spec.tenant.limits.log_bytes(),
+        batch: log::Lines::default(),
     };
     inc(&ctx.metrics.runs_started);
     let result = run_in_group(&ctx, &spec, &lease, &mut reporter).await;
@@ -146,6 +178,7 @@ pub async fn execute(
     });
     let ms = started.elapsed().as_millis() as u64;
     let reason = result.err().map(|f| f.to_string());
+    reporter.flush();
     if let Some(reason) = &reason {
         // The failure line is written even past the log limit: it says why.
         let _ = reporter
@@ -561,6 +594,7 @@ async fn run_script(
     let mut output = running
         .take_output()
         .ok_or_else(|| Failure::Internal("sandbox: no output pipe".into()))?;
+    log::widen_pipe(&output);
 
     let mut splitter = LineSplitter::default();
     // Grows while reads fill it: a quiet script keeps a page, not 64 KiB.
@@ -568,26 +602,37 @@ async fn run_script(
     let mut bytes: u64 = 0;
     let mut over_limit = false;
     let mut timed_out = false;
+    // Once the script has ended, what is left of its output is read without
+    // waiting between reads.
+    let mut ended = false;
     loop {
         tokio::select! {
             read = output.read(&mut buf) => match read {
                 Ok(0) | Err(_) => break,
                 Ok(n) => {
                     bytes += n as u64;
-                    splitter.feed(&buf[..n], &mut |line| over_limit |= !out.line(line));
+                    splitter.feed(&buf[..n], &mut |line| over_limit |= !out.script_line(line));
+                    // The read's lines go on as one message.
+                    out.flush();
                     if over_limit {
                         running.kill();
                         break;
                     }
                     if n == buf.len() && n < log::READ_MAX {
                         buf.resize(n * 2, 0);
-                    } else if n < log::READ_MAX / 4 {
+                    } else if n < log::READ_MAX / 4 && !ended {
                         // A short read: let the script write more before
                         // the next one (a line is at most this late), the
                         // pipe out of the runtime's epoll meanwhile: once
                         // polled, a pipe wakes its pollers at every write.
+                        // The script's end cuts the wait short: the wait
+                        // (1-2 ms with the timer's tick) had been added to
+                        // the end of nearly every run.
                         let Ok(fd) = output.into_nonblocking_fd() else { break };
-                        tokio::time::sleep(log::BATCH).await;
+                        tokio::select! {
+                            () = tokio::time::sleep(log::BATCH) => {}
+                            () = running.ended() => ended = true,
+                        }
                         match tokio::net::unix::pipe::Receiver::from_owned_fd_unchecked(fd) {
                             Ok(again) => output = again,
                             Err(_) => break,
@@ -603,7 +648,8 @@ async fn run_script(
         }
     }
     if !over_limit && !timed_out {
-        splitter.finish(&mut |line| over_limit |= !out.line(line));
+        splitter.finish(&mut |line| over_limit |= !out.script_line(line));
+        out.flush();
     }
     // The output may close before the script ends (it closed its stdout):
     // the deadline still holds for the wait.

@@ -11,9 +11,32 @@ use nix::unistd::{ForkResult, Pid};
 
 use super::spec::{HelperSpec, Report};
 
+/// What a warm init did before its job arrived (`prepare`).
+pub struct Prepared {
+    /// Its mount namespace, when there is a root namespace to copy.
+    mounts: Option<super::rootfs::Ahead>,
+}
+
+/// In a warm init, before its job: the hostname, loopback, and with a root
+/// namespace (root_ns.rs) the job's mount namespace less the job's own
+/// mounts (`rootfs::make_ahead`). None of it depends on the job.
+pub fn prepare() -> Result<Prepared, String> {
+    name_and_loopback()?;
+    let mounts = match super::root_ns::take_current() {
+        Some(ns) => Some(super::rootfs::make_ahead(ns)?),
+        None => None,
+    };
+    Ok(Prepared { mounts })
+}
+
 /// Never returns: reports on `status` and exits.
 pub fn init_main(spec: &HelperSpec, status: OwnedFd) -> ! {
-    let report = match run(spec) {
+    init_main_prepared(spec, status, None)
+}
+
+/// `init_main` for an init that did `prepare` before its job arrived.
+pub fn init_main_prepared(spec: &HelperSpec, status: OwnedFd, prepared: Option<Prepared>) -> ! {
+    let report = match run(spec, prepared) {
         Ok(r) => r,
         Err(e) => Report::Error(e),
     };
@@ -24,30 +47,44 @@ pub fn init_main(spec: &HelperSpec, status: OwnedFd) -> ! {
     std::process::exit(0)
 }
 
-fn run(spec: &HelperSpec) -> Result<Report, String> {
+fn run(spec: &HelperSpec, prepared: Option<Prepared>) -> Result<Report, String> {
     // If our parent dies (the helper, or the launcher for a warm init: servo
     // killed it, or servo itself died), so do we, and with PID 1 gone the
     // kernel kills the rest of the namespace.
     nix::sys::prctl::set_pdeathsig(Signal::SIGKILL)
         .map_err(|e| format!("cannot set the parent-death signal: {e}"))?;
     // Into the job's cgroup first: every process of the job descends from here.
-    for procs in &spec.cgroup_procs {
-        std::fs::write(procs, "0")
-            .map_err(|e| format!("cannot join the cgroup {}: {e}", procs.display()))?;
-    }
-    // A mount namespace of the init's own (its parent keeps the host's): a
-    // copy of the root namespace (root_ns.rs) when there is one,
-    // otherwise of the host's, in which the root is then built and entered.
-    match super::root_ns::take_current() {
-        Some(ns) => super::rootfs::enter_root_ns(ns, spec)?,
+    let join_cgroups = || {
+        for procs in &spec.cgroup_procs {
+            std::fs::write(procs, "0")
+                .map_err(|e| format!("cannot join the cgroup {}: {e}", procs.display()))?;
+        }
+        Ok(())
+    };
+    let named = prepared.is_some();
+    match prepared.and_then(|p| p.mounts) {
+        // Made ahead: the cgroups are joined by their host paths, from the
+        // host's namespace.
+        Some(ahead) => super::rootfs::enter_ahead(ahead, spec, join_cgroups)?,
         None => {
-            nix::sched::unshare(nix::sched::CloneFlags::CLONE_NEWNS)
-                .map_err(|e| format!("cannot create the mount namespace: {e}"))?;
-            super::rootfs::build(spec)?;
+            join_cgroups()?;
+            // A mount namespace of the init's own (its parent keeps the
+            // host's): a copy of the root namespace (root_ns.rs) when there
+            // is one, otherwise of the host's, in which the root is then
+            // built and entered.
+            match super::root_ns::take_current() {
+                Some(ns) => super::rootfs::enter_root_ns(ns, spec)?,
+                None => {
+                    nix::sched::unshare(nix::sched::CloneFlags::CLONE_NEWNS)
+                        .map_err(|e| format!("cannot create the mount namespace: {e}"))?;
+                    super::rootfs::build(spec)?;
+                }
+            }
         }
     }
-    nix::unistd::sethostname("servo").map_err(|e| format!("cannot set the hostname: {e}"))?;
-    loopback_up()?;
+    if !named {
+        name_and_loopback()?;
+    }
 
     let mut signals = SigSet::empty();
     for s in [
@@ -115,6 +152,12 @@ fn supervise(script: Pid, signals: &SigSet) -> Report {
             }
         }
     }
+}
+
+/// The UTS namespace's hostname, and loopback up.
+fn name_and_loopback() -> Result<(), String> {
+    nix::unistd::sethostname("servo").map_err(|e| format!("cannot set the hostname: {e}"))?;
+    loopback_up()
 }
 
 /// The network namespace starts with loopback down; scripts may use it.

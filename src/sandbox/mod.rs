@@ -8,7 +8,9 @@
 //! (`launcher.rs`; no token or tenant in its memory), which may allocate
 //! freely. In root mode it keeps the next job's init made ahead, the warm
 //! init: cloned as PID 1 of a new PID namespace, it makes its network, IPC
-//! and UTS namespaces while it waits (`warm_init.rs`). Otherwise (rootless,
+//! and UTS namespaces, sets the hostname, brings up loopback and makes its
+//! copy of the root namespace with /dev/shm and /proc while it waits
+//! (`warm_init.rs`, `init::prepare`). Otherwise (rootless,
 //! or no init ready) the launcher forks a helper that makes the namespaces
 //! and forks the init. The job reaches the init (or helper) on its stdin as
 //! JSON (in a memfd, so there is no size limit and nothing in its
@@ -18,8 +20,13 @@
 //! 1. server: creates the job's cgroup (limits written) and has the launcher
 //!    hand the warm init (or a new helper) stdin = job, stdout = the output
 //!    pipe, stderr = the report pipe;
-//! 2. launcher: `clone(NEWPID)` of the warm init, which `unshare`s NET|IPC|UTS;
-//!    or a helper: (rootless: `unshare(USER)` and id maps);
+//! 2. launcher: `clone(NEWPID)` of the warm init, which `unshare`s NET|IPC|UTS
+//!    and, before its job arrives, does what of step 3 does not depend on
+//!    the job: the hostname, loopback, and its copy of the root namespace
+//!    with /dev/shm and /proc (`rootfs::make_ahead`, keeping the host's
+//!    mount namespace open until the job comes: in it, it then joins the
+//!    cgroup and clones /work and /run/servo, returns to its own and
+//!    closes both, `rootfs::enter_ahead`); or a helper: (rootless: `unshare(USER)` and id maps);
 //!    `unshare(PID|NET|IPC|UTS)`; forks the init;
 //! 3. init (PID 1 of the new namespace; dies with its parent, the launcher
 //!    or the helper): joins the cgroup; gets a mount namespace of its own
@@ -432,6 +439,12 @@ impl Running {
     /// The merged stdout/stderr of the command (once).
     pub fn take_output(&mut self) -> Option<tokio::net::unix::pipe::Receiver> {
         self.output.take()
+    }
+
+    /// Resolves once the helper (or warm init) has exited: the command has
+    /// ended and its output is closing. Cancel-safe; consumes nothing.
+    pub async fn ended(&self) {
+        let _ = self.helper.readable().await;
     }
 
     /// Waits for the command and everything it started to end, then cleans up.

@@ -355,6 +355,29 @@ fn dev(plan: &mut Vec<Op>, rootless: bool) {
 /// The job's own mounts on a static root: its `workdir` on /work, a /tmp of
 /// `tmp_bytes`, /dev/shm, /proc, and its `relay` directory on /run/servo.
 pub fn job_mounts(workdir: &Path, relay: Option<&Path>, tmp_bytes: u64) -> Vec<Op> {
+    let mut plan = job_mounts_ahead();
+    plan.extend(job_mounts_of(workdir, relay, tmp_bytes));
+    plan
+}
+
+/// The job's mounts that are the same for every job (/dev/shm, /proc): a
+/// warm init makes them before its job arrives.
+pub fn job_mounts_ahead() -> Vec<Op> {
+    vec![
+        Op::Tmpfs {
+            at: inside("/dev/shm"),
+            options: "size=16m,mode=1777".into(),
+            flags: MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC,
+        },
+        Op::Proc {
+            at: inside("/proc"),
+        },
+    ]
+}
+
+/// The job's mounts that depend on the job: its `workdir` on /work, a /tmp
+/// of `tmp_bytes`, and its `relay` directory on /run/servo.
+pub fn job_mounts_of(workdir: &Path, relay: Option<&Path>, tmp_bytes: u64) -> Vec<Op> {
     let mut plan = vec![
         Op::Bind {
             src: workdir.to_path_buf(),
@@ -365,14 +388,6 @@ pub fn job_mounts(workdir: &Path, relay: Option<&Path>, tmp_bytes: u64) -> Vec<O
             at: inside("/tmp"),
             options: format!("size={tmp_bytes},mode=1777"),
             flags: MsFlags::MS_NOSUID | MsFlags::MS_NODEV,
-        },
-        Op::Tmpfs {
-            at: inside("/dev/shm"),
-            options: "size=16m,mode=1777".into(),
-            flags: MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC,
-        },
-        Op::Proc {
-            at: inside("/proc"),
         },
     ];
     if let Some(relay) = relay {

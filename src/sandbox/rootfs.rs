@@ -203,6 +203,24 @@ pub fn build(spec: &HelperSpec) -> Result<(), String> {
 /// copy and mounts its own parts. Already at `/`: nothing to pivot.
 pub fn enter_root_ns(ns: OwnedFd, spec: &HelperSpec) -> Result<(), String> {
     let plan = job_plan(spec);
+    let mut trees = clone_binds(&plan)?;
+    copy_root_ns(ns)?;
+    perform(Path::new("/"), &plan, &mut trees)
+}
+
+/// Joins the root namespace `ns` and makes the caller's private copy of it.
+fn copy_root_ns(ns: OwnedFd) -> Result<(), String> {
+    nix::sched::setns(&ns, CloneFlags::CLONE_NEWNS)
+        .map_err(err("cannot join the prepared root's namespace"))?;
+    // Joined: the init keeps nothing that reaches outside its sandbox.
+    drop(ns);
+    nix::sched::unshare(CloneFlags::CLONE_NEWNS)
+        .map_err(err("cannot create the mount namespace"))?;
+    nix::unistd::chdir("/").map_err(err("cannot enter /"))
+}
+
+/// Detached copies of the host directories `plan` binds (`clone_tree`).
+fn clone_binds(plan: &[Op]) -> Result<Vec<(PathBuf, OwnedFd)>, String> {
     let mut trees = Vec::new();
     for src in plan.iter().filter_map(|op| match op {
         Op::Bind { src, .. } => Some(src),
@@ -210,12 +228,64 @@ pub fn enter_root_ns(ns: OwnedFd, spec: &HelperSpec) -> Result<(), String> {
     }) {
         trees.push((src.clone(), clone_tree(src)?));
     }
-    nix::sched::setns(&ns, CloneFlags::CLONE_NEWNS)
-        .map_err(err("cannot join the prepared root's namespace"))?;
-    // Joined: the init keeps nothing that reaches outside its sandbox.
-    drop(ns);
-    nix::sched::unshare(CloneFlags::CLONE_NEWNS)
-        .map_err(err("cannot create the mount namespace"))?;
+    Ok(trees)
+}
+
+/// A warm init's mount namespace, made before its job arrived
+/// (`make_ahead`): its private copy of the root namespace with the mounts
+/// every job has (`plan::job_mounts_ahead`: /dev/shm, /proc), and the
+/// host's namespace, where the job's own directories are, until the job
+/// arrives (`enter_ahead` closes both).
+pub struct Ahead {
+    host: OwnedFd,
+    own: OwnedFd,
+}
+
+/// Before the job: the copy of the root namespace `ns` and its mounts that
+/// do not depend on the job, off the job's critical path (its copy and
+/// mounts were ~0.3 ms of a start).
+pub fn make_ahead(ns: OwnedFd) -> Result<Ahead, String> {
+    let ns_of_self = || {
+        std::fs::File::open("/proc/self/ns/mnt")
+            .map(OwnedFd::from)
+            .map_err(io_err("cannot open the mount namespace"))
+    };
+    let host = ns_of_self()?;
+    copy_root_ns(ns)?;
+    perform(
+        Path::new("/"),
+        &super::plan::job_mounts_ahead(),
+        &mut Vec::new(),
+    )?;
+    // /proc is the job's own now (this process is PID 1 of its namespace).
+    let own = ns_of_self()?;
+    Ok(Ahead { host, own })
+}
+
+/// Once the job is known: back in the host's namespace for a moment, runs
+/// `in_host` (joining the job's cgroups, by their host paths) and clones the
+/// job's directories, then returns to the namespace made ahead, lets go of
+/// both and mounts the job's own parts (`plan::job_mounts_of`).
+pub fn enter_ahead(
+    ahead: Ahead,
+    spec: &HelperSpec,
+    in_host: impl FnOnce() -> Result<(), String>,
+) -> Result<(), String> {
+    let plan = super::plan::job_mounts_of(
+        &spec.workdir,
+        spec.relay_dir.as_deref(),
+        spec.limits.tmp_bytes(),
+    );
+    let Ahead { host, own } = ahead;
+    nix::sched::setns(&host, CloneFlags::CLONE_NEWNS)
+        .map_err(err("cannot return to the host's mount namespace"))?;
+    drop(host);
+    in_host()?;
+    let mut trees = clone_binds(&plan)?;
+    nix::sched::setns(&own, CloneFlags::CLONE_NEWNS)
+        .map_err(err("cannot enter the sandbox's mount namespace"))?;
+    // Back inside: the init keeps nothing that reaches outside its sandbox.
+    drop(own);
     nix::unistd::chdir("/").map_err(err("cannot enter /"))?;
     perform(Path::new("/"), &plan, &mut trees)
 }

@@ -1,7 +1,8 @@
 //! The warm init (steps 2 and 3 of the module comment, root mode): a job's
 //! init made ahead of its job. The launcher clones it as PID 1 of a new PID
 //! namespace (`fork::fork_into_new_pid_namespace`); it makes its network,
-//! IPC and UTS namespaces while it waits, receives the job's stdin, stdout
+//! IPC and UTS namespaces and what of its root does not depend on the job
+//! (`init::prepare`) while it waits, receives the job's stdin, stdout
 //! and stderr from the launcher (`launcher::hand_over` sends them), reads
 //! the job and becomes the job's init (`init::init_main`).
 
@@ -29,7 +30,10 @@ const WARM_NAMESPACES: CloneFlags = CloneFlags::CLONE_NEWNET
 /// per script). It reports on stderr, as a helper would.
 pub fn warm_init_main(socket: OwnedFd) -> ! {
     let _ = nix::sys::prctl::set_pdeathsig(Signal::SIGKILL);
-    let made = nix::sched::unshare(WARM_NAMESPACES);
+    let made = nix::sched::unshare(WARM_NAMESPACES)
+        .map_err(|e| format!("cannot create the namespaces: {e}"))
+        // What does not depend on the job, done while it is not there yet.
+        .and_then(|()| super::init::prepare());
     // A launcher that died (before the parent-death signal was set, too)
     // closed the socket: nothing would kill this job if servo went away.
     if receive_stdio(&socket).is_err() {
@@ -41,15 +45,15 @@ pub fn warm_init_main(socket: OwnedFd) -> ! {
     // SAFETY: fcntl on a descriptor this process holds.
     let report = unsafe { libc::fcntl(2, libc::F_DUPFD_CLOEXEC, 3) };
     let spec = match made {
-        Err(e) => Err(format!("cannot create the namespaces: {e}")),
-        Ok(()) if report < 0 => Err("cannot keep the report pipe".into()),
-        Ok(()) => HelperSpec::read_stdin(),
+        Err(e) => Err(e),
+        Ok(_) if report < 0 => Err("cannot keep the report pipe".into()),
+        Ok(prepared) => HelperSpec::read_stdin().map(|spec| (spec, prepared)),
     };
     match spec {
-        Ok(spec) => {
+        Ok((spec, prepared)) => {
             // SAFETY: `report` is a new descriptor owned by nothing else.
             let report = unsafe { OwnedFd::from_raw_fd(report) };
-            super::init::init_main(&spec, report)
+            super::init::init_main_prepared(&spec, report, Some(prepared))
         }
         Err(e) => {
             let _ = std::io::stderr().write_all(Report::Error(e).to_line().as_bytes());
