@@ -12,7 +12,8 @@ use std::fs::File;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::mpsc::{Receiver, Sender};
+use std::sync::{Arc, Mutex, Weak};
 
 use serde_json::{Map, Value};
 
@@ -36,6 +37,17 @@ pub struct Audit {
     failing: AtomicBool,
     /// Records that could not be written since the log started failing.
     lost: AtomicU64,
+    /// `commit`'s queue to the committer thread (started by the first
+    /// `commit`), which appends what is queued, syncs once for all of it and
+    /// wakes each waiter. A blocking-pool thread per waiter held ~62 KiB of
+    /// stack each: 31.7 MiB of the server's 67 MiB with 500 runs starting.
+    committer: Mutex<Option<Sender<Pending>>>,
+}
+
+/// A record `commit` waits for, and where to say it is durable (or not).
+struct Pending {
+    text: String,
+    done: tokio::sync::oneshot::Sender<Result<(), AuditError>>,
 }
 
 enum Sink {
@@ -99,6 +111,7 @@ impl Audit {
             sync_file,
             failing: AtomicBool::new(false),
             lost: AtomicU64::new(0),
+            committer: Mutex::new(None),
         })
     }
 
@@ -142,8 +155,10 @@ impl Audit {
         self.write(line(event, run, tenant, fields), false)
     }
 
-    /// `record`, on a blocking thread: the fsync does not hold up the
-    /// runtime's workers (a few ms on a busy disk).
+    /// `record` for async callers: the committer thread appends and syncs,
+    /// so neither a runtime worker nor a thread per waiter blocks on the
+    /// disk (a few ms on a busy one); the call returns once the record is
+    /// durable, or with the error that kept it from being so.
     pub async fn commit(
         self: &Arc<Self>,
         event: &str,
@@ -151,11 +166,71 @@ impl Audit {
         tenant: &str,
         fields: Value,
     ) -> Result<(), AuditError> {
-        let text = line(event, run, tenant, fields);
-        let me = Arc::clone(self);
-        match tokio::task::spawn_blocking(move || me.write(text, true)).await {
-            Ok(result) => result,
-            Err(e) => Err(AuditError(std::io::Error::other(e))),
+        let (done, answer) = tokio::sync::oneshot::channel();
+        self.enqueue(Pending {
+            text: line(event, run, tenant, fields),
+            done,
+        })?;
+        answer.await.unwrap_or_else(|_| {
+            Err(AuditError(std::io::Error::other(
+                "the audit log's committer thread stopped",
+            )))
+        })
+    }
+
+    /// Queues `pending` for the committer thread, starting it if needed
+    /// (again, if it died).
+    fn enqueue(self: &Arc<Self>, pending: Pending) -> Result<(), AuditError> {
+        let mut queue = self.committer.lock().unwrap_or_else(|p| p.into_inner());
+        let sender = match queue.take() {
+            Some(sender) => sender,
+            None => {
+                let (sender, receiver) = std::sync::mpsc::channel();
+                let me = Arc::downgrade(self);
+                std::thread::Builder::new()
+                    .name("servo-audit".into())
+                    .stack_size(256 * 1024)
+                    .spawn(move || committer(me, receiver))?;
+                sender
+            }
+        };
+        match sender.send(pending) {
+            Ok(()) => *queue = Some(sender),
+            // The thread is gone (it panicked): the next commit starts another.
+            Err(back) => {
+                let _ = back.0.done.send(Err(AuditError(std::io::Error::other(
+                    "the audit log's committer thread stopped",
+                ))));
+            }
+        }
+        Ok(())
+    }
+
+    /// Appends each record of `batch` in order, then syncs once for all
+    /// that were appended (every earlier `note` too), then answers each.
+    fn commit_batch(&self, batch: Vec<Pending>) {
+        let mut waiting = Vec::with_capacity(batch.len());
+        let mut last = 0;
+        for Pending { text, done } in batch {
+            match self.append(text) {
+                Ok(seq) => {
+                    last = seq;
+                    waiting.push(done);
+                }
+                Err(e) => {
+                    let _ = done.send(Err(e));
+                }
+            }
+        }
+        if waiting.is_empty() {
+            return;
+        }
+        let result = self.sync_through(last, waiting.len() as u64);
+        for done in waiting {
+            let _ = done.send(match &result {
+                Ok(()) => Ok(()),
+                Err(AuditError(e)) => Err(AuditError(std::io::Error::new(e.kind(), e.to_string()))),
+            });
         }
     }
 
@@ -165,7 +240,7 @@ impl Audit {
     fn write(&self, text: String, sync: bool) -> Result<(), AuditError> {
         let seq = self.append(text)?;
         if sync {
-            self.sync_through(seq)?;
+            self.sync_through(seq, 1)?;
         }
         Ok(())
     }
@@ -209,8 +284,8 @@ impl Audit {
 
     /// Returns once record `seq` is on disk: either a sync that began after
     /// it was appended has finished, or this call syncs everything appended
-    /// so far.
-    fn sync_through(&self, seq: u64) -> Result<(), AuditError> {
+    /// so far. When that fails, the caller's `records` count as lost.
+    fn sync_through(&self, seq: u64, records: u64) -> Result<(), AuditError> {
         let Some(file) = &self.sync_file else {
             return Ok(());
         };
@@ -226,7 +301,7 @@ impl Audit {
             }
             Err(e) => {
                 let lost = self.lost.load(Ordering::Relaxed);
-                self.fail(&e, lost + 1, true);
+                self.fail(&e, lost + records, true);
                 Err(AuditError(e))
             }
         }
@@ -240,6 +315,20 @@ impl Audit {
         }
         self.lost.store(lost, Ordering::Relaxed);
         self.failing.store(true, Ordering::Relaxed);
+    }
+}
+
+/// The committer thread: takes what `commit` queued, all of it at a time,
+/// while its `Audit` lives (it holds it only for a batch, so dropping the
+/// last `Arc` ends the queue and the thread).
+fn committer(audit: Weak<Audit>, queue: Receiver<Pending>) {
+    while let Ok(first) = queue.recv() {
+        let mut batch = vec![first];
+        batch.extend(queue.try_iter());
+        let Some(audit) = audit.upgrade() else {
+            return;
+        };
+        audit.commit_batch(batch);
     }
 }
 
@@ -341,6 +430,55 @@ mod tests {
         assert_eq!(seen.len(), 400);
         seen.dedup();
         assert_eq!(seen.len(), 400);
+    }
+
+    #[test]
+    fn concurrent_commits_are_durable_and_a_failed_one_is_counted() {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("audit.log");
+        let audit = Arc::new(Audit::open(&AuditTarget::File(path.clone())).unwrap());
+        runtime.block_on(async {
+            let tasks: Vec<_> = (0..300)
+                .map(|n| {
+                    let audit = Arc::clone(&audit);
+                    tokio::spawn(async move {
+                        audit.note("n", "r", "t", serde_json::json!({"n": n}))?;
+                        audit
+                            .commit("c", "r", "t", serde_json::json!({"n": n}))
+                            .await
+                    })
+                })
+                .collect();
+            for t in tasks {
+                t.await.unwrap().unwrap();
+            }
+        });
+        // Every record, notes included, is covered by a sync.
+        assert_eq!(*audit.synced.lock().unwrap(), 600);
+        let text = std::fs::read_to_string(&path).unwrap();
+        assert_eq!(text.lines().count(), 600);
+        for l in text.lines() {
+            serde_json::from_str::<serde_json::Value>(l).unwrap();
+        }
+
+        let full = Arc::new(Audit::open(&AuditTarget::File("/dev/full".into())).unwrap());
+        runtime.block_on(async {
+            assert!(full
+                .commit("x", "r", "t", serde_json::json!({}))
+                .await
+                .is_err());
+            assert!(full
+                .commit("y", "r", "t", serde_json::json!({}))
+                .await
+                .is_err());
+        });
+        assert!(full.is_failing());
+        assert_eq!(full.lost.load(Ordering::Relaxed), 2);
+        // Dropping the log ends its committer thread (no thread per log left).
+        drop(full);
     }
 
     #[test]

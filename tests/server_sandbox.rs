@@ -50,6 +50,31 @@ fn the_servers_sandbox_keeps_every_guarantee() {
     let pids = probe(&servo, &dir, &["pids"]);
     assert_eq!(pids, "pids=1 [2]", "§5.1: the script sees only itself");
 
+    // §5.7: under cgroup v1 with a `cpu` hierarchy, every script is in the
+    // instance's one cpu group (all of them one share beside the server).
+    let v1_cpu = !std::path::Path::new("/sys/fs/cgroup/cgroup.controllers").exists()
+        && ["cpu", "memory", "pids"].iter().all(|c| {
+            std::path::Path::new("/sys/fs/cgroup")
+                .join(c)
+                .join("cgroup.procs")
+                .exists()
+        });
+    if v1_cpu {
+        let cat = probe(&servo, &dir, &["cat", "/proc/self/cgroup"]);
+        let text: String = serde_json::from_str(cat.strip_prefix("ok ").unwrap_or(&cat))
+            .unwrap_or_else(|e| panic!("{e}: {cat}"));
+        let group = format!("/servo/{}", support::cgroup_instance(servo.state.path()));
+        assert!(
+            text.lines().any(|l| {
+                let mut f = l.splitn(3, ':');
+                let _ = f.next();
+                f.next().is_some_and(|c| c.split(',').any(|c| c == "cpu"))
+                    && f.next() == Some(group.as_str())
+            }),
+            "§5.7: the script is not in the cpu group {group}: {text}"
+        );
+    }
+
     let etc = probe(&servo, &dir, &["listdir", "/etc"]);
     for secret in ["shadow", "gshadow", "sudoers", "ssh"] {
         assert!(

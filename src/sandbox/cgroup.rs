@@ -128,6 +128,33 @@ impl CgroupMode {
         CgroupMode::None
     }
 
+    /// The `cgroup.procs` of one group in the v1 `cpu` hierarchy (separate
+    /// from the jobs' `memory` and `pids` groups) that every job's init
+    /// joins, weighed as one session (`SANDBOX_CPU_SHARES`). Without it each
+    /// script, a session of its own (`setsid`), is an autogroup the
+    /// scheduler weighs as much as the whole server: 500 pythons starting
+    /// had ~500 shares to the server's one, and `/health` waited (SPEC §5.7:
+    /// a CPU spin harms nothing else). The launcher stays out of it: it
+    /// starts every job, one at a time, and must not queue behind them.
+    /// None without a v1 `cpu` hierarchy (under v2 the jobs' groups are one
+    /// subtree already, one share where the host enables `cpu` at the root).
+    pub fn sandbox_cpu_group(&self) -> Option<PathBuf> {
+        let CgroupMode::V1 { memory, .. } = self else {
+            return None;
+        };
+        let servo = Path::new(ROOT).join("cpu").join(GROUP);
+        let dir = servo.join(memory.file_name()?);
+        if !servo.parent()?.join("cgroup.procs").exists() {
+            return None;
+        }
+        std::fs::create_dir_all(&dir).ok()?;
+        // The weight counts among servo's siblings, so `servo` has it too.
+        for d in [&servo, &dir] {
+            std::fs::write(d.join("cpu.shares"), SANDBOX_CPU_SHARES).ok()?;
+        }
+        Some(dir.join("cgroup.procs"))
+    }
+
     /// What /health says (§2.3); rlimits apply in every mode.
     pub fn describe(&self) -> &'static str {
         match self {
@@ -201,6 +228,11 @@ impl CgroupMode {
             CgroupMode::V1 { memory, pids } => {
                 let _ = std::fs::remove_dir(memory);
                 let _ = std::fs::remove_dir(pids);
+                // Empty once the jobs are gone.
+                if let Some(instance) = memory.file_name() {
+                    let _ =
+                        std::fs::remove_dir(Path::new(ROOT).join("cpu").join(GROUP).join(instance));
+                }
             }
             CgroupMode::None => {}
         }
@@ -295,6 +327,13 @@ fn favor_dynamic_modifications(marker: &Path) {
 }
 
 /// The state dir's file saying favordynmods was seen or set in this boot.
+/// The CPU weight (v1 `cpu.shares`) of all the sandboxes of the host's
+/// servers together: the default, 1024, that of one session such as the
+/// server's. Written, not assumed: the group outlives servo. A smaller one
+/// (128) did no better for `/health` and let the host's other work slow
+/// the scripts down (500 starts: ~3 s -> up to ~30 s on a busy host).
+const SANDBOX_CPU_SHARES: &str = "1024";
+
 const FAVOR_MARK: &str = "favordynmods.boot";
 
 /// Sets favordynmods unless it is set; true when it is set now (or there is

@@ -172,6 +172,10 @@ pub struct Sandbox {
     ids: Arc<IdPool>,
     prepared_root: Option<PreparedRoot>,
     launcher: launcher::Launcher,
+    /// The `cgroup.procs` every job's init joins beside its own groups, so
+    /// that all the jobs together weigh one share of the CPU
+    /// (`CgroupMode::sandbox_cpu_group`).
+    cpu_group: Option<PathBuf>,
     next_job: AtomicU64,
 }
 
@@ -213,6 +217,7 @@ impl Sandbox {
         };
         let launcher = launcher::Launcher::start(prepared_root.as_ref().map(|r| r.path.clone()))
             .map_err(SandboxError::io("cannot start the sandbox launcher"))?;
+        let cpu_group = cgroups.sandbox_cpu_group();
         let ids = Arc::new(IdPool::new(cfg.uid_base, cfg.uid_count));
         Ok(Sandbox {
             cfg,
@@ -222,6 +227,7 @@ impl Sandbox {
             ids,
             prepared_root,
             launcher,
+            cpu_group,
             next_job: AtomicU64::new(0),
         })
     }
@@ -324,7 +330,12 @@ impl Sandbox {
             address_space_limit: !self.cgroups.limits_memory(),
             relay_dir: job.relay_dir.clone(),
             ro_binds: self.cfg.ro_binds.clone(),
-            cgroup_procs: cgroup.map(|c| c.procs_files()).unwrap_or_default(),
+            cgroup_procs: cgroup
+                .map(|c| c.procs_files())
+                .unwrap_or_default()
+                .into_iter()
+                .chain(self.cpu_group.clone())
+                .collect(),
             rootless: self.rootless,
             filters: self.filters.programs.clone(),
         }
