@@ -63,7 +63,10 @@ fn the_servers_sandbox_keeps_every_guarantee() {
         let cat = probe(&servo, &dir, &["cat", "/proc/self/cgroup"]);
         let text: String = serde_json::from_str(cat.strip_prefix("ok ").unwrap_or(&cat))
             .unwrap_or_else(|e| panic!("{e}: {cat}"));
-        let group = format!("/servo/{}", support::cgroup_instance(servo.state.path()));
+        let group = format!(
+            "/servo/{}",
+            servo::sandbox::cgroup_instance_name(&servo.state.path().join("sandbox"))
+        );
         assert!(
             text.lines().any(|l| {
                 let mut f = l.splitn(3, ':');
