@@ -326,14 +326,19 @@ fn favor_dynamic_modifications(marker: &Path) {
     }
 }
 
-/// The state dir's file saying favordynmods was seen or set in this boot.
 /// The CPU weight (v1 `cpu.shares`) of all the sandboxes of the host's
-/// servers together: the default, 1024, that of one session such as the
-/// server's. Written, not assumed: the group outlives servo. A smaller one
-/// (128) did no better for `/health` and let the host's other work slow
-/// the scripts down (500 starts: ~3 s -> up to ~30 s on a busy host).
-const SANDBOX_CPU_SHARES: &str = "1024";
+/// servers together: 8 sessions' worth (a session such as the server's
+/// weighs 1024). Written, not assumed: the group outlives servo. Measured
+/// side by side (bench/bench.py, busy host, load 20-40): at 1024 the 32
+/// clients' throughput fell to 0.78-0.82 x the floor (the launcher and the
+/// server got half the CPU against 32 scripts) against 0.82-0.89 x at 8192
+/// and 0.85 x with no group; /health p99 while 500 start: 4.2 ms at 1024,
+/// 14.2 ms at 8192 (target 20; no group: 25 ms on a quiet host). A smaller
+/// one (128) did no better for `/health` and let the host's other work
+/// slow the scripts down (500 starts: ~3 s -> up to ~30 s).
+const SANDBOX_CPU_SHARES: &str = "8192";
 
+/// The state dir's file saying favordynmods was seen or set in this boot.
 const FAVOR_MARK: &str = "favordynmods.boot";
 
 /// Sets favordynmods unless it is set; true when it is set now (or there is
