@@ -27,7 +27,8 @@
  * --section5-job does only the steps that differ for each job, which a
  * prepared root (servo's template namespace) cannot hold: no /etc, no /dev
  * nodes, no read-only remount (its stdin is the host's /dev/null, opened
- * before the clone). That is a lower bound for any implementation of §5.
+ * before the clone): about the least any implementation of §5 can do per
+ * call, give or take how its root is made (here the floor's own small one).
  *
  * Usage (root): floor ROOTDIR CMD [ARGS...]
  *               floor --section5[-job] ROOTDIR WORKDIR RELAYDIR CMD [ARGS...]
