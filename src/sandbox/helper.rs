@@ -135,14 +135,18 @@ fn forward_signals_to_init() {
 }
 
 fn wait_init(init: Pid, status_r: OwnedFd) -> Result<Report, String> {
-    let mut message = Vec::new();
-    let _ = std::fs::File::from(status_r).read_to_end(&mut message);
+    // The init's exit first, then its report: the report is one short line
+    // that waits in the pipe. Read first, the helper woke on the init's
+    // last close of the pipe and spun on the pipe's lock while the init
+    // finished that close (~0.3 ms of CPU per job on this VM, perf).
     let status = loop {
         match waitpid(init, None) {
             Err(nix::errno::Errno::EINTR) => continue,
             other => break other,
         }
     };
+    let mut message = Vec::new();
+    let _ = std::fs::File::from(status_r).read_to_end(&mut message);
     let message = String::from_utf8_lossy(&message);
     if !message.is_empty() {
         return Ok(Report::parse(&message));
