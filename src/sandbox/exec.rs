@@ -3,8 +3,7 @@
 //! after them, and seccomp comes last because it refuses the calls before it.
 
 use std::ffi::CString;
-use std::io::Write;
-use std::os::fd::{AsRawFd, OwnedFd};
+use std::os::fd::{AsRawFd, RawFd};
 
 use caps::CapSet;
 use nix::sys::resource::{setrlimit, Resource};
@@ -13,14 +12,21 @@ use nix::unistd::{Gid, Uid};
 
 use super::spec::HelperSpec;
 
-/// Never returns: execs the script, or writes why not on `err` and exits 127.
-pub fn exec_script(spec: &HelperSpec, err: OwnedFd) -> ! {
-    let why = match prepare(spec, &err) {
+/// Runs in the script's process, which shares the init's memory until
+/// `execve` (fork.rs, `spawn_sharing_memory`): nothing here may be dropped
+/// that the init still owns, so `err` is a raw descriptor (this process's
+/// copy of it). Never returns: execs the script, or writes why not on `err`
+/// and exits 127.
+pub fn exec_script(spec: &HelperSpec, err: RawFd) -> ! {
+    let why = match prepare(spec, err) {
         Ok(()) => exec(spec),
         Err(e) => e,
     };
-    let _ = std::fs::File::from(err).write_all(why.as_bytes());
-    // SAFETY: _exit ends the script's process without running anything.
+    // SAFETY: `err` is open in this process (its copy of the init's table)
+    // and `why` a live buffer of that length.
+    let _ = unsafe { libc::write(err, why.as_ptr().cast(), why.len()) };
+    // SAFETY: _exit ends the script's process without running anything
+    // (no destructor touches the memory the init is about to resume with).
     unsafe { libc::_exit(127) }
 }
 
@@ -28,7 +34,7 @@ fn fail(what: &str) -> impl FnOnce(nix::errno::Errno) -> String + '_ {
     move |e| format!("{what}: {e}")
 }
 
-fn prepare(spec: &HelperSpec, err: &OwnedFd) -> Result<(), String> {
+fn prepare(spec: &HelperSpec, err: RawFd) -> Result<(), String> {
     // No controlling terminal, and a process group of its own that the init
     // can signal as a whole.
     nix::unistd::setsid().map_err(fail("setsid failed"))?;
@@ -44,7 +50,7 @@ fn prepare(spec: &HelperSpec, err: &OwnedFd) -> Result<(), String> {
     drop(null);
     // Nothing else of servo's may be reachable: close every other descriptor
     // but the error pipe (close-on-exec, it closes itself on success).
-    let keep = err.as_raw_fd() as libc::c_uint;
+    let keep = err as libc::c_uint;
     // SAFETY: close_range closes descriptors below and above `err`; the
     // ones this process still uses are 0-2 and `err`. (OwnedFds of closed
     // descriptors are not dropped: this process execs or `_exit`s.)

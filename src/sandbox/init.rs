@@ -7,7 +7,7 @@ use std::os::fd::{AsRawFd, OwnedFd};
 
 use nix::sys::signal::{SigSet, SigmaskHow, Signal};
 use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
-use nix::unistd::{ForkResult, Pid};
+use nix::unistd::Pid;
 
 use super::spec::{HelperSpec, Report};
 
@@ -98,20 +98,19 @@ fn run(spec: &HelperSpec, prepared: Option<Prepared>) -> Result<Report, String> 
     nix::sys::signal::sigprocmask(SigmaskHow::SIG_BLOCK, Some(&signals), None)
         .map_err(|e| format!("cannot block signals: {e}"))?;
 
-    // script -> init: why execve could not happen (closed unread on success).
+    // script -> init: why execve could not happen (empty on success).
     let (err_r, err_w) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)
         .map_err(|e| format!("cannot create a pipe: {e}"))?;
+    let err_w_fd = err_w.as_raw_fd();
     // SAFETY: the init is single-threaded (forked or cloned from a
-    // single-threaded helper or launcher, it starts no thread).
-    let forked = unsafe { super::fork::fork() };
-    let script = match forked.map_err(|e| format!("cannot fork the script: {e}"))? {
-        ForkResult::Child => {
-            drop(err_r);
-            super::exec::exec_script(spec, err_w)
-        }
-        ForkResult::Parent { child } => child,
-    };
+    // single-threaded helper or launcher, it starts no thread), and
+    // exec_script ends in execve or _exit.
+    let spawned =
+        unsafe { super::fork::spawn_sharing_memory(|| super::exec::exec_script(spec, err_w_fd)) };
+    // When spawn returns the script has exec'd (its copy of the pipe closed
+    // with it) or written why not and exited: the read below does not wait.
     drop(err_w);
+    let script = spawned.map_err(|e| format!("cannot start the script: {e}"))?;
     let mut why = String::new();
     let _ = std::fs::File::from(err_r).read_to_string(&mut why);
     // The output pipe belongs to the script now; holding it would keep the
