@@ -34,6 +34,38 @@ fn cli_bare_command_name_is_looked_up() {
 }
 
 #[test]
+fn cli_a_command_that_cannot_be_executed_is_named_with_the_reason() {
+    if !require_root() {
+        return;
+    }
+    // The command's process shares the init's memory until execve
+    // (sandbox/fork.rs, spawn_sharing_memory): when execve fails it writes
+    // the reason and exits; the init must resume with the reason and leave
+    // nothing that breaks the next call.
+    let jail = Jail::new();
+    for (argv, reason) in [
+        ("/nonexistent/command", "ENOENT"),
+        ("/etc/passwd", "EACCES"),
+        ("/nonexistent/command", "ENOENT"),
+    ] {
+        let out = jail.run(&[argv]);
+        assert!(
+            out.code == Some(125)
+                && out.stderr.contains(&format!("cannot execute {argv}"))
+                && out.stderr.contains(reason),
+            "`servo sandbox -- {argv}` must exit 125 naming {reason}\n{}",
+            out.show()
+        );
+    }
+    let out = jail.run(&["python3", "-c", "print(2)"]);
+    assert!(
+        out.code == Some(0) && out.stdout == "2\n",
+        "a call after failed ones must work\n{}",
+        out.show()
+    );
+}
+
+#[test]
 fn cli_prepared_root_is_made_again_when_its_inputs_change() {
     if !require_root() {
         return;

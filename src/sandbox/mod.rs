@@ -37,7 +37,8 @@
 //!    in which it builds the root on a private tmpfs and `pivot_root`s into
 //!    it, detaching the old root; mounts /work, /tmp, /dev/shm, /proc for
 //!    its PID namespace and /run/servo (`rootfs`), sets the hostname, brings
-//!    up loopback, then forks the script;
+//!    up loopback, then starts the script's process, which shares its
+//!    memory until `execve` (`fork::spawn_sharing_memory`);
 //! 4. script (`exec`): setsid, stdin /dev/null, stdout+stderr = the output
 //!    pipe, other descriptors closed, rlimits, supplementary groups cleared,
 //!    gid/uid set, every capability set emptied, `no_new_privs`, seccomp
