@@ -694,15 +694,13 @@ fn openssl_enc_is_read_by_servo_decrypt() {
         }
     }
 
-    // The wrong token: exit 1, the file is not written.
+    // The wrong token: exit 1, the file is not written (a fixed salt: see
+    // openssl_encrypt_fixed_salt).
     let dir = tempfile::tempdir().expect("tempdir");
     let aes = dir.path().join("foo.yml.aes");
     std::fs::write(
         &aes,
-        openssl(
-            &["enc", "-aes-256-cbc", "-pbkdf2", "-a", "-k", SECRET_TOKEN],
-            b"secret\n",
-        ),
+        support::openssl_encrypt_fixed_salt(b"secret\n", SECRET_TOKEN),
     )
     .expect("write");
     let out = output(&mut servo_cmd(&[
@@ -718,6 +716,11 @@ fn openssl_enc_is_read_by_servo_decrypt() {
         stderr(&out)
     );
     assert!(!dir.path().join("foo.yml").exists());
+    // (The file itself is good: the right token opens it.)
+    let out = output(
+        servo_cmd(&["decrypt", "--stdout", path_str(&aes)]).env("SERVO_TOKEN", SECRET_TOKEN),
+    );
+    assert_eq!(out.stdout, b"secret\n");
 }
 
 #[test]

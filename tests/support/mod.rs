@@ -357,6 +357,33 @@ pub fn openssl_encrypt(plain: &Path, out: &Path, token: &str) {
     assert!(st.success(), "openssl enc failed");
 }
 
+/// `openssl enc -aes-256-cbc -pbkdf2 -S SALT -k TOKEN` of `plain`, as a
+/// `.aes` file: for wrong-token cases. The format has no MAC, so a wrong key
+/// is caught by the padding check alone, which a random salt passes ~1/256
+/// of the time for each KDF tried (a test flaked so in CI); with this fixed
+/// salt the outcome is fixed. OpenSSL 3 writes no header after `-S`: it is
+/// put back here.
+pub fn openssl_encrypt_fixed_salt(plain: &[u8], token: &str) -> Vec<u8> {
+    let salt = "0102030405060708";
+    let mut child = Command::new("openssl")
+        .args(["enc", "-aes-256-cbc", "-pbkdf2", "-S", salt, "-k", token])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("openssl");
+    {
+        use std::io::Write;
+        let mut stdin = child.stdin.take().expect("stdin");
+        stdin.write_all(plain).expect("write to openssl");
+    }
+    let out = child.wait_with_output().expect("openssl");
+    assert!(out.status.success(), "openssl enc failed");
+    let mut file = b"Salted__".to_vec();
+    file.extend_from_slice(&hex::decode(salt).expect("hex"));
+    file.extend_from_slice(&out.stdout);
+    file
+}
+
 /// Lists the entries of a directory (empty when it does not exist).
 pub fn entries(dir: &Path) -> Vec<String> {
     std::fs::read_dir(dir)
