@@ -103,6 +103,7 @@ fn serve(args: servo::config::ServeArgs) -> ExitCode {
     unsafe {
         libc::mallopt(libc::M_ARENA_MAX, 2);
     }
+    let worker_threads = config.worker_threads;
     servo::server::raise_open_files_limit();
     // Everything that can fail before listening (sandbox self-test included)
     // runs before the runtime's threads exist.
@@ -114,6 +115,7 @@ fn serve(args: servo::config::ServeArgs) -> ExitCode {
         }
     };
     let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(worker_threads)
         .enable_all()
         .build()
     {

@@ -731,6 +731,37 @@ fn a_connection_cap_below_the_queue_is_refused_at_start() {
     );
 }
 
+#[test]
+fn worker_threads_zero_is_refused_and_any_count_serves() {
+    let state = tempfile::tempdir().expect("tempdir");
+    let out = Command::new(servo_bin())
+        .args(["serve", "--listen", "127.0.0.1:0", "--token", TOKEN])
+        .args(["--worker-threads", "0"])
+        .arg("--state-dir")
+        .arg(state.path())
+        .stdin(std::process::Stdio::null())
+        .output()
+        .expect("servo");
+    let why = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{why}");
+    assert!(why.contains("--worker-threads must be at least 1"), "{why}");
+    // One worker (the default on 2 cores) and more than the cores both run
+    // scripts, several at once.
+    let b = bundle(&[("hi.py", "import time; time.sleep(0.3); print('hi')")]);
+    for workers in ["1", "5"] {
+        let servo = Servo::start(&["--worker-threads", workers]);
+        let runs: Vec<Reply> = std::thread::scope(|scope| {
+            let posts: Vec<_> = (0..4)
+                .map(|_| scope.spawn(|| post_bundle(&servo, &b.tgz, "hi.py", &[])))
+                .collect();
+            posts.into_iter().map(|p| p.join().expect("post")).collect()
+        });
+        for r in runs {
+            assert_eq!(r.status, 200, "--worker-threads {workers}: {}", r.body);
+        }
+    }
+}
+
 /// What `stream` sends until it closes, or until `wait` has passed.
 fn read_for(stream: &mut TcpStream, wait: Duration) -> (String, bool) {
     use std::io::Read;
