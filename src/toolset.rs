@@ -610,13 +610,7 @@ impl Command {
 
     /// The cluster globs: the values of the `Glob` positionals.
     pub fn clusters(&self) -> Vec<&str> {
-        self.spec
-            .positionals
-            .iter()
-            .zip(&self.positionals)
-            .filter(|(p, _)| p.kind == Kind::Glob)
-            .flat_map(|(_, v)| v.iter().map(String::as_str))
-            .collect()
+        self.values_of(Kind::Glob)
     }
 
     /// The verb's optional cluster glob (`grep`, `poll`, `port`, `log`,
@@ -655,11 +649,16 @@ impl Command {
 
     /// The words of an `exec` command line (the words a pod runs).
     pub fn words(&self) -> Vec<&str> {
+        self.values_of(Kind::Word)
+    }
+
+    /// The values given to the positionals of `kind`, in order.
+    fn values_of(&self, kind: Kind) -> Vec<&str> {
         self.spec
             .positionals
             .iter()
             .zip(&self.positionals)
-            .filter(|(p, _)| p.kind == Kind::Word)
+            .filter(|(p, _)| p.kind == kind)
             .flat_map(|(_, v)| v.iter().map(String::as_str))
             .collect()
     }

@@ -707,43 +707,39 @@ fn client_gone_mid_upload_leaves_nothing_and_runs_nothing() {
 
 #[test]
 fn a_connection_cap_below_the_queue_is_refused_at_start() {
-    let state = tempfile::tempdir().expect("tempdir");
-    let out = Command::new(servo_bin())
-        .args(["serve", "--listen", "127.0.0.1:0", "--token", TOKEN])
-        .args([
-            "--max-runs",
-            "2",
-            "--max-queue",
-            "8",
-            "--max-connections",
-            "10",
-        ])
-        .arg("--state-dir")
-        .arg(state.path())
-        .stdin(std::process::Stdio::null())
-        .output()
-        .expect("servo");
-    let why = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(2), "{why}");
+    let why = refused_at_start(&[
+        "--max-runs",
+        "2",
+        "--max-queue",
+        "8",
+        "--max-connections",
+        "10",
+    ]);
     assert!(
         why.contains("--max-connections (10) must be more than --max-runs + --max-queue (10)"),
         "{why}"
     );
 }
 
-#[test]
-fn worker_threads_zero_is_refused_and_any_count_serves() {
+/// `servo serve` with `flags` must exit 2 before listening: its stderr.
+fn refused_at_start(flags: &[&str]) -> String {
     let state = tempfile::tempdir().expect("tempdir");
     let out = Command::new(servo_bin())
         .args(["serve", "--listen", "127.0.0.1:0", "--token", TOKEN])
-        .args(["--worker-threads", "0"])
+        .args(flags)
         .arg("--state-dir")
         .arg(state.path())
         .stdin(std::process::Stdio::null())
         .output()
         .expect("servo");
-    let why = String::from_utf8_lossy(&out.stderr);
+    let why = String::from_utf8_lossy(&out.stderr).into_owned();
     assert_eq!(out.status.code(), Some(2), "{why}");
+    why
+}
+
+#[test]
+fn worker_threads_zero_is_refused_and_any_count_serves() {
+    let why = refused_at_start(&["--worker-threads", "0"]);
     assert!(why.contains("--worker-threads must be at least 1"), "{why}");
     // One worker (the default on 2 cores) and more than the cores both run
     // scripts, several at once.
