@@ -57,6 +57,17 @@ fn cli_a_command_that_cannot_be_executed_is_named_with_the_reason() {
             out.show()
         );
     }
+    // A name as long as the argument limit allows: its reason is longer
+    // than a pipe holds, and must come back cut, not hang the call.
+    let long = format!("/{}x", "a/".repeat(40_000));
+    let out = jail.run(&[&long]);
+    assert!(
+        out.code == Some(125)
+            && out.stderr.contains("cannot execute /a/a/")
+            && out.stderr.len() < 4096,
+        "`servo sandbox -- /a/a/...` (80 KB) must exit 125 with a short reason\n{}",
+        out.show()
+    );
     let out = jail.run(&["python3", "-c", "print(2)"]);
     assert!(
         out.code == Some(0) && out.stdout == "2\n",

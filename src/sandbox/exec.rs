@@ -22,6 +22,8 @@ pub fn exec_script(spec: &HelperSpec, err: RawFd) -> ! {
         Ok(()) => exec(spec),
         Err(e) => e,
     };
+    // Bounded: the init reads it only once this process is gone.
+    let why = super::spec::cut(&why, super::spec::REASON_MAX);
     // SAFETY: `err` is open in this process (its copy of the init's table)
     // and `why` a live buffer of that length.
     let _ = unsafe { libc::write(err, why.as_ptr().cast(), why.len()) };
@@ -138,5 +140,7 @@ fn exec(spec: &HelperSpec) -> String {
         Err(e) => e,
         Ok(never) => match never {},
     };
-    format!("cannot execute {}: {e}", spec.argv[0])
+    // The name cut so that the reason stays within spec::REASON_MAX.
+    let name = super::spec::cut(&spec.argv[0], 256);
+    format!("cannot execute {name}: {e}")
 }

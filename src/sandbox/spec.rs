@@ -62,12 +62,30 @@ enum Wire {
     Error(String),
 }
 
+/// The longest reason a sandbox process passes up, in bytes. Each writes
+/// its reason into a pipe its reader only drains after the writer is gone
+/// (the init is suspended until the script's process execs or exits; the
+/// helper waits for the init's exit first): a reason that did not fit the
+/// pipe would hang both. This, even JSON-escaped (6 bytes a byte at most),
+/// fits an empty pipe's 64 KiB; the script's own stays under PIPE_BUF.
+pub const REASON_MAX: usize = 2048;
+
+/// `text` cut to at most `max` bytes at a character boundary (a command
+/// name can be as long as the kernel's argument limit).
+pub fn cut(text: &str, max: usize) -> &str {
+    let mut end = text.len().min(max);
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    &text[..end]
+}
+
 impl Report {
     pub fn to_line(&self) -> String {
         let wire = match self {
             Report::Exit(c) => Wire::Exit(*c),
             Report::Signal(s) => Wire::Signal(*s),
-            Report::Error(e) => Wire::Error(e.clone()),
+            Report::Error(e) => Wire::Error(cut(e, REASON_MAX).to_owned()),
         };
         let mut line = serde_json::to_string(&wire).unwrap_or_else(|_| "{}".into());
         line.push('\n');
@@ -89,7 +107,7 @@ impl Report {
 
 #[cfg(test)]
 mod tests {
-    use super::Report;
+    use super::{Report, REASON_MAX};
 
     #[test]
     fn reports_round_trip() {
@@ -102,5 +120,12 @@ mod tests {
         }
         assert!(matches!(Report::parse(""), Report::Error(_)));
         assert!(matches!(Report::parse("garbage"), Report::Error(_)));
+        // A long reason comes back cut at a character boundary.
+        let long = Report::Error("é".repeat(REASON_MAX));
+        match Report::parse(&long.to_line()) {
+            Report::Error(e) => assert_eq!(e, "é".repeat(REASON_MAX / 2)),
+            other => panic!("{other:?}"),
+        }
+        assert_eq!(super::cut("aé", 2), "a");
     }
 }
