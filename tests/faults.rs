@@ -38,20 +38,6 @@ fn start_in(state: tempfile::TempDir, extra: &[&str]) -> (Servo, u32) {
     (Servo::start_in(state, &args), base)
 }
 
-/// The cgroup directories (v1 or v2) that hold this state dir's jobs.
-fn instance_cgroups(state: &Path) -> Vec<PathBuf> {
-    let instance = servo::sandbox::cgroup_instance_name(&state.join("sandbox"));
-    ["", "memory", "pids"]
-        .iter()
-        .map(|c| {
-            Path::new("/sys/fs/cgroup")
-                .join(c)
-                .join("servo")
-                .join(&instance)
-        })
-        .collect()
-}
-
 /// Processes inside this state dir's job cgroups, or running as one of its uids.
 fn sandbox_processes(state: &Path, uid_base: u32) -> Vec<String> {
     let marks: Vec<String> = instance_cgroups(state)
@@ -102,22 +88,32 @@ fn mounts_under(dir: &Path) -> Vec<String> {
         .collect()
 }
 
-fn job_cgroups(state: &Path) -> Vec<String> {
-    instance_cgroups(state)
-        .iter()
-        .flat_map(|d| entries(d).into_iter().filter(|e| e.starts_with("job-")))
-        .collect()
-}
-
 /// Asserts (after a bounded wait for clean-up to happen) that nothing of any
-/// run is left: run directories, mounts, job cgroups, processes.
+/// run is left: run directories, mounts, job cgroups with a process in
+/// them, processes; empty job groups kept for reuse only up to their bound
+/// (none once servo has stopped).
 fn assert_no_leftovers(state: &Path, uid_base: u32) {
     let deadline = Instant::now() + Duration::from_secs(10);
     loop {
         let runs = entries(&state.join("runs"));
         // Runs' mounts; servo's prepared root (sandbox/base) lives while it does.
         let mounts = mounts_under(&state.join("runs"));
-        let cgroups = job_cgroups(state);
+        let idle_max = servo::sandbox::IDLE_GROUPS_MAX;
+        let cgroups: Vec<String> = instance_cgroups(state)
+            .iter()
+            .flat_map(|d| {
+                let jobs = job_groups_in(d);
+                let busy = jobs.iter().filter(|j| !members_of(&d.join(j)).is_empty());
+                let too_many = (jobs.len() > idle_max).then(|| {
+                    format!(
+                        "{} idle groups in {} (at most {idle_max})",
+                        jobs.len(),
+                        d.display()
+                    )
+                });
+                busy.cloned().chain(too_many).collect::<Vec<_>>()
+            })
+            .collect();
         let procs = sandbox_processes(state, uid_base);
         if runs.is_empty() && mounts.is_empty() && cgroups.is_empty() && procs.is_empty() {
             return;
@@ -405,6 +401,7 @@ fn sigterm_drains_runs_refuses_connections_and_exits_zero() {
     let events = audit_events(servo.state.path());
     assert_eq!(count(&events, "run.finished"), 1);
     assert_no_leftovers(servo.state.path(), uid_base);
+    assert_no_groups_after_stop(servo.state.path());
     // Nothing of servo stays mounted once it has exited: not the runs
     // tmpfs, not the prepared root.
     let state = std::fs::canonicalize(servo.state.path()).expect("state dir");
@@ -446,6 +443,16 @@ fn assert_the_run_was_untouched(
     );
     assert_eq!(servo.terminate().code(), Some(0), "{}", servo.stderr());
     assert_no_leftovers(servo.state.path(), uid_base);
+    assert_no_groups_after_stop(servo.state.path());
+}
+
+/// A stopped servo removed every group it kept for reuse, and its own.
+fn assert_no_groups_after_stop(state: &Path) {
+    let left: Vec<PathBuf> = instance_cgroups(state)
+        .into_iter()
+        .filter(|d| d.exists())
+        .collect();
+    assert!(left.is_empty(), "groups outlived servo: {left:?}");
 }
 
 #[test]

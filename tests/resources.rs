@@ -4,7 +4,7 @@
 
 mod support;
 
-use support::{bundle, curl, entries, post_bundle, require_root, Servo};
+use support::{bundle, curl, entries, job_cgroups, post_bundle, require_root, Servo};
 
 const FINE: (&str, &str) = ("fine.py", "print('still fine')");
 
@@ -49,6 +49,7 @@ fn bombs_end_their_run_and_nothing_else() {
             "import os, time\nkids = 0\ntry:\n    while True:\n        if os.fork() == 0:\n            time.sleep(30)\n            os._exit(0)\n        kids += 1\nexcept OSError as e:\n    print('fork refused after', kids, 'children:', e.strerror)\n    raise SystemExit(7)\n",
         ),
         ("spin.py", "while True:\n    pass\n"),
+        ("selfkill.py", "import os\nos.kill(os.getpid(), 9)\n"),
         (
             "tmpfill.py",
             "try:\n    with open('/tmp/fill', 'wb') as f:\n        while True:\n            f.write(b'x' * 65536)\n            f.flush()\nexcept OSError as e:\n    print('tmp:', e.strerror)\n    raise SystemExit(5)\n",
@@ -68,6 +69,22 @@ fn bombs_end_their_run_and_nothing_else() {
         r.body
     );
     assert_healthy(&servo, &b.tgz);
+    // The bomb's group is kept and reused (one job at a time: always the
+    // same one), and its OOM kill is not counted against the next job.
+    let groups = job_cgroups(servo.state.path());
+    assert!(!groups.is_empty(), "no job group kept for reuse");
+    let r = post_bundle(&servo, &b.tgz, "selfkill.py", &[]);
+    assert_eq!(
+        r.lines().last(),
+        Some(&"failure (selfkill.py was killed by signal 9 (SIGKILL))"),
+        "{}",
+        r.body
+    );
+    assert_eq!(
+        job_cgroups(servo.state.path()),
+        groups,
+        "the group was not reused"
+    );
 
     let r = post_bundle(&servo, &b.tgz, "forks.py", &[]);
     assert_eq!(r.status, 412, "{}", r.body);

@@ -48,7 +48,8 @@
 //!    writes the script's status as one JSON line to the report pipe (a
 //!    helper relays it) and exits;
 //! 6. server: reads the report, checks the cgroup for an OOM kill, kills what
-//!    is left in the cgroup and removes it. Mounts only ever exist in the
+//!    is left in the cgroup and keeps it, empty, for the next job with the
+//!    same limits (`cgroup::IdleGroups`). Mounts only ever exist in the
 //!    job's own mount namespace, so they vanish with its last process.
 //!
 //! Modules, each using only those below it (tests/layering.rs checks this,
@@ -89,7 +90,7 @@ use std::sync::{Arc, Mutex};
 
 use crate::limits::Limits;
 
-pub use cgroup::{instance_name as cgroup_instance_name, CgroupMode};
+pub use cgroup::{instance_name as cgroup_instance_name, CgroupMode, IDLE_GROUPS_MAX};
 pub use launcher::launcher_main;
 pub use plan::{PYTHON_PACKAGE, PYTHON_PKG_INSIDE};
 use spec::{HelperSpec, Report};
@@ -169,6 +170,8 @@ pub struct Sandbox {
     cfg: SandboxConfig,
     filters: seccomp::Filters,
     cgroups: CgroupMode,
+    /// Job groups between jobs, kept for reuse.
+    groups: Arc<cgroup::IdleGroups>,
     rootless: Option<(u32, u32)>,
     ids: Arc<IdPool>,
     prepared_root: Option<PreparedRoot>,
@@ -223,6 +226,7 @@ impl Sandbox {
         Ok(Sandbox {
             cfg,
             filters,
+            groups: Arc::new(cgroup::IdleGroups::new(cgroups.clone())),
             cgroups,
             rootless,
             ids,
@@ -347,10 +351,36 @@ impl Sandbox {
         let n = self.next_job.fetch_add(1, Ordering::Relaxed);
         let name = format!("job-{}-{n}", std::process::id());
         let cgroup = self
-            .cgroups
-            .create(&name, &job.limits)
+            .groups
+            .take(&name, &job.limits)
             .map_err(SandboxError::io("cannot create the job's cgroup"))?;
-        let spec = self.helper_spec(job, cgroup.as_ref());
+        match self.start(job, cgroup.as_ref()) {
+            Ok((helper, output, report)) => Ok(Running {
+                helper,
+                output: Some(output),
+                report: Some(report),
+                cgroup,
+                groups: Arc::clone(&self.groups),
+                done: false,
+            }),
+            Err(e) => {
+                // Not left behind when the launch fails.
+                if let Some(group) = cgroup {
+                    self.groups.give_back(group);
+                }
+                Err(e)
+            }
+        }
+    }
+
+    /// Has the launcher start `job` in `cgroup`: the helper's pidfd, watched,
+    /// and the read ends of its output and report pipes.
+    fn start(
+        &self,
+        job: &Job,
+        cgroup: Option<&cgroup::JobCgroup>,
+    ) -> Result<(HelperFd, PipeReceiver, PipeReceiver), SandboxError> {
+        let spec = self.helper_spec(job, cgroup);
         let (out_r, out_w) = pipe("output")?;
         let (report_r, report_w) = pipe("report")?;
         let pidfd = self
@@ -359,24 +389,26 @@ impl Sandbox {
             .map_err(SandboxError::io("cannot start the sandbox helper"))?;
         drop((out_w, report_w));
         let receiver = |fd: OwnedFd, what: &str| {
-            tokio::net::unix::pipe::Receiver::from_owned_fd(fd)
+            PipeReceiver::from_owned_fd(fd)
                 .map_err(SandboxError::io(format!("cannot watch the {what} pipe")))
         };
         // SAFETY: the pidfd is owned by the AsyncFd for its whole life.
         let helper = unsafe { tokio::io::unix::AsyncFd::register(pidfd) }
             .map_err(|e| SandboxError::io("cannot watch the sandbox helper")(e.into()))?;
-        Ok(Running {
+        Ok((
             helper,
-            output: Some(receiver(out_r, "output")?),
-            report: Some(receiver(report_r, "report")?),
-            cgroup,
-            done: false,
-        })
+            receiver(out_r, "output")?,
+            receiver(report_r, "report")?,
+        ))
     }
 }
 
+type HelperFd = tokio::io::unix::AsyncFd<OwnedFd>;
+type PipeReceiver = tokio::net::unix::pipe::Receiver;
+
 impl Drop for Sandbox {
     fn drop(&mut self) {
+        self.groups.close();
         self.cgroups.remove_base();
     }
 }
@@ -444,6 +476,8 @@ pub struct Running {
     output: Option<tokio::net::unix::pipe::Receiver>,
     report: Option<tokio::net::unix::pipe::Receiver>,
     cgroup: Option<cgroup::JobCgroup>,
+    /// Where the job's group goes back when it is over.
+    groups: Arc<cgroup::IdleGroups>,
     done: bool,
 }
 
@@ -496,7 +530,7 @@ impl Running {
             )
         };
         if let Some(cg) = &self.cgroup {
-            cg.kill_all();
+            let _ = cg.kill_all();
         }
     }
 
@@ -506,8 +540,7 @@ impl Running {
         }
         self.done = true;
         if let Some(cg) = self.cgroup.take() {
-            cg.kill_all();
-            cg.remove();
+            self.groups.give_back(cg);
         }
     }
 }

@@ -395,6 +395,47 @@ pub fn entries(dir: &Path) -> Vec<String> {
         .unwrap_or_default()
 }
 
+/// The cgroup directories (v1 or v2) that hold this state dir's jobs.
+pub fn instance_cgroups(state: &Path) -> Vec<PathBuf> {
+    let instance = servo::sandbox::cgroup_instance_name(&state.join("sandbox"));
+    ["", "memory", "pids"]
+        .iter()
+        .map(|c| {
+            Path::new("/sys/fs/cgroup")
+                .join(c)
+                .join("servo")
+                .join(&instance)
+        })
+        .collect()
+}
+
+/// The job groups (`job-*`) in one of those directories.
+pub fn job_groups_in(dir: &Path) -> Vec<String> {
+    let mut jobs: Vec<String> = entries(dir)
+        .into_iter()
+        .filter(|e| e.starts_with("job-"))
+        .collect();
+    jobs.sort();
+    jobs
+}
+
+/// This state dir's job groups, in every hierarchy.
+pub fn job_cgroups(state: &Path) -> Vec<String> {
+    instance_cgroups(state)
+        .iter()
+        .flat_map(|d| job_groups_in(d))
+        .collect()
+}
+
+/// The processes in a cgroup (its `cgroup.procs`).
+pub fn members_of(group: &Path) -> Vec<String> {
+    std::fs::read_to_string(group.join("cgroup.procs"))
+        .unwrap_or_default()
+        .lines()
+        .map(str::to_string)
+        .collect()
+}
+
 /// Reads the lines of a running child's stdout as they come.
 pub fn line_reader(child: &mut Child) -> impl Iterator<Item = String> {
     let out = child.stdout.take().expect("piped stdout");
