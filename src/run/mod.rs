@@ -170,7 +170,8 @@ pub async fn execute(
         batch: log::Lines::default(),
     };
     inc(&ctx.metrics.runs_started);
-    let result = run_in_group(&ctx, &spec, &lease, &mut reporter).await;
+    let mut volume = None;
+    let result = run_in_group(&ctx, &spec, &lease, &mut reporter, &mut volume).await;
     inc(if result.is_ok() {
         &ctx.metrics.runs_succeeded
     } else {
@@ -185,18 +186,18 @@ pub async fn execute(
             .events
             .send(RunEvent::Line(format!("failure ({reason})")));
     }
-    let _ = std::fs::remove_file(&spec.archive);
-    remove_run_dir(&spec.run_dir).await;
+    // The run's files go while `run.finished` is made durable; the uid is
+    // free for another run only once they are gone.
+    let (archive, run_dir) = (spec.archive.clone(), spec.run_dir.clone());
+    let removed = offload(move || remove_run_files(volume, &archive, &run_dir));
+    let finished = ctx.audit.commit(
+        "run.finished",
+        &spec.id,
+        &spec.tenant.name,
+        json!({"ok": reason.is_none(), "reason": reason, "ms": ms}),
+    );
+    let _ = tokio::join!(removed, finished);
     drop(lease);
-    let _ = ctx
-        .audit
-        .commit(
-            "run.finished",
-            &spec.id,
-            &spec.tenant.name,
-            json!({"ok": reason.is_none(), "reason": reason, "ms": ms}),
-        )
-        .await;
     let _ = reporter.events.send(RunEvent::Done(Outcome {
         ok: reason.is_none(),
         reason,
@@ -235,13 +236,15 @@ pub fn run_volume_inodes(entries: u64) -> u64 {
     entries.saturating_mul(2).saturating_add(16 + SCRIPT_INODES)
 }
 
-async fn remove_run_dir(dir: &Path) {
-    let dir = dir.to_owned();
-    let result =
-        tokio::task::spawn_blocking(move || std::fs::remove_dir_all(&dir).map_err(|e| (dir, e)))
-            .await;
-    if let Ok(Err((dir, e))) = result {
-        tracing::warn!("could not remove run directory {}: {e}", dir.display());
+/// Unmounts the run's volume (freeing all it holds), then removes the
+/// archive and the run's directory. Blocking.
+fn remove_run_files(volume: Option<RunVolume>, archive: &Path, run_dir: &Path) {
+    drop(volume);
+    let _ = std::fs::remove_file(archive);
+    if let Err(e) = std::fs::remove_dir_all(run_dir) {
+        if e.kind() != std::io::ErrorKind::NotFound {
+            tracing::warn!("could not remove run directory {}: {e}", run_dir.display());
+        }
     }
 }
 
@@ -253,6 +256,7 @@ async fn run_in_group(
     spec: &RunSpec,
     lease: &IdLease,
     out: &mut Reporter,
+    volume: &mut Option<RunVolume>,
 ) -> Result<(), Failure> {
     // The portal this tenant's commands go to (its own, or the server's).
     if spec.tenant.portal.as_ref().unwrap_or(&ctx.config.portal) == &Portal::Sim {
@@ -267,7 +271,7 @@ async fn run_in_group(
         out.line(format!("${name} = {shown}"));
     }
     let Some(group) = &spec.concurrency else {
-        return run_steps(ctx, spec, lease, out, Instant::now()).await;
+        return run_steps(ctx, spec, lease, out, volume, Instant::now()).await;
     };
     let waited = Instant::now();
     let mut waiting = false;
@@ -312,20 +316,23 @@ async fn run_in_group(
     let hold = acquired.map_err(Failure::Group)?;
     // The run's time limit counts from here: waiting is not running.
     tokio::select! {
-        result = run_steps(ctx, spec, lease, out, Instant::now()) => result,
+        result = run_steps(ctx, spec, lease, out, volume, Instant::now()) => result,
         () = hold.lost() => Err(Failure::LostGroup(group.clone())),
     }
 }
 
+/// The run's steps: its volume prepared, its portal socket opened, its
+/// scripts run. The volume is left in `volume` for `execute` to remove
+/// (whatever happened, and also when this future is dropped).
 async fn run_steps(
     ctx: &RunContext,
     spec: &RunSpec,
     lease: &IdLease,
     out: &mut Reporter,
+    volume: &mut Option<RunVolume>,
     started: Instant,
 ) -> Result<(), Failure> {
     let limits = &spec.tenant.limits;
-
     let owner = ctx.sandbox.file_owner(lease);
     // The run's own tmpfs: room for the bundle, then for what scripts write.
     // tmpfs takes a whole page per file while the unpack limit counts bytes:
@@ -334,75 +341,44 @@ async fn run_steps(
     // plaintext per `.aes` file at most, the volume's own few, and what the
     // scripts create (empty files and directories take no page, so the size
     // alone does not bound them).
-    let (dir, size) = (
-        RunVolume::dir_of(&spec.run_dir),
-        limits.unpacked_bytes() + limits.work_bytes() + limits.entries * page_size(),
-    );
-    let (inodes, tmpfs) = (
-        run_volume_inodes(limits.entries),
-        ctx.sandbox.can_mount_workdirs(),
-    );
-    let volume = offload(move || RunVolume::create(&dir, size, inodes, tmpfs, owner))
-        .await?
-        .map_err(|e| Failure::Internal(format!("cannot create the run's volume: {e}")))?;
-    let work = volume.work();
-    let archive = spec.archive.clone();
-    let unpack_limits = unpack::UnpackLimits {
-        max_total_bytes: limits.unpacked_bytes(),
-        max_entries: limits.entries,
-        max_file_bytes: limits.file_bytes(),
-        max_name_bytes: unpack::MAX_NAME_BYTES_TOTAL,
+    let preparation = Preparation {
+        dir: RunVolume::dir_of(&spec.run_dir),
+        size: limits.unpacked_bytes() + limits.work_bytes() + limits.entries * page_size(),
+        inodes: run_volume_inodes(limits.entries),
+        tmpfs: ctx.sandbox.can_mount_workdirs(),
+        owner,
+        archive: spec.archive.clone(),
+        unpack: unpack::UnpackLimits {
+            max_total_bytes: limits.unpacked_bytes(),
+            max_entries: limits.entries,
+            max_file_bytes: limits.file_bytes(),
+            max_name_bytes: unpack::MAX_NAME_BYTES_TOTAL,
+        },
+        token: spec.tenant.token.clone(),
+        kdf: spec.tenant.aes_kdf,
+        growth: limits.work_bytes(),
     };
-    let dest = work.clone();
-    let unpacked = tokio::task::spawn_blocking(move || {
-        let result = unpack::unpack(&archive, &dest, &unpack_limits, owner);
-        // The archive is not needed once unpacked; free its space now.
-        let _ = std::fs::remove_file(&archive);
-        result
-    })
-    .await
-    .map_err(|e| Failure::Internal(e.to_string()))?;
-    match unpacked {
-        Ok(_) => {}
-        Err(unpack::UnpackError::Io(e)) => {
-            return Err(Failure::Internal(format!("cannot unpack the bundle: {e}")))
-        }
-        Err(e) => return Err(Failure::Bundle(e.to_string())),
+    let permit = PREPARE
+        .acquire()
+        .await
+        .map_err(|e| Failure::Internal(e.to_string()))?;
+    let prepared = tokio::task::spawn_blocking(move || preparation.run())
+        .await
+        .map_err(|e| Failure::Internal(e.to_string()))??;
+    drop(permit);
+    let volume = &*volume.insert(prepared.volume);
+    for file in prepared.decrypted {
+        ctx.audit
+            .commit(
+                "bundle.decrypted",
+                &spec.id,
+                &spec.tenant.name,
+                json!({"file": file}),
+            )
+            .await
+            .map_err(|e| Failure::Internal(e.to_string()))?;
+        out.line(format!("decrypted {file}"));
     }
-
-    let (dest, token, kdf) = (work.clone(), spec.tenant.token.clone(), spec.tenant.aes_kdf);
-    let decrypted = tokio::task::spawn_blocking(move || {
-        decrypt::decrypt_bundle(&dest, token.as_bytes(), kdf, owner)
-    })
-    .await
-    .map_err(|e| Failure::Internal(e.to_string()))?;
-    match decrypted {
-        Ok(files) => {
-            for file in files {
-                ctx.audit
-                    .commit(
-                        "bundle.decrypted",
-                        &spec.id,
-                        &spec.tenant.name,
-                        json!({"file": file}),
-                    )
-                    .await
-                    .map_err(|e| Failure::Internal(e.to_string()))?;
-                out.line(format!("decrypted {file}"));
-            }
-        }
-        Err(decrypt::BundleDecryptError::Io(e)) => {
-            return Err(Failure::Internal(format!(
-                "cannot write a decrypted file: {e}"
-            )))
-        }
-        Err(e) => return Err(Failure::Bundle(e.to_string())),
-    }
-
-    let growth = limits.work_bytes();
-    let volume = offload(move || volume.limit_growth(growth).map(|()| volume))
-        .await?
-        .map_err(|e| Failure::Internal(format!("cannot size the run's volume: {e}")))?;
     // The run's socket to the portal (§6.1), owned by whoever the script
     // is on the host: the run's uid, or servo's own in rootless mode.
     let (socket_uid, socket_gid) = owner.unwrap_or((
@@ -414,18 +390,79 @@ async fn run_steps(
         .open_run(
             &spec.id,
             Arc::new(spec.tenant.clone()),
-            work.clone(),
+            volume.work(),
             volume.relay(),
             socket_uid,
             socket_gid,
         )
         .await
         .map_err(|e| Failure::Internal(format!("cannot open the portal socket: {e}")))?;
-    let result = run_scripts(ctx, spec, lease, &volume, &relay, out, started).await;
+    let result = run_scripts(ctx, spec, lease, volume, &relay, out, started).await;
     relay.close().await;
-    // Unmounting frees the tmpfs and all it holds, in the calling thread.
-    offload(move || drop(volume)).await?;
     result
+}
+
+/// Runs being prepared at once: bounds the blocking threads (and memory)
+/// when hundreds of runs arrive together, while a big bundle's unpack
+/// cannot hold up every other run's.
+static PREPARE: tokio::sync::Semaphore = tokio::sync::Semaphore::const_new(4);
+
+/// What a run's volume needs, for the blocking part of its preparation.
+struct Preparation {
+    dir: PathBuf,
+    size: u64,
+    inodes: u64,
+    tmpfs: bool,
+    owner: Option<(u32, u32)>,
+    archive: PathBuf,
+    unpack: unpack::UnpackLimits,
+    token: String,
+    kdf: Option<decrypt::Kdf>,
+    growth: u64,
+}
+
+/// A run's volume, its bundle unpacked and decrypted in it.
+struct Prepared {
+    volume: RunVolume,
+    /// The `.aes` files decrypted, for the audit log and the run's log.
+    decrypted: Vec<String>,
+}
+
+impl Preparation {
+    /// Mounts the run's volume, unpacks and decrypts the bundle into it and
+    /// sizes it for what the scripts may write: one hand-off to the
+    /// blocking pool instead of four (each is a wake-up and two context
+    /// switches). On failure the volume is unmounted here.
+    fn run(self) -> Result<Prepared, Failure> {
+        let volume =
+            RunVolume::create(&self.dir, self.size, self.inodes, self.tmpfs, self.owner)
+                .map_err(|e| Failure::Internal(format!("cannot create the run's volume: {e}")))?;
+        let work = volume.work();
+        let unpacked = unpack::unpack(&self.archive, &work, &self.unpack, self.owner);
+        // The archive is not needed once unpacked; free its space now.
+        let _ = std::fs::remove_file(&self.archive);
+        match unpacked {
+            Ok(_) => {}
+            Err(unpack::UnpackError::Io(e)) => {
+                return Err(Failure::Internal(format!("cannot unpack the bundle: {e}")))
+            }
+            Err(e) => return Err(Failure::Bundle(e.to_string())),
+        }
+        let decrypted =
+            match decrypt::decrypt_bundle(&work, self.token.as_bytes(), self.kdf, self.owner) {
+                Ok(files) => files,
+                Err(decrypt::BundleDecryptError::Io(e)) => {
+                    return Err(Failure::Internal(format!(
+                        "cannot write a decrypted file: {e}"
+                    )))
+                }
+                Err(e) => return Err(Failure::Bundle(e.to_string())),
+            };
+        volume
+            .limit_growth(self.growth)
+            .map_err(|e| Failure::Internal(format!("cannot size the run's volume: {e}")))?;
+        Ok(Prepared { volume, decrypted })
+    }
 }
 
 /// Setup and teardown calls that block (mounts, the launcher's reply) run
