@@ -66,7 +66,10 @@ class Server:
         self.proc = subprocess.Popen(
             [SERVO, "serve", "--listen", "127.0.0.1:0", "--state-dir", state,
              "--token", TOKEN, "--audit", os.path.join(state, "audit.log")] + list(extra),
-            stdout=DEVNULL, stderr=self.log, stdin=DEVNULL)
+            stdout=DEVNULL, stderr=self.log, stdin=DEVNULL,
+            # A session of its own, as under systemd or in a container: the
+            # scheduler weighs it apart from this benchmark's clients.
+            start_new_session=True)
         deadline = time.time() + 30
         while True:
             self.log.seek(0)
@@ -578,8 +581,10 @@ def many_long_runs(tmp):
     server = Server(state, "--max-runs", str(n))
     archive = make_bundle({"sleep.py": b"import time\ntime.sleep(%d)\n" % sleep})
     stop = os.path.join(tmp, "health.stop")
+    # Its own session too: a client elsewhere, not in servo's or the
+    # clients' scheduling group.
     poller = subprocess.Popen([PY, "-c", HEALTH_POLLER, server.host, str(server.port), stop],
-                              stdout=subprocess.PIPE, text=True)
+                              stdout=subprocess.PIPE, text=True, start_new_session=True)
     statuses = []
     peak = [0.0]
     done = threading.Event()

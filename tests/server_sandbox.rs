@@ -52,14 +52,7 @@ fn the_servers_sandbox_keeps_every_guarantee() {
 
     // §5.7: under cgroup v1 with a `cpu` hierarchy, every script is in the
     // instance's one cpu group (all of them one share beside the server).
-    let v1_cpu = !std::path::Path::new("/sys/fs/cgroup/cgroup.controllers").exists()
-        && ["cpu", "memory", "pids"].iter().all(|c| {
-            std::path::Path::new("/sys/fs/cgroup")
-                .join(c)
-                .join("cgroup.procs")
-                .exists()
-        });
-    if v1_cpu {
+    if v1_cpu() {
         let cat = probe(&servo, &dir, &["cat", "/proc/self/cgroup"]);
         let text: String = serde_json::from_str(cat.strip_prefix("ok ").unwrap_or(&cat))
             .unwrap_or_else(|e| panic!("{e}: {cat}"));
@@ -146,6 +139,60 @@ fn the_servers_sandbox_keeps_every_guarantee() {
 }
 
 /// The pids of `pid`'s children.
+/// Whether the host has cgroup v1 with the `cpu`, `memory` and `pids`
+/// hierarchies: then the scripts share one cpu group.
+fn v1_cpu() -> bool {
+    !std::path::Path::new("/sys/fs/cgroup/cgroup.controllers").exists()
+        && ["cpu", "memory", "pids"].iter().all(|c| {
+            std::path::Path::new("/sys/fs/cgroup")
+                .join(c)
+                .join("cgroup.procs")
+                .exists()
+        })
+}
+
+/// The nice value of a process's autogroup, from `/proc/PID/autogroup`.
+fn autogroup_nice(pid: &str) -> Option<i32> {
+    let text = std::fs::read_to_string(format!("/proc/{pid}/autogroup")).ok()?;
+    text.split("nice ").nth(1)?.trim().parse().ok()
+}
+
+#[test]
+fn servo_leading_its_session_weighs_like_its_scripts_and_leaves_a_shared_one_alone() {
+    if !require_root() {
+        return;
+    }
+    let autogroups = std::fs::read_to_string("/proc/sys/kernel/sched_autogroup_enabled")
+        .is_ok_and(|v| v.trim() == "1");
+    if !v1_cpu() || !autogroups {
+        eprintln!("skipped: needs cgroup v1 cpu and autogroups");
+        return;
+    }
+    let mine = autogroup_nice("self");
+    // Started from this test's session: the session (and this test) keep
+    // their weight.
+    let shared = Servo::start(&[]);
+    assert_eq!(
+        autogroup_nice(&shared.child.id().to_string()),
+        mine,
+        "servo changed the weight of a session it shares"
+    );
+    assert_eq!(autogroup_nice("self"), mine);
+    // Leading its own session: servo and its launcher weigh about as much
+    // as all their scripts' cpu group.
+    let own = Servo::start_in_own_session(&[]);
+    let pid = own.child.id().to_string();
+    assert_eq!(autogroup_nice(&pid), Some(-10), "servo's own session");
+    for launcher in children(own.child.id()) {
+        assert_eq!(
+            autogroup_nice(&launcher.to_string()),
+            Some(-10),
+            "its launcher"
+        );
+    }
+    assert_eq!(autogroup_nice("self"), mine);
+}
+
 fn children(pid: u32) -> Vec<u32> {
     std::fs::read_to_string(format!("/proc/{pid}/task/{pid}/children"))
         .unwrap_or_default()

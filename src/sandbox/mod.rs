@@ -222,6 +222,9 @@ impl Sandbox {
         let launcher = launcher::Launcher::start(prepared_root.as_ref().map(|r| r.path.clone()))
             .map_err(SandboxError::io("cannot start the sandbox launcher"))?;
         let cpu_group = cgroups.sandbox_cpu_group();
+        if cpu_group.is_some() && cgroup::weigh_servo_like_its_scripts() {
+            tracing::debug!("servo's session weighs like its scripts' cpu group");
+        }
         let ids = Arc::new(IdPool::new(cfg.uid_base, cfg.uid_count));
         Ok(Sandbox {
             cfg,

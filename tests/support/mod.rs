@@ -68,6 +68,21 @@ impl Servo {
 
     /// Starts servo with `state` as its state dir and extra environment variables.
     pub fn start_in_env(state: tempfile::TempDir, extra: &[&str], env: &[(&str, &str)]) -> Servo {
+        Self::launch(state, extra, env, false)
+    }
+
+    /// Starts servo leading a session of its own, as systemd or a
+    /// container's runtime starts it.
+    pub fn start_in_own_session(extra: &[&str]) -> Servo {
+        Self::launch(tempfile::tempdir().expect("tempdir"), extra, &[], true)
+    }
+
+    fn launch(
+        state: tempfile::TempDir,
+        extra: &[&str],
+        env: &[(&str, &str)],
+        own_session: bool,
+    ) -> Servo {
         let stderr_log = state.path().join("servo.stderr");
         let err_file = std::fs::File::create(&stderr_log).expect("stderr log");
         let mut args = vec![
@@ -81,16 +96,26 @@ impl Servo {
             args.extend(["--token", TOKEN]);
         }
         args.extend_from_slice(extra);
-        let child = Command::new(servo_bin())
+        let mut command = Command::new(servo_bin());
+        command
             .args(&args)
             .env_remove("SERVO_TOKEN")
             .env("SERVO_LOG", "info")
             .envs(env.iter().copied())
             .stdin(Stdio::null())
             .stdout(Stdio::null())
-            .stderr(err_file)
-            .spawn()
-            .expect("spawn servo");
+            .stderr(err_file);
+        if own_session {
+            use std::os::unix::process::CommandExt;
+            // SAFETY: setsid is async-signal-safe and touches no memory.
+            unsafe {
+                command.pre_exec(|| {
+                    nix::unistd::setsid()?;
+                    Ok(())
+                });
+            }
+        }
+        let child = command.spawn().expect("spawn servo");
         let mut servo = Servo {
             child,
             url: String::new(),
