@@ -138,7 +138,6 @@ fn the_servers_sandbox_keeps_every_guarantee() {
     }
 }
 
-/// The pids of `pid`'s children.
 /// Whether the host has cgroup v1 with the `cpu`, `memory` and `pids`
 /// hierarchies: then the scripts share one cpu group.
 fn v1_cpu() -> bool {
@@ -183,7 +182,9 @@ fn servo_leading_its_session_weighs_like_its_scripts_and_leaves_a_shared_one_alo
     let own = Servo::start_in_own_session(&[]);
     let pid = own.child.id().to_string();
     assert_eq!(autogroup_nice(&pid), Some(-10), "servo's own session");
-    for launcher in children(own.child.id()) {
+    let launchers = children(own.child.id());
+    assert!(!launchers.is_empty(), "servo has no launcher child");
+    for launcher in launchers {
         assert_eq!(
             autogroup_nice(&launcher.to_string()),
             Some(-10),
@@ -193,6 +194,7 @@ fn servo_leading_its_session_weighs_like_its_scripts_and_leaves_a_shared_one_alo
     assert_eq!(autogroup_nice("self"), mine);
 }
 
+/// The pids of `pid`'s children.
 fn children(pid: u32) -> Vec<u32> {
     std::fs::read_to_string(format!("/proc/{pid}/task/{pid}/children"))
         .unwrap_or_default()
