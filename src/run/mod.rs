@@ -107,6 +107,10 @@ struct Reporter {
     limit: u64,
     /// A script's lines not sent yet (sent at the end of each read).
     batch: log::Lines,
+    /// Lines held back while the run's `run.started` is not on disk yet
+    /// (it is written, not synced, when the run is accepted): nothing of
+    /// the run is seen before its record is durable (§8).
+    held: Option<Vec<RunEvent>>,
 }
 
 impl Reporter {
@@ -123,8 +127,7 @@ impl Reporter {
             return false;
         }
         self.flush();
-        // A client that went away does not stop the run (§2.2).
-        let _ = self.events.send(RunEvent::Line(line));
+        self.send(RunEvent::Line(line));
         true
     }
 
@@ -141,9 +144,26 @@ impl Reporter {
     /// Sends the batch, if any, as one message.
     fn flush(&mut self) {
         if !self.batch.is_empty() {
-            let _ = self
-                .events
-                .send(RunEvent::Lines(std::mem::take(&mut self.batch)));
+            let batch = RunEvent::Lines(std::mem::take(&mut self.batch));
+            self.send(batch);
+        }
+    }
+
+    fn send(&mut self, event: RunEvent) {
+        match &mut self.held {
+            Some(held) => held.push(event),
+            // A client that went away does not stop the run (§2.2).
+            None => {
+                let _ = self.events.send(event);
+            }
+        }
+    }
+
+    /// The run's records are on disk (a synced record followed its
+    /// `run.started`): the lines held back go out, and the next ones at once.
+    fn release(&mut self) {
+        for event in self.held.take().unwrap_or_default() {
+            let _ = self.events.send(event);
         }
     }
 }
@@ -168,6 +188,7 @@ pub async fn execute(
         bytes: 0,
         limit: spec.tenant.limits.log_bytes(),
         batch: log::Lines::default(),
+        held: Some(Vec::new()),
     };
     inc(&ctx.metrics.runs_started);
     let mut volume = None;
@@ -182,9 +203,7 @@ pub async fn execute(
     reporter.flush();
     if let Some(reason) = &reason {
         // The failure line is written even past the log limit: it says why.
-        let _ = reporter
-            .events
-            .send(RunEvent::Line(format!("failure ({reason})")));
+        reporter.send(RunEvent::Line(format!("failure ({reason})")));
     }
     // The run's files go while `run.finished` is made durable; the uid is
     // free for another run only once they are gone.
@@ -197,6 +216,7 @@ pub async fn execute(
         json!({"ok": reason.is_none(), "reason": reason, "ms": ms}),
     );
     let _ = tokio::join!(removed, finished);
+    reporter.release();
     drop(lease);
     let _ = reporter.events.send(RunEvent::Done(Outcome {
         ok: reason.is_none(),
@@ -250,7 +270,10 @@ fn remove_run_files(volume: Option<RunVolume>, archive: &Path, run_dir: &Path) {
 
 /// The run's first lines, its concurrency group (waited for, in arrival
 /// order), then its steps; a group lost meanwhile stops them (dropping
-/// them kills the script and removes its volume).
+/// them kills the script and removes its volume). The lines are held until
+/// a synced record covers `run.started` (the first `bundle.decrypted` or
+/// `script.started`, or else `run.finished`); the group's node is made
+/// only after that record is on disk.
 async fn run_in_group(
     ctx: &RunContext,
     spec: &RunSpec,
@@ -273,6 +296,11 @@ async fn run_in_group(
     let Some(group) = &spec.concurrency else {
         return run_steps(ctx, spec, lease, out, volume, Instant::now()).await;
     };
+    ctx.audit
+        .durable()
+        .await
+        .map_err(|e| Failure::Internal(e.to_string()))?;
+    out.release();
     let waited = Instant::now();
     let mut waiting = false;
     let acquired = ctx
@@ -377,6 +405,7 @@ async fn run_steps(
             )
             .await
             .map_err(|e| Failure::Internal(e.to_string()))?;
+        out.release();
         out.line(format!("decrypted {file}"));
     }
     // The run's socket to the portal (§6.1), owned by whoever the script
@@ -511,6 +540,7 @@ async fn run_scripts(
             )
             .await
             .map_err(|e| Failure::Internal(e.to_string()))?;
+        out.release();
         let result = run_script(ctx, spec, lease, volume, script, out, run_deadline).await;
         let secs = script_started.elapsed().as_secs();
         ctx.metrics
