@@ -32,6 +32,7 @@
  *
  * Usage (root): floor ROOTDIR CMD [ARGS...]
  *               floor --section5[-job] ROOTDIR WORKDIR RELAYDIR CMD [ARGS...]
+ *               floor --exit   (exits at once: the program's own start-up)
  * ROOTDIR is an empty directory. The cgroup goes under servo's own
  * `servo/sandbox` parent (made by a `servo sandbox` call, which bench/run
  * makes first).
@@ -326,6 +327,9 @@ static int init(const char *root, char **cmd)
 
 int main(int argc, char **argv)
 {
+    /* Its exec and start-up alone, the peer of `servo sandbox --help`. */
+    if (argc == 2 && strcmp(argv[1], "--exit") == 0)
+        return 0;
     if (argc > 1 && (strcmp(argv[1], "--section5") == 0 || strcmp(argv[1], "--section5-job") == 0)) {
         if (argc < 6) {
             fprintf(stderr, "usage: floor --section5[-job] ROOTDIR WORKDIR RELAYDIR CMD [ARGS...]\n");
