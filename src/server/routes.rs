@@ -924,9 +924,10 @@ async fn launch(
     let tenant = request.tenant;
     // Written now, made durable by the run's next synced record (its first
     // `bundle.decrypted` or `script.started`, or `run.finished`) before
-    // anything of the run is run, relayed or seen: the run holds its lines
-    // until then (run::Reporter), and unpacking into its own volume
-    // meanwhile is seen by no one. One fsync fewer per run.
+    // anything of the run is run or relayed: the run holds its lines until
+    // then (run::Reporter; a streamed answer's status and run header may go
+    // first), and unpacking into its own volume meanwhile is seen by no
+    // one. One fsync fewer per run.
     server
         .ctx
         .audit
