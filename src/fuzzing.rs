@@ -270,6 +270,7 @@ pub fn multipart(data: &[u8]) {
         stream,
         boundary,
         &path,
+        upload::Storage::Memory,
         MULTIPART_MAX,
         &mut digest,
     ));

@@ -126,6 +126,13 @@ impl ArchiveDigest {
         }
     }
 
+    /// Also the archive's SHA-256 (the audit's digest), whatever the
+    /// scheme: cheaper while a small upload streams than read back after.
+    pub fn with_sha256(mut self) -> ArchiveDigest {
+        self.sha256.get_or_insert_with(Sha256::new);
+        self
+    }
+
     pub fn update(&mut self, chunk: &[u8]) {
         match &mut self.hmac {
             Some(ArchiveMac::Sha1(m)) => m.update(chunk),

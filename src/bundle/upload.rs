@@ -147,11 +147,60 @@ fn body_error(e: BoxError) -> UploadError {
 /// Room for the multipart framing and the other fields around the archive.
 pub const MULTIPART_FRAMING: u64 = 64 * 1024;
 
+/// Where an upload's file is, for how to write it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Storage {
+    /// A disk: written from the blocking pool.
+    Disk,
+    /// A tmpfs: written from the calling task, since writing there is
+    /// copying into memory and never waits for a device (a hand-off to the
+    /// blocking pool and back cost more than the write).
+    Memory,
+}
+
+/// The open upload file.
+enum Out {
+    Disk(tokio::io::BufWriter<tokio::fs::File>),
+    Memory(std::io::BufWriter<std::fs::File>),
+}
+
+impl Out {
+    async fn open(path: &Path, storage: Storage) -> std::io::Result<Out> {
+        let mut options = std::fs::OpenOptions::new();
+        options.write(true).create_new(true);
+        Ok(match storage {
+            Storage::Disk => Out::Disk(tokio::io::BufWriter::with_capacity(
+                256 * 1024,
+                tokio::fs::OpenOptions::from(options).open(path).await?,
+            )),
+            Storage::Memory => Out::Memory(std::io::BufWriter::with_capacity(
+                64 * 1024,
+                options.open(path)?,
+            )),
+        })
+    }
+
+    async fn write_all(&mut self, chunk: &[u8]) -> std::io::Result<()> {
+        match self {
+            Out::Disk(out) => out.write_all(chunk).await,
+            Out::Memory(out) => std::io::Write::write_all(out, chunk),
+        }
+    }
+
+    async fn flush(&mut self) -> std::io::Result<()> {
+        match self {
+            Out::Disk(out) => out.flush().await,
+            Out::Memory(out) => std::io::Write::flush(out),
+        }
+    }
+}
+
 /// Writes `chunks` to `path` (created, must not exist), feeding `digest`.
 /// Returns the number of bytes written. On error the caller removes the file.
 pub async fn save<S, E>(
     mut chunks: S,
     path: &Path,
+    storage: Storage,
     max_bytes: u64,
     digest: &mut ArchiveDigest,
 ) -> Result<u64, UploadError>
@@ -159,12 +208,7 @@ where
     S: Stream<Item = Result<Bytes, E>> + Unpin,
     E: Into<BoxError>,
 {
-    let file = tokio::fs::OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .open(path)
-        .await?;
-    let mut out = tokio::io::BufWriter::with_capacity(256 * 1024, file);
+    let mut out = Out::open(path, storage).await?;
     let mut written: u64 = 0;
     while let Some(chunk) = chunks.next().await {
         let chunk = chunk.map_err(|e| body_error(e.into()))?;
@@ -186,6 +230,7 @@ pub async fn save_multipart<S, O, E>(
     stream: S,
     boundary: String,
     path: &Path,
+    storage: Storage,
     max_bytes: u64,
     digest: &mut ArchiveDigest,
 ) -> Result<u64, UploadError>
@@ -208,7 +253,7 @@ where
             return Err(UploadError::NoArchiveField);
         };
         if field.name() == Some("tgz") {
-            return save(field, path, max_bytes, digest)
+            return save(field, path, storage, max_bytes, digest)
                 .await
                 .map_err(|e| match e {
                     UploadError::Body(m) if m.contains("size limit") => {
@@ -236,13 +281,22 @@ mod tests {
         b.chunks(5).map(|c| Ok(Bytes::copy_from_slice(c))).collect()
     }
 
+    /// Saved both ways; the two must agree, file and digest.
     async fn run(field: &str, data: &[u8], max: u64) -> (Result<u64, UploadError>, Vec<u8>) {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("upload.tgz");
-        let mut digest = ArchiveDigest::new(Scheme::Sha1, b"tok");
-        let stream = futures_util::stream::iter(body(field, data));
-        let r = save_multipart(stream, "B".into(), &path, max, &mut digest).await;
-        (r, std::fs::read(&path).unwrap_or_default())
+        let mut results = Vec::new();
+        for storage in [Storage::Disk, Storage::Memory] {
+            let dir = tempfile::tempdir().unwrap();
+            let path = dir.path().join("upload.tgz");
+            let mut digest = ArchiveDigest::new(Scheme::Sha256, b"tok").with_sha256();
+            let stream = futures_util::stream::iter(body(field, data));
+            let r = save_multipart(stream, "B".into(), &path, storage, max, &mut digest).await;
+            let sha256 = digest.finish().sha256_hex;
+            results.push((r, std::fs::read(&path).unwrap_or_default(), sha256));
+        }
+        let (memory, disk) = (results.pop().unwrap(), results.pop().unwrap());
+        assert_eq!(format!("{:?}", disk.0), format!("{:?}", memory.0));
+        assert_eq!((&disk.1, &disk.2), (&memory.1, &memory.2));
+        (disk.0, disk.1)
     }
 
     #[tokio::test]
@@ -255,6 +309,7 @@ mod tests {
         let r = save(
             idle_limited(stalls, idle),
             &dir.path().join("raw"),
+            Storage::Memory,
             100,
             &mut digest,
         )
@@ -266,6 +321,7 @@ mod tests {
             idle_limited(stalls, idle),
             "B".into(),
             &path,
+            Storage::Disk,
             100,
             &mut digest,
         );
@@ -279,6 +335,7 @@ mod tests {
         let r = save(
             idle_limited(slow, idle),
             &dir.path().join("slow"),
+            Storage::Disk,
             100,
             &mut digest,
         )
@@ -291,6 +348,11 @@ mod tests {
         let (r, saved) = run("tgz", b"archive\r\nbytes", 100).await;
         assert_eq!(r.unwrap(), 14);
         assert_eq!(saved, b"archive\r\nbytes");
+        // Bigger than a write buffer, in 5-byte chunks: the same both ways.
+        let big: Vec<u8> = (0..200_000u32).map(|i| (i * 7 % 251) as u8).collect();
+        let (r, saved) = run("tgz", &big, 1 << 20).await;
+        assert_eq!(r.unwrap(), big.len() as u64);
+        assert!(saved == big);
     }
 
     #[tokio::test]
@@ -304,7 +366,8 @@ mod tests {
         let garbage = futures_util::stream::iter(vec![Ok::<_, std::io::Error>(
             Bytes::from_static(b"--B\r\nno headers end"),
         )]);
-        let r = save_multipart(garbage, "B".into(), &dir.path().join("u"), 100, &mut digest).await;
+        let path = dir.path().join("u");
+        let r = save_multipart(garbage, "B".into(), &path, Storage::Disk, 100, &mut digest).await;
         assert!(matches!(r, Err(UploadError::Multipart(_))), "{r:?}");
     }
 }
