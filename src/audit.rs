@@ -449,14 +449,26 @@ mod tests {
         assert_eq!(seen.len(), 400);
     }
 
-    #[test]
-    fn concurrent_commits_are_durable_and_a_failed_one_is_counted() {
+    /// A runtime for `commit`, and a log in a fresh directory (kept while
+    /// the `TempDir` lives).
+    fn file_log() -> (
+        tokio::runtime::Runtime,
+        tempfile::TempDir,
+        PathBuf,
+        Arc<Audit>,
+    ) {
         let runtime = tokio::runtime::Builder::new_current_thread()
             .build()
             .unwrap();
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("audit.log");
         let audit = Arc::new(Audit::open(&AuditTarget::File(path.clone())).unwrap());
+        (runtime, dir, path, audit)
+    }
+
+    #[test]
+    fn concurrent_commits_are_durable_and_a_failed_one_is_counted() {
+        let (runtime, _dir, path, audit) = file_log();
         runtime.block_on(async {
             let tasks: Vec<_> = (0..300)
                 .map(|n| {
@@ -500,12 +512,7 @@ mod tests {
 
     #[test]
     fn durable_waits_for_the_notes_written_before_it() {
-        let runtime = tokio::runtime::Builder::new_current_thread()
-            .build()
-            .unwrap();
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("audit.log");
-        let audit = Arc::new(Audit::open(&AuditTarget::File(path.clone())).unwrap());
+        let (runtime, _dir, path, audit) = file_log();
         runtime.block_on(async {
             // Nothing written yet: nothing to wait for.
             audit.durable().await.unwrap();
