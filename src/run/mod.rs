@@ -14,7 +14,7 @@ use serde_json::json;
 use tokio::io::AsyncReadExt;
 use tokio::sync::mpsc::UnboundedSender;
 
-use crate::audit::Audit;
+use crate::audit::{Audit, AuditError};
 use crate::bundle::{decrypt, unpack};
 use crate::config::Config;
 use crate::metrics::{inc, Metrics};
@@ -159,8 +159,16 @@ impl Reporter {
         }
     }
 
-    /// The run's records are on disk (a synced record followed its
-    /// `run.started`): the lines held back go out, and the next ones at once.
+    /// A synced record of the run has been waited for: when it is on disk,
+    /// so is `run.started`, and the lines held back go out (the next ones
+    /// at once); when it is not, the run ends.
+    fn synced(&mut self, record: Result<(), AuditError>) -> Result<(), Failure> {
+        record.map_err(|e| Failure::Internal(e.to_string()))?;
+        self.release();
+        Ok(())
+    }
+
+    /// Sends the lines held back, and the next ones at once.
     fn release(&mut self) {
         for event in self.held.take().unwrap_or_default() {
             let _ = self.events.send(event);
@@ -296,11 +304,7 @@ async fn run_in_group(
     let Some(group) = &spec.concurrency else {
         return run_steps(ctx, spec, lease, out, volume, Instant::now()).await;
     };
-    ctx.audit
-        .durable()
-        .await
-        .map_err(|e| Failure::Internal(e.to_string()))?;
-    out.release();
+    out.synced(ctx.audit.durable().await)?;
     let waited = Instant::now();
     let mut waiting = false;
     let acquired = ctx
@@ -396,16 +400,13 @@ async fn run_steps(
     drop(permit);
     let volume = &*volume.insert(prepared.volume);
     for file in prepared.decrypted {
-        ctx.audit
-            .commit(
-                "bundle.decrypted",
-                &spec.id,
-                &spec.tenant.name,
-                json!({"file": file}),
-            )
-            .await
-            .map_err(|e| Failure::Internal(e.to_string()))?;
-        out.release();
+        let record = ctx.audit.commit(
+            "bundle.decrypted",
+            &spec.id,
+            &spec.tenant.name,
+            json!({"file": file}),
+        );
+        out.synced(record.await)?;
         out.line(format!("decrypted {file}"));
     }
     // The run's socket to the portal (§6.1), owned by whoever the script
@@ -531,16 +532,13 @@ async fn run_scripts(
         let script_started = Instant::now();
         relay.set_script(script);
         // On record before it starts (§8): no record, no script.
-        ctx.audit
-            .commit(
-                "script.started",
-                &spec.id,
-                &spec.tenant.name,
-                json!({"script": script}),
-            )
-            .await
-            .map_err(|e| Failure::Internal(e.to_string()))?;
-        out.release();
+        let record = ctx.audit.commit(
+            "script.started",
+            &spec.id,
+            &spec.tenant.name,
+            json!({"script": script}),
+        );
+        out.synced(record.await)?;
         let result = run_script(ctx, spec, lease, volume, script, out, run_deadline).await;
         let secs = script_started.elapsed().as_secs();
         ctx.metrics
