@@ -194,6 +194,59 @@ fn servo_leading_its_session_weighs_like_its_scripts_and_leaves_a_shared_one_alo
     assert_eq!(autogroup_nice("self"), mine);
 }
 
+/// servo's launcher (`servo __sandbox-launcher`).
+fn launcher_of(servo: &Servo) -> u32 {
+    children(servo.child.id())
+        .into_iter()
+        .find(|p| {
+            std::fs::read(format!("/proc/{p}/cmdline"))
+                .unwrap_or_default()
+                .windows(18)
+                .any(|w| w == b"__sandbox-launcher")
+        })
+        .expect("servo's launcher")
+}
+
+/// A capability set's mask from /proc/PID/status (`CapBnd`, `CapEff`...).
+fn cap_mask(pid: u32, set: &str) -> String {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("status");
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix(&format!("{set}:\t")))
+        .unwrap_or_else(|| panic!("no {set} in {status}"))
+        .to_string()
+}
+
+/// The launcher empties its bounding set once, so that no script's start
+/// drops it capability by capability; its inits inherit it empty, and keep
+/// the effective capabilities they build the sandbox with.
+#[test]
+fn the_launcher_and_its_warm_init_hold_an_empty_bounding_set() {
+    if !require_root() {
+        return;
+    }
+    let servo = Servo::start(&[]);
+    let b = support::bundle(&[("hi.py", "print('hi')")]);
+    assert_eq!(post_bundle(&servo, &b.tgz, "hi.py", &[]).status, 200);
+    let launcher = launcher_of(&servo);
+    // The next job's init, made ahead of it.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    let warm = loop {
+        if let Some(&p) = children(launcher).first() {
+            break p;
+        }
+        assert!(std::time::Instant::now() < deadline, "no warm init");
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    };
+    for (pid, who) in [(launcher, "the launcher"), (warm, "its warm init")] {
+        assert_eq!(cap_mask(pid, "CapBnd"), "0000000000000000", "{who}");
+        assert_ne!(cap_mask(pid, "CapEff"), "0000000000000000", "{who}");
+    }
+    // And the script's sets are all empty (as the_servers_sandbox_keeps_every_guarantee checks).
+    let r = post_bundle(&servo, &b.tgz, "hi.py", &[]);
+    assert_eq!(r.status, 200, "{}", r.body);
+}
+
 /// The pids of `pid`'s children.
 fn children(pid: u32) -> Vec<u32> {
     std::fs::read_to_string(format!("/proc/{pid}/task/{pid}/children"))
@@ -318,15 +371,7 @@ fn a_killed_launcher_is_replaced_and_runs_go_on() {
     let servo = Servo::start(&[]);
     let b = support::bundle(&[("hi.py", "print('hi')")]);
     assert_eq!(post_bundle(&servo, &b.tgz, "hi.py", &[]).status, 200);
-    let launcher = children(servo.child.id())
-        .into_iter()
-        .find(|p| {
-            std::fs::read(format!("/proc/{p}/cmdline"))
-                .unwrap_or_default()
-                .windows(18)
-                .any(|w| w == b"__sandbox-launcher")
-        })
-        .expect("servo's launcher");
+    let launcher = launcher_of(&servo);
     nix::sys::signal::kill(
         nix::unistd::Pid::from_raw(launcher as i32),
         nix::sys::signal::Signal::SIGKILL,

@@ -277,6 +277,15 @@ fn serve(socket: OwnedFd, warm: bool) -> ! {
     // SAFETY: SIG_IGN is a valid disposition; no handler runs.
     unsafe { libc::signal(libc::SIGCHLD, libc::SIG_IGN) };
     let _ = nix::sys::prctl::set_name(c"servo-launcher");
+    // No process the launcher forks execs anything but a script, and each
+    // script's process clears the bounding set again before its execve
+    // (exec.rs): emptied once here, it is inherited empty, and the 41
+    // PR_CAPBSET_DROPs (a new set of credentials each) leave every script's
+    // start (~80 µs). The launcher and its inits keep their effective
+    // capabilities, which the bounding set does not limit. Rootless, the
+    // launcher cannot (no CAP_SETPCAP) and need not: a new user namespace
+    // starts with a full bounding set, which the script's process clears.
+    let _ = caps::clear(None, caps::CapSet::Bounding);
     let mut ready = if warm { fork_warm_init(&socket) } else { None };
     loop {
         let mut buf = [0u8; 16];
