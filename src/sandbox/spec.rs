@@ -2,6 +2,7 @@
 //! and what the helper answers (one JSON line on its stderr).
 
 use std::io::Read;
+use std::os::fd::FromRawFd;
 use std::path::PathBuf;
 
 use serde::{Deserialize, Serialize};
@@ -38,8 +39,14 @@ pub struct HelperSpec {
 impl HelperSpec {
     /// The job, as the launcher's helper or warm init reads it on stdin.
     pub fn read_stdin() -> Result<HelperSpec, String> {
+        // Read as a File (sized by fstat: one read, where the growing reads
+        // of `io::stdin()` took nine), without setting up stdin's buffer
+        // for this one use.
+        // SAFETY: fd 0 is the job, open for the process's life;
+        // ManuallyDrop leaves it open.
+        let job = std::mem::ManuallyDrop::new(unsafe { std::fs::File::from_raw_fd(0) });
         let mut text = Vec::new();
-        std::io::stdin()
+        (&*job)
             .read_to_end(&mut text)
             .map_err(|e| format!("cannot read the job: {e}"))?;
         serde_json::from_slice(&text).map_err(|e| format!("cannot parse the job: {e}"))
