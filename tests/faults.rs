@@ -1160,3 +1160,40 @@ fn short_load_keeps_the_invariants() {
     assert_eq!(servo.health().status, 200);
     assert_no_leftovers(servo.state.path(), uid_base);
 }
+
+/// A run is answered only once its sandbox is gone: the init's report
+/// arrives before its exit has taken its processes and namespaces down,
+/// and the server waits for the rest beside its last audit record. A
+/// daemon holding 256 MiB, its output closed so that the log ends without
+/// it, makes that exit long (~20 ms to free its memory once killed), so an
+/// answer sent on the report alone would find it still there.
+#[test]
+fn a_run_is_answered_once_its_sandbox_is_gone() {
+    if !require_root() {
+        return;
+    }
+    let (servo, uid_base) = start(&[]);
+    let daemon = "import os, time\n\
+        r, w = os.pipe()\n\
+        if os.fork() == 0:\n\
+        \x20   os.setsid()\n\
+        \x20   null = os.open('/dev/null', os.O_WRONLY)\n\
+        \x20   os.dup2(null, 1)\n\
+        \x20   os.dup2(null, 2)\n\
+        \x20   held = bytearray(256 << 20)\n\
+        \x20   for i in range(0, len(held), 4096):\n\
+        \x20       held[i] = 1\n\
+        \x20   os.write(w, b'x')\n\
+        \x20   time.sleep(3600)\n\
+        os.read(r, 1)\n\
+        print('daemon holds its memory')\n";
+    let b = bundle(&[("daemon.py", daemon)]);
+    for _ in 0..3 {
+        let r = post_bundle(&servo, &b.tgz, "daemon.py", &[]);
+        assert_eq!(r.status, 200, "{}", r.body);
+        assert!(r.body.contains("daemon holds its memory"), "{}", r.body);
+        let left = sandbox_processes(servo.state.path(), uid_base);
+        assert!(left.is_empty(), "answered while these ran: {left:?}");
+    }
+    assert_no_leftovers(servo.state.path(), uid_base);
+}

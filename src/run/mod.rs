@@ -111,6 +111,10 @@ struct Reporter {
     /// (it is written, not synced, when the run is accepted): nothing of
     /// the run is seen before its record is durable (§8).
     held: Option<Vec<RunEvent>>,
+    /// Sandboxes whose command has ended but whose init is still exiting
+    /// (its namespaces going down): waited for beside the next step's
+    /// audit record, and the run's end is reported only once they are gone.
+    exiting: Vec<sandbox::Running>,
 }
 
 impl Reporter {
@@ -174,6 +178,13 @@ impl Reporter {
             let _ = self.events.send(event);
         }
     }
+
+    /// Waits until the run's ended sandboxes are gone (their cgroups handed back).
+    async fn reap(&mut self) {
+        for sandbox in self.exiting.drain(..) {
+            sandbox.reaped().await;
+        }
+    }
 }
 
 fn signal_name(signal: i32) -> String {
@@ -197,6 +208,7 @@ pub async fn execute(
         limit: spec.tenant.limits.log_bytes(),
         batch: log::Lines::default(),
         held: Some(Vec::new()),
+        exiting: Vec::new(),
     };
     inc(&ctx.metrics.runs_started);
     let mut volume = None;
@@ -213,8 +225,9 @@ pub async fn execute(
         // The failure line is written even past the log limit: it says why.
         reporter.send(RunEvent::Line(format!("failure ({reason})")));
     }
-    // The run's files go while `run.finished` is made durable; the uid is
-    // free for another run only once they are gone.
+    // The run's files go, and its last sandbox's init finishes exiting,
+    // while `run.finished` is made durable; the uid is free for another run
+    // only once they are gone.
     let (archive, run_dir) = (spec.archive.clone(), spec.run_dir.clone());
     let removed = offload(move || remove_run_files(volume, &archive, &run_dir));
     let finished = ctx.audit.commit(
@@ -223,7 +236,7 @@ pub async fn execute(
         &spec.tenant.name,
         json!({"ok": reason.is_none(), "reason": reason, "ms": ms}),
     );
-    let _ = tokio::join!(removed, finished);
+    let _ = tokio::join!(removed, finished, reporter.reap());
     reporter.release();
     drop(lease);
     let _ = reporter.events.send(RunEvent::Done(Outcome {
@@ -245,7 +258,6 @@ pub async fn execute(
 
 /// Runs executing now (the last one to end trims the heap).
 static ACTIVE_RUNS: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
-
 fn page_size() -> u64 {
     // SAFETY: sysconf only reads a constant of the running system.
     let n = unsafe { libc::sysconf(libc::_SC_PAGESIZE) };
@@ -539,6 +551,8 @@ async fn run_scripts(
             json!({"script": script}),
         );
         out.synced(record.await)?;
+        // The previous script's sandbox went down while the record was written.
+        out.reap().await;
         let result = run_script(ctx, spec, lease, volume, script, out, run_deadline).await;
         let secs = script_started.elapsed().as_secs();
         ctx.metrics
@@ -719,14 +733,16 @@ async fn run_script(
     // The output may close before the script ends (it closed its stdout):
     // the deadline still holds for the wait.
     let exit = tokio::select! {
-        exit = running.wait() => exit,
+        exit = running.exit() => exit,
         _ = tokio::time::sleep_until(deadline.into()), if !timed_out => {
             timed_out = true;
             running.kill();
-            running.wait().await
+            running.exit().await
         }
-    }
-    .map_err(|e| Failure::Internal(format!("sandbox: {e}")))?;
+    };
+    // Its init finishes exiting while the run goes on (Reporter::reap).
+    out.exiting.push(running);
+    let exit = exit.map_err(|e| Failure::Internal(format!("sandbox: {e}")))?;
     if over_limit {
         return Err(Failure::OutputLimit);
     }

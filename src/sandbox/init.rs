@@ -40,10 +40,17 @@ pub fn init_main_prepared(spec: &HelperSpec, status: OwnedFd, prepared: Option<P
         Ok(r) => r,
         Err(e) => Report::Error(e),
     };
-    let _ = std::fs::File::from(status).write_all(report.to_line().as_bytes());
     // Nothing may outlive the script (SPEC §5.1); PID 1 leaving takes the
-    // namespace down, but kill first so nothing runs while we exit.
+    // namespace down, but kill first so that nothing runs once reported.
     let _ = nix::sys::signal::kill(Pid::from_raw(-1), Signal::SIGKILL);
+    let _ = std::fs::File::from(status).write_all(report.to_line().as_bytes());
+    // The report ends here, not when this process's exit has taken down its
+    // memory and namespaces (a few tenths of a ms, which the server then
+    // spends beside its audit record): a warm init's stderr is the report
+    // pipe too.
+    // SAFETY: fd 2 is this process's stderr, not owned by anything else;
+    // nothing is written to it from here on.
+    unsafe { libc::close(2) };
     std::process::exit(0)
 }
 

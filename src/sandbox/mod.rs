@@ -490,24 +490,35 @@ impl Running {
         self.output.take()
     }
 
-    /// Resolves once the helper (or warm init) has exited: the command has
-    /// ended and its output is closing. Cancel-safe; consumes nothing.
+    /// Resolves once the command has ended: the init has reported (it does
+    /// as soon as it has reaped the script), or the helper is gone; its
+    /// output is closing. Cancel-safe; consumes nothing.
     pub async fn ended(&self) {
-        let _ = self.helper.readable().await;
+        match &self.report {
+            Some(report) => tokio::select! {
+                _ = report.readable() => {}
+                _ = self.helper.readable() => {}
+            },
+            None => {
+                let _ = self.helper.readable().await;
+            }
+        }
     }
 
-    /// Waits for the command and everything it started to end, then cleans up.
-    pub async fn wait(&mut self) -> Result<Exit, SandboxError> {
+    /// The command's exit, once the sandbox has reported it and closed its
+    /// report pipe (the init does both on its way out, after killing what
+    /// the script left): nothing of the command runs any more, but the
+    /// init may still be exiting, its namespaces going down (a few tenths
+    /// of a ms), which [`Running::reaped`] waits for.
+    pub async fn exit(&mut self) -> Result<Exit, SandboxError> {
         let mut report = String::new();
         if let Some(mut r) = self.report.take() {
             use tokio::io::AsyncReadExt;
             let _ = r.read_to_string(&mut report).await;
         }
-        // The report pipe closes with the helper's last descriptor; the pidfd
-        // says the helper itself is gone.
-        let _ = self.helper.readable().await;
+        // Counted before the script was killed (the init reports after it
+        // has reaped it).
         let oom = self.cgroup.as_ref().is_some_and(|c| c.oom_killed());
-        self.cleanup();
         match Report::parse(&report) {
             Report::Exit(code) => Ok(Exit::Code(code)),
             Report::Signal(signal) => Ok(Exit::Signal { signal, oom }),
@@ -518,6 +529,13 @@ impl Running {
             }),
             Report::Error(e) => Err(SandboxError::Setup(e)),
         }
+    }
+
+    /// Waits for the sandbox to be gone (the pidfd: its init has exited and
+    /// its namespaces with it), then hands its cgroup back.
+    pub async fn reaped(mut self) {
+        let _ = self.helper.readable().await;
+        self.cleanup();
     }
 
     /// Kills the command and every process it started.
