@@ -194,6 +194,16 @@ fn servo_leading_its_session_weighs_like_its_scripts_and_leaves_a_shared_one_alo
     assert_eq!(autogroup_nice("self"), mine);
 }
 
+/// A server that has run one script (`hi.py` of the bundle), and its
+/// launcher.
+fn after_one_run() -> (Servo, support::Bundle, u32) {
+    let servo = Servo::start(&[]);
+    let b = support::bundle(&[("hi.py", "print('hi')")]);
+    assert_eq!(post_bundle(&servo, &b.tgz, "hi.py", &[]).status, 200);
+    let launcher = launcher_of(&servo);
+    (servo, b, launcher)
+}
+
 /// servo's launcher (`servo __sandbox-launcher`).
 fn launcher_of(servo: &Servo) -> u32 {
     children(servo.child.id())
@@ -225,10 +235,7 @@ fn the_launcher_and_its_warm_init_hold_an_empty_bounding_set() {
     if !require_root() {
         return;
     }
-    let servo = Servo::start(&[]);
-    let b = support::bundle(&[("hi.py", "print('hi')")]);
-    assert_eq!(post_bundle(&servo, &b.tgz, "hi.py", &[]).status, 200);
-    let launcher = launcher_of(&servo);
+    let (servo, b, launcher) = after_one_run();
     // The next job's init, made ahead of it.
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
     let warm = loop {
@@ -368,10 +375,7 @@ fn a_killed_launcher_is_replaced_and_runs_go_on() {
     if !require_root() {
         return;
     }
-    let servo = Servo::start(&[]);
-    let b = support::bundle(&[("hi.py", "print('hi')")]);
-    assert_eq!(post_bundle(&servo, &b.tgz, "hi.py", &[]).status, 200);
-    let launcher = launcher_of(&servo);
+    let (servo, b, launcher) = after_one_run();
     nix::sys::signal::kill(
         nix::unistd::Pid::from_raw(launcher as i32),
         nix::sys::signal::Signal::SIGKILL,

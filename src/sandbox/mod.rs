@@ -516,8 +516,8 @@ impl Running {
             use tokio::io::AsyncReadExt;
             let _ = r.read_to_string(&mut report).await;
         }
-        // Counted before the script was killed (the init reports after it
-        // has reaped it).
+        // Final: the kernel counts an OOM kill before the killed process
+        // dies, and the init reports only once it has reaped the script.
         let oom = self.cgroup.as_ref().is_some_and(|c| c.oom_killed());
         match Report::parse(&report) {
             Report::Exit(code) => Ok(Exit::Code(code)),
