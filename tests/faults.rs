@@ -589,6 +589,12 @@ fn sigterm_right_after_listening_stops_cleanly() {
             left.is_empty(),
             "round {round}: still mounted: {left:?}\n{log}"
         );
+        // Its cgroups too, the cpu group its start-up self-test ran in included.
+        let groups: Vec<_> = instance_cgroups(state.path())
+            .into_iter()
+            .filter(|g| g.exists())
+            .collect();
+        assert!(groups.is_empty(), "round {round}: left {groups:?}\n{log}");
     }
 }
 

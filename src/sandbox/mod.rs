@@ -272,12 +272,21 @@ impl Sandbox {
         let (report_r, report_w) = pipe("report")?;
         drop(out_r);
         let job_file = spec_file(&spec)?;
-        self.launcher
+        let helper = self
+            .launcher
             .launch(&OwnedFd::from(job_file), &out_w, &report_w)
             .map_err(SandboxError::io("cannot start the sandbox helper"))?;
         drop((out_w, report_w));
         let mut report = String::new();
         let _ = std::fs::File::from(report_r).read_to_string(&mut report);
+        // The report comes before the init has left its cgroups (its exit
+        // takes its namespaces down first): a servo stopped at once would
+        // find its cpu group still busy, and leave it behind.
+        let mut gone = [nix::poll::PollFd::new(
+            std::os::fd::AsFd::as_fd(&helper),
+            nix::poll::PollFlags::POLLIN,
+        )];
+        let _ = nix::poll::poll(&mut gone, nix::poll::PollTimeout::from(10_000u16));
         match Report::parse(&report) {
             Report::Exit(0) => Ok(()),
             Report::Exit(9) => Err(SandboxError::Setup(

@@ -423,7 +423,7 @@ pub fn entries(dir: &Path) -> Vec<String> {
 /// The cgroup directories (v1 or v2) that hold this state dir's jobs.
 pub fn instance_cgroups(state: &Path) -> Vec<PathBuf> {
     let instance = servo::sandbox::cgroup_instance_name(&state.join("sandbox"));
-    ["", "memory", "pids"]
+    ["", "memory", "pids", "cpu"]
         .iter()
         .map(|c| {
             Path::new("/sys/fs/cgroup")
