@@ -420,7 +420,8 @@ pub fn entries(dir: &Path) -> Vec<String> {
         .unwrap_or_default()
 }
 
-/// The cgroup directories (v1 or v2) that hold this state dir's jobs.
+/// The cgroup directories (v1 or v2) that hold this state dir's jobs, and
+/// (v1) the instance's cpu group every script joins.
 pub fn instance_cgroups(state: &Path) -> Vec<PathBuf> {
     let instance = servo::sandbox::cgroup_instance_name(&state.join("sandbox"));
     ["", "memory", "pids", "cpu"]
