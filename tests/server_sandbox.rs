@@ -235,7 +235,7 @@ fn the_launcher_and_its_warm_init_hold_an_empty_bounding_set() {
     if !require_root() {
         return;
     }
-    let (servo, b, launcher) = after_one_run();
+    let (servo, _, launcher) = after_one_run();
     // The next job's init, made ahead of it.
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
     let warm = loop {
@@ -249,9 +249,21 @@ fn the_launcher_and_its_warm_init_hold_an_empty_bounding_set() {
         assert_eq!(cap_mask(pid, "CapBnd"), "0000000000000000", "{who}");
         assert_ne!(cap_mask(pid, "CapEff"), "0000000000000000", "{who}");
     }
-    // And the script's sets are all empty (as the_servers_sandbox_keeps_every_guarantee checks).
-    let r = post_bundle(&servo, &b.tgz, "hi.py", &[]);
+    // The script that warm init becomes still holds no capability at all.
+    let caps = support::bundle(&[(
+        "caps.py",
+        "for l in open('/proc/self/status'):\n    if l.startswith(('CapBnd', 'CapEff')):\n        print(l.split()[0], l.split()[1])",
+    )]);
+    let r = post_bundle(&servo, &caps.tgz, "caps.py", &[]);
     assert_eq!(r.status, 200, "{}", r.body);
+    for set in ["CapBnd:", "CapEff:"] {
+        assert!(
+            r.lines()
+                .contains(&format!("{set} 0000000000000000").as_str()),
+            "{set} {}",
+            r.body
+        );
+    }
 }
 
 /// The pids of `pid`'s children.
