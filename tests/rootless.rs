@@ -24,7 +24,7 @@ impl Unprivileged {
         let dir = tempfile::tempdir().expect("tempdir");
         std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755))
             .expect("chmod");
-        std::fs::copy(servo_bin(), dir.path().join("servo")).expect("copy servo");
+        support::install_executable(Path::new(servo_bin()), &dir.path().join("servo"), 0o755);
         let state = dir.path().join("state");
         std::fs::create_dir(&state).expect("mkdir");
         std::os::unix::fs::chown(&state, Some(NOBODY), Some(NOBODY)).expect("chown");

@@ -89,10 +89,9 @@ fn s5_5_setuid_binaries_give_nothing() {
     }
     let jail = Jail::new();
     let suid = jail.workdir().join("id-suid");
-    std::fs::copy("/usr/bin/id", &suid).expect("copy id");
-    std::os::unix::fs::chown(&suid, Some(0), Some(0)).expect("chown");
-    std::fs::set_permissions(&suid, std::os::unix::fs::PermissionsExt::from_mode(0o4755))
-        .expect("chmod");
+    // Root runs `install`, so the copy is root's; `install` sets the mode
+    // after writing, so the setuid bit survives.
+    support::install_executable(Path::new("/usr/bin/id"), &suid, 0o4755);
     // Control: on the host, an ordinary user running it becomes euid 0.
     let mut cmd = Command::new("setpriv");
     let uid = jail.uid.to_string();

@@ -25,6 +25,30 @@ pub fn runtime() -> tokio::runtime::Runtime {
         .expect("runtime")
 }
 
+/// Copies `src` to `dest` as an executable with `mode`, from a child
+/// process. A file this multi-threaded test process held open for writing
+/// can be inherited by a child that another test thread forks at that
+/// moment; until that child execs, running the file fails with ETXTBSY
+/// ("Text file busy"). The writer here is `install`, never this process.
+pub fn install_executable(src: &Path, dest: &Path, mode: u32) {
+    let status = Command::new("install")
+        .arg("-m")
+        .arg(format!("{mode:o}"))
+        .arg(src)
+        .arg(dest)
+        .status()
+        .expect("run install");
+    assert!(status.success(), "install {src:?} {dest:?}: {status}");
+}
+
+/// Writes `text` as an executable file (see `install_executable`): the
+/// text goes to a scratch file that is never run, `install` makes `dest`.
+pub fn write_executable(dest: &Path, text: &str) {
+    let scratch = tempfile::NamedTempFile::new().expect("scratch file");
+    std::fs::write(scratch.path(), text).expect("write scratch");
+    install_executable(scratch.path(), dest, 0o755);
+}
+
 /// Tests that need root fail (not skip) in CI; elsewhere they skip with a note.
 pub fn require_root() -> bool {
     if nix::unistd::geteuid().is_root() {

@@ -74,12 +74,6 @@ impl Drop for ShellPortal {
     }
 }
 
-fn write_exec(path: &Path, text: &str) {
-    use std::os::unix::fs::PermissionsExt;
-    std::fs::write(path, text).expect("write a stub");
-    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o755)).expect("chmod");
-}
-
 /// The real path of `name` in the usual directories.
 fn real(name: &str) -> Option<PathBuf> {
     ["/usr/local/bin", "/usr/bin", "/bin"]
@@ -95,13 +89,13 @@ impl ShellPortal {
         std::fs::create_dir(&bin).expect("mkdir bin");
         let intruders = root.path().join("intruders.log");
         std::fs::write(&intruders, "").expect("intruders log");
-        write_exec(
+        super::write_executable(
             &bin.join("toolset"),
             "#!/usr/bin/python3\nimport json, os, sys\nwith open(os.environ['SHELL_PORTAL_RECORD'], 'a') as f:\n    f.write(json.dumps(sys.argv[1:]) + '\\n')\nprint('{}')\n",
         );
         for name in WRAPPED {
             if let Some(path) = real(name) {
-                write_exec(
+                super::write_executable(
                     &bin.join(name),
                     &format!(
                         "#!/bin/sh\nprintf '%s\\n' \"{name} $*\" >> '{}'\nexec '{}' \"$@\"\n",
